@@ -1,0 +1,197 @@
+// Masked convolution: argument checks and the block decomposition (masked_conv.h), device-generic.
+//
+// out = conv(x, W[top block]) + conv(x, W[left block]) + bias, then per colour group g
+//   out[g] += W[g, :P_g, centre] . x[:P_g]   (P_g: the centre tap's input-channel prefix),
+// Each dense block runs on the backend's best convolution (oneDNN / cuDNN), forward and backward,
+// so only the taps the mask lets through are ever multiplied.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <array>
+#include <string>
+
+#include "masked_conv.h"
+#include "masked_conv_op.h"
+
+namespace pixelfast {
+namespace masked_conv {
+namespace {
+
+Params make_params(const at::Tensor& x, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, c10::string_view mask_type,
+                   int64_t color_groups) {
+  TORCH_CHECK(x.dim() == 4, "masked_conv2d: input must be 4-D [B, C, H, W], got ", x.dim(), "-D");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "masked_conv2d: input must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3),
+              "masked_conv2d: weight must be [out, in, k, k], got ", weight.sizes());
+  const int64_t k = weight.size(2);
+  TORCH_CHECK(k % 2 == 1 && k >= 1 && k <= 11,
+              "masked_conv2d: kernel size must be odd and in 1..11, got ", k);
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "masked_conv2d: weight dtype ",
+              weight.scalar_type(), " differs from input dtype ", x.scalar_type());
+  TORCH_CHECK(weight.device() == x.device(), "masked_conv2d: weight is on ", weight.device(),
+              " but input is on ", x.device());
+  TORCH_CHECK(x.size(1) == weight.size(1), "masked_conv2d: input has ", x.size(1),
+              " channels but the weight expects ", weight.size(1));
+  TORCH_CHECK(mask_type == "A" || mask_type == "B",
+              "masked_conv2d: mask_type must be 'A' or 'B', got '", std::string(mask_type), "'");
+  TORCH_CHECK(color_groups == 1 || color_groups == 3,
+              "masked_conv2d: color_groups must be 1 or 3, got ", color_groups);
+  TORCH_CHECK(weight.size(0) % color_groups == 0 && weight.size(1) % color_groups == 0,
+              "masked_conv2d: channels (in ", weight.size(1), ", out ", weight.size(0),
+              ") must be divisible by color_groups=", color_groups);
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "masked_conv2d: bias must have shape [", weight.size(0), "], got ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
+                "masked_conv2d: bias must match the input's dtype and device");
+  }
+  return Params{x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3),
+                k,         color_groups, mask_type == "B"};
+}
+
+std::vector<int64_t> padding_of(Block block, int64_t k) {
+  int64_t pad[4];
+  block_padding(block, k, pad);
+  return {pad[0], pad[1], pad[2], pad[3]};
+}
+
+std::vector<int64_t> negated(std::vector<int64_t> pad) {
+  for (auto& p : pad) p = -p;
+  return pad;
+}
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+at::Tensor block_weight(const at::Tensor& weight, Block block) {
+  const BlockShape b = block_shape(block, weight.size(2));
+  return weight.narrow(2, b.row0, b.rows).narrow(3, b.col0, b.cols).contiguous(kChannelsLast);
+}
+
+// A channels-last [B, C, H, W] tensor seen as the matrix [B * H * W, C] (a view).
+at::Tensor pixel_matrix(const at::Tensor& t) {
+  return t.permute({0, 2, 3, 1}).view({-1, t.size(1)});
+}
+
+// Centre tap of output group g over its input prefix: [group_out, prefix].
+at::Tensor centre_weight(const at::Tensor& weight, const Params& p, int64_t g, int64_t prefix) {
+  const int64_t c = p.kernel_size / 2;
+  const int64_t group_out = p.out_channels / p.color_groups;
+  return weight.narrow(0, g * group_out, group_out).narrow(1, 0, prefix).select(3, c).select(2, c);
+}
+
+at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias) {
+  return at::convolution(x, weight, bias, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1);
+}
+
+}  // namespace
+
+// The blocks run in channels-last layout: oneDNN (and cuDNN) are markedly faster there, above all
+// backward, and the centre tap becomes a plain strided GEMM over [pixels, channels] with no copy.
+at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, c10::string_view mask_type,
+                   int64_t color_groups) {
+  const Params p = make_params(x_in, weight, bias, mask_type, color_groups);
+  const int64_t k = p.kernel_size;
+  const int64_t group_out = p.out_channels / p.color_groups;
+  const at::Tensor x = x_in.contiguous(kChannelsLast);
+  at::Tensor out;
+  if (k > 1) {
+    out = valid_conv(at::constant_pad_nd(x, padding_of(kTop, k)), block_weight(weight, kTop), bias)
+              .contiguous(kChannelsLast);
+    out.add_(valid_conv(at::constant_pad_nd(x, padding_of(kLeft, k)), block_weight(weight, kLeft),
+                        std::nullopt));
+  } else {
+    out = at::empty({p.batch, p.out_channels, p.height, p.width}, x.options().memory_format(kChannelsLast));
+    if (bias.has_value()) {
+      out.copy_(bias->view({1, p.out_channels, 1, 1}).expand_as(out));
+    } else {
+      out.zero_();
+    }
+  }
+  const at::Tensor x_matrix = pixel_matrix(x);
+  at::Tensor out_matrix = pixel_matrix(out);
+  for (int64_t g = 0; g < p.color_groups; ++g) {
+    const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);
+    if (prefix == 0) continue;
+    out_matrix.narrow(1, g * group_out, group_out)
+        .addmm_(x_matrix.narrow(1, 0, prefix), centre_weight(weight, p, g, prefix).t());
+  }
+  return out.contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out_in,
+                                                        const at::Tensor& x_in,
+                                                        const at::Tensor& weight,
+                                                        c10::string_view mask_type,
+                                                        int64_t color_groups,
+                                                        std::array<bool, 2> output_mask) {
+  const Params p = make_params(x_in, weight, std::nullopt, mask_type, color_groups);
+  TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == p.batch &&
+                  grad_out_in.size(1) == p.out_channels && grad_out_in.size(2) == p.height &&
+                  grad_out_in.size(3) == p.width,
+              "masked_conv2d_backward: grad_out has shape ", grad_out_in.sizes(),
+              ", expected the output's shape");
+  TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type() &&
+                  grad_out_in.device() == x_in.device(),
+              "masked_conv2d_backward: grad_out must match the input's dtype and device");
+  const int64_t k = p.kernel_size;
+  const int64_t c = k / 2;
+  const int64_t group_out = p.out_channels / p.color_groups;
+  const at::Tensor x = x_in.contiguous(kChannelsLast);
+  const at::Tensor grad_out = grad_out_in.contiguous(kChannelsLast);
+  // An unrequested gradient (the data layer's input, a frozen weight) is not computed; it comes
+  // back as zeros so the op's outputs always have the same shapes.
+  const bool want_x = output_mask[0], want_w = output_mask[1];
+  const std::array<bool, 3> want{want_x, want_w, false};
+
+  at::Tensor grad_x = at::zeros_like(x, kChannelsLast);
+  // Every masked entry keeps an exact zero gradient: only the blocks below are written.
+  at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
+  if (k > 1 && (want_x || want_w)) {
+    for (Block block : {kTop, kLeft}) {
+      const auto pad = padding_of(block, k);
+      auto grads = at::convolution_backward(grad_out, at::constant_pad_nd(x, pad),
+                                            block_weight(weight, block), std::nullopt, {1, 1},
+                                            {0, 0}, {1, 1}, false, {0, 0}, 1, want);
+      if (want_x) grad_x.add_(at::constant_pad_nd(std::get<0>(grads), negated(pad)));
+      const BlockShape b = block_shape(block, k);
+      if (want_w) {
+        grad_weight.narrow(2, b.row0, b.rows).narrow(3, b.col0, b.cols).copy_(std::get<1>(grads));
+      }
+    }
+  }
+  const at::Tensor x_matrix = pixel_matrix(x);
+  const at::Tensor go_matrix = pixel_matrix(grad_out);
+  at::Tensor gx_matrix = pixel_matrix(grad_x);
+  for (int64_t g = 0; g < p.color_groups; ++g) {
+    const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);
+    if (prefix == 0) continue;
+    const at::Tensor go_g = go_matrix.narrow(1, g * group_out, group_out);
+    if (want_x) gx_matrix.narrow(1, 0, prefix).addmm_(go_g, centre_weight(weight, p, g, prefix));
+    if (want_w) {
+      grad_weight.narrow(0, g * group_out, group_out)
+          .narrow(1, 0, prefix)
+          .select(3, c)
+          .select(2, c)
+          .copy_(go_g.t().mm(x_matrix.narrow(1, 0, prefix)));
+    }
+  }
+  return {grad_x.contiguous(), grad_weight, grad_out_in.sum({0, 2, 3})};
+}
+
+}  // namespace masked_conv
+}  // namespace pixelfast
+
+TORCH_LIBRARY_IMPL(pixelfast, CPU, m) {
+  m.impl("masked_conv2d", &pixelfast::masked_conv::forward);
+  m.impl("masked_conv2d_backward", &pixelfast::masked_conv::backward);
+}

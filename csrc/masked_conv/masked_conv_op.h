@@ -1,0 +1,25 @@
+// The masked convolution op, device-generic: the CPU and CUDA registrations both call these.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+namespace pixelfast {
+namespace masked_conv {
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, c10::string_view mask_type,
+                   int64_t color_groups);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out,
+                                                        const at::Tensor& x,
+                                                        const at::Tensor& weight,
+                                                        c10::string_view mask_type,
+                                                        int64_t color_groups,
+                                                        std::array<bool, 2> output_mask);
+
+}  // namespace masked_conv
+}  // namespace pixelfast

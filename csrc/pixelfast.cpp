@@ -1,0 +1,21 @@
+// The one list of pixelfast's op schemas. Kernels are registered per backend beside each op
+// (TORCH_LIBRARY_IMPL in *_cpu / *_cuda files); autograd and fake tensors are registered in Python.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing pixelfast._C runs the static registrations above and below; the module itself is empty.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pixelfast, m) {
+  m.def(
+      "masked_conv2d(Tensor x, Tensor weight, Tensor? bias, str mask_type, int color_groups) "
+      "-> Tensor");
+  m.def(
+      "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
+      "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,159 @@
+"""``masked_conv2d``: a PixelCNN masked convolution that skips the masked taps, and its reference.
+
+Mask (PixelRNN paper): with ``k = kernel_size`` and ``c = k // 2``, tap ``(r, s)`` is used when
+``r < c``, or ``r == c and s < c``. The centre tap ``(c, c)`` connects input colour group ``g_in``
+to output group ``g_out`` when ``g_in < g_out`` (mask "A") or ``g_in <= g_out`` (mask "B").
+Groups are contiguous channel blocks: channel ``i`` of ``C`` is in group ``i * groups // C``.
+Because the groups are contiguous, the centre tap of output group ``g`` reads a *prefix* of the
+input channels (see :func:`centre_prefix`); the kernel relies on that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixelfast.ops._library import LOADED, require_library
+
+MASK_TYPES = ("A", "B")
+MAX_KERNEL_SIZE = 11
+
+
+def centre_prefix(in_channels: int, color_groups: int, mask_type: str, g_out: int) -> int:
+    """How many leading input channels the centre tap connects to output group ``g_out``."""
+    per_group = in_channels // color_groups
+    return per_group * (g_out + 1 if mask_type == "B" else g_out)
+
+
+def make_mask(
+    in_channels: int, out_channels: int, kernel_size: int, mask_type: str, color_groups: int
+) -> torch.Tensor:
+    """The dense 0/1 mask ``[out, in, k, k]`` that :func:`masked_conv2d_ref` multiplies in."""
+    c = kernel_size // 2
+    mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
+    mask[:, :, :c, :] = 1
+    mask[:, :, c, :c] = 1
+    out_per_group = out_channels // color_groups
+    for g in range(color_groups):
+        prefix = centre_prefix(in_channels, color_groups, mask_type, g)
+        mask[g * out_per_group : (g + 1) * out_per_group, :prefix, c, c] = 1
+    return mask
+
+
+def check_masked_conv_args(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask_type: str,
+    color_groups: int,
+) -> None:
+    """Raise a clear Python error for anything the kernel does not accept."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"masked_conv2d: input must be a 4-D tensor [B, C, H, W], got {shape}")
+    if weight.dim() != 4 or weight.shape[2] != weight.shape[3]:
+        raise ValueError(
+            f"masked_conv2d: weight must be [out, in, k, k] with a square kernel, got {tuple(weight.shape)}"
+        )
+    k = weight.shape[2]
+    if k % 2 == 0 or not 1 <= k <= MAX_KERNEL_SIZE:
+        raise ValueError(f"masked_conv2d: kernel size must be odd and in 1..{MAX_KERNEL_SIZE}, got {k}")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"masked_conv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
+    if color_groups not in (1, 3):
+        raise ValueError(f"masked_conv2d: color_groups must be 1 or 3, got {color_groups}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"masked_conv2d: input must be float32 or float64, got {x.dtype}")
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(
+            f"masked_conv2d: input, weight and bias must share one dtype, got input {x.dtype}, "
+            f"weight {weight.dtype}" + ("" if bias is None else f", bias {bias.dtype}")
+        )
+    if weight.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(
+            f"masked_conv2d: input, weight and bias must be on one device, got input on {x.device}, "
+            f"weight on {weight.device}" + ("" if bias is None else f", bias on {bias.device}")
+        )
+    out_channels, in_channels = weight.shape[0], weight.shape[1]
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"masked_conv2d: input has {x.shape[1]} channels but the weight expects {in_channels}"
+        )
+    if in_channels % color_groups or out_channels % color_groups:
+        raise ValueError(
+            f"masked_conv2d: with color_groups={color_groups}, in_channels ({in_channels}) and "
+            f"out_channels ({out_channels}) must be divisible by {color_groups}"
+        )
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"masked_conv2d: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+
+
+def masked_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    mask_type: str = "B",
+    color_groups: int = 1,
+) -> torch.Tensor:
+    """Masked 'same' convolution, stride 1; equal to :func:`masked_conv2d_ref`, without the masked work.
+
+    ``weight`` is the full ``[out, in, k, k]`` tensor; its masked entries are ignored and get a
+    gradient of exactly zero.
+    """
+    check_masked_conv_args(x, weight, bias, mask_type, color_groups)
+    require_library()
+    return torch.ops.pixelfast.masked_conv2d(x, weight, bias, mask_type, color_groups)
+
+
+def masked_conv2d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    mask_type: str = "B",
+    color_groups: int = 1,
+) -> torch.Tensor:
+    """The plain-PyTorch twin: a dense ``F.conv2d`` with the mask multiplied into the weight."""
+    check_masked_conv_args(x, weight, bias, mask_type, color_groups)
+    out_channels, in_channels, k, _ = weight.shape
+    mask = make_mask(in_channels, out_channels, k, mask_type, color_groups).to(weight)
+    return F.conv2d(x, weight * mask, bias, padding=k // 2)
+
+
+if LOADED:
+
+    @torch.library.register_fake("pixelfast::masked_conv2d")
+    def _masked_conv2d_fake(x, weight, bias, mask_type, color_groups):
+        return x.new_empty(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+
+    @torch.library.register_fake("pixelfast::masked_conv2d_backward")
+    def _masked_conv2d_backward_fake(grad_out, x, weight, mask_type, color_groups, output_mask):
+        return (
+            x.new_empty(x.shape),
+            weight.new_empty(weight.shape),
+            weight.new_empty(weight.shape[0]),
+        )
+
+    def _setup_context(ctx, inputs, output):
+        x, weight, bias, mask_type, color_groups = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.mask_type = mask_type
+        ctx.color_groups = color_groups
+
+    def _backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_x, grad_weight, grad_bias = torch.ops.pixelfast.masked_conv2d_backward(
+            grad_out, x, weight, ctx.mask_type, ctx.color_groups, [need_x, need_weight]
+        )
+        return (
+            grad_x if need_x else None,
+            grad_weight if need_weight else None,
+            grad_bias if need_bias else None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd(
+        "pixelfast::masked_conv2d", _backward, setup_context=_setup_context
+    )

@@ -1,0 +1,236 @@
+"""The fused masked convolution against its plain-PyTorch reference (``masked_conv2d_ref``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pixelfast
+from pixelfast.nn import MaskedConv2d
+from pixelfast.ops import make_mask, masked_conv2d, masked_conv2d_ref
+from pixelfast.ops import _library
+
+TOLERANCE = {torch.float32: dict(atol=2e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+def make_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cin, height, width, generator=generator, dtype=dtype)
+    weight = torch.randn(cout, cin, k, k, generator=generator, dtype=dtype)
+    b = torch.randn(cout, generator=generator, dtype=dtype) if bias else None
+    return x, weight, b
+
+
+def forward_and_grads(fn, x, weight, bias, mask_type, groups, grad_out=None):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, weight)]
+    b = bias.detach().clone().requires_grad_(True) if bias is not None else None
+    out = fn(leaves[0], leaves[1], b, mask_type, groups)
+    if grad_out is None:
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    out.backward(grad_out)
+    grads = [leaves[0].grad, leaves[1].grad] + ([b.grad] if b is not None else [])
+    return out, grads
+
+
+def assert_matches_reference(x, weight, bias, mask_type, groups):
+    out, grads = forward_and_grads(masked_conv2d, x, weight, bias, mask_type, groups)
+    ref, ref_grads = forward_and_grads(masked_conv2d_ref, x, weight, bias, mask_type, groups)
+    tol = TOLERANCE[x.dtype]
+    torch.testing.assert_close(out, ref, **tol)
+    for name, got, want in zip(("input", "weight", "bias"), grads, ref_grads):
+        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"grad {name}: {m}")
+    return grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_matches_reference(mask_type, groups, k, dtype):
+    x, weight, bias = make_inputs(2, 6, 9, 5, 9, k, dtype)
+    grads = assert_matches_reference(x, weight, bias, mask_type, groups)
+    # A masked-out weight gets exactly zero gradient, so no optimizer ever needs to re-mask.
+    mask = make_mask(6, 9, k, mask_type, groups).to(dtype)
+    assert torch.all(grads[1][mask == 0] == 0)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 8])
+def test_batch_sizes(batch):
+    x, weight, bias = make_inputs(batch, 3, 6, 7, 4, 3, torch.float64, seed=batch)
+    assert_matches_reference(x, weight, bias, "A", 3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (6, 1), (2, 2), (11, 5)])
+def test_small_and_odd_images(size):
+    # Images smaller than the kernel exercise the padding and crop arithmetic.
+    x, weight, bias = make_inputs(2, 3, 3, *size, 7, torch.float64)
+    assert_matches_reference(x, weight, bias, "B", 3)
+
+
+def test_without_bias():
+    x, weight, _ = make_inputs(2, 3, 6, 5, 5, 5, torch.float64)
+    assert_matches_reference(x, weight, None, "B", 3)
+
+
+def test_non_contiguous_input():
+    x, weight, bias = make_inputs(2, 6, 6, 9, 5, 3, torch.float64)
+    x_t = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, transposed strides
+    assert not x_t.is_contiguous()
+    assert_matches_reference(x_t, weight, bias, "B", 3)
+    wide = torch.randn(2, 12, 9, 5, dtype=torch.float64)
+    assert_matches_reference(wide[:, ::2], weight, bias, "A", 3)  # a strided channel slice
+
+
+def test_channels_last_input_and_weight():
+    x, weight, bias = make_inputs(3, 6, 9, 6, 7, 5, torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    assert_matches_reference(x, weight, bias, "B", 3)
+
+
+def test_only_weight_grad_when_input_is_data():
+    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 7, torch.float64)
+    w = weight.clone().requires_grad_(True)
+    w_ref = weight.clone().requires_grad_(True)
+    masked_conv2d(x, w, bias, "A", 3).sum().backward()
+    masked_conv2d_ref(x, w_ref, bias, "A", 3).sum().backward()
+    torch.testing.assert_close(w.grad, w_ref.grad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    cin_per_group=st.integers(1, 4),
+    cout_per_group=st.integers(1, 4),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    k=st.sampled_from([1, 3, 5, 7, 9, 11]),
+    mask_type=st.sampled_from(["A", "B"]),
+    groups=st.sampled_from([1, 3]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_many_shapes(batch, cin_per_group, cout_per_group, height, width, k, mask_type, groups, bias, seed):
+    x, weight, b = make_inputs(
+        batch, cin_per_group * groups, cout_per_group * groups, height, width, k, torch.float64, bias, seed
+    )
+    assert_matches_reference(x, weight, b, mask_type, groups)
+
+
+@pytest.mark.parametrize("mask_type,groups,k", [("A", 3, 3), ("B", 3, 5), ("B", 1, 3), ("A", 1, 1)])
+def test_gradcheck(mask_type, groups, k):
+    x, weight, bias = make_inputs(2, 3, 6, 4, 5, k, torch.float64)
+    inputs = tuple(t.requires_grad_(True) for t in (x, weight, bias))
+    # fast_mode checks random projections of the Jacobian: the same test, a fraction of the calls.
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: masked_conv2d(a, w, b, mask_type, groups), inputs, eps=1e-6, atol=1e-6, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("mask_type,groups,k,bias", [("A", 3, 3, True), ("B", 1, 5, False), ("B", 3, 1, True)])
+def test_opcheck(mask_type, groups, k, bias):
+    x, weight, b = make_inputs(2, 3, 6, 5, 4, k, torch.float32, bias)
+    args = (x.requires_grad_(True), weight.requires_grad_(True), b.requires_grad_(True) if bias else None)
+    torch.library.opcheck(torch.ops.pixelfast.masked_conv2d.default, (*args, mask_type, groups))
+    grad_out = torch.randn(2, 6, 5, 4)
+    torch.library.opcheck(
+        torch.ops.pixelfast.masked_conv2d_backward.default,
+        (grad_out, x.detach(), weight.detach(), mask_type, groups, [True, True]),
+    )
+
+
+def test_module_under_torch_compile_fullgraph():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        MaskedConv2d(3, 12, 7, "A", color_groups=3),
+        torch.nn.ReLU(),
+        MaskedConv2d(12, 12, 3, "B", color_groups=3),
+    )
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, model(x))
+    out.sum().backward()
+    assert model[0].weight.grad is not None and model[2].weight.grad.abs().sum() > 0
+
+
+def test_module_trains_with_any_optimizer_without_remasking():
+    torch.manual_seed(0)
+    layer = MaskedConv2d(3, 6, 5, "A", color_groups=3)
+    mask = layer.mask()
+    masked_before = layer.weight.detach()[mask == 0].clone()
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, weight_decay=0.0)
+    x = torch.randn(4, 3, 6, 6)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(x).pow(2).mean().backward()
+        optimizer.step()
+    assert torch.equal(layer.weight.detach()[mask == 0], masked_before)
+    assert not torch.equal(layer.weight.detach()[mask == 1], torch.zeros_like(layer.weight)[mask == 1])
+
+
+def test_module_matches_reference_and_initialises_masked_weights_to_zero():
+    layer = MaskedConv2d(6, 9, 3, "B", color_groups=3)
+    assert torch.all(layer.weight.detach()[layer.mask() == 0] == 0)
+    x = torch.randn(2, 6, 5, 5)
+    torch.testing.assert_close(layer(x), masked_conv2d_ref(x, layer.weight, layer.bias, "B", 3))
+    assert "mask_type='B'" in repr(layer)
+
+
+@pytest.mark.parametrize(
+    "make_call, error, words",
+    [
+        (lambda: masked_conv2d(torch.randn(3, 5, 5), torch.randn(3, 3, 3, 3)), ValueError, "4-D"),
+        (lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), None, "B", 3), ValueError, "divisible by 3"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 4, 4)), ValueError, "odd"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 13, 13)), ValueError, "odd"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 5)), ValueError, "square"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3, dtype=torch.float64)), TypeError, "dtype"),
+        (lambda: masked_conv2d(torch.ones(1, 3, 5, 5, dtype=torch.int64), torch.randn(3, 3, 3, 3)), TypeError, "float32 or float64"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3, device="meta")), ValueError, "device"),
+        (lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(3, 3, 3, 3)), ValueError, "channels"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), torch.randn(4)), ValueError, "bias"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "C"), ValueError, "mask_type"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 2), ValueError, "color_groups"),
+        (lambda: MaskedConv2d(4, 6, 3, "A", color_groups=3), ValueError, "divisible by 3"),
+        (lambda: MaskedConv2d(3, 6, 4, "A"), ValueError, "odd"),
+        (lambda: MaskedConv2d(3, 6, 3, "a"), ValueError, "mask_type"),
+    ],
+)
+def test_bad_input_raises_clear_error(make_call, error, words):
+    with pytest.raises(error, match=words):
+        make_call()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ((torch.randn(3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 1), "4-D"),
+        ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 2, 2), None, "B", 1), "odd"),
+        ((torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), None, "B", 3), "divisible"),
+        ((torch.ones(1, 3, 5, 5, dtype=torch.int32), torch.ones(3, 3, 3, 3, dtype=torch.int32), None, "B", 1), "float32 or float64"),
+        ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3).double(), None, "B", 1), "dtype"),
+        ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "X", 1), "mask_type"),
+    ],
+)
+def test_op_called_directly_checks_its_arguments(args, words):
+    # Anyone calling the op without the Python wrapper still gets TORCH_CHECK's clear error.
+    with pytest.raises(RuntimeError, match=words):
+        torch.ops.pixelfast.masked_conv2d(*args)
+
+
+def test_cuda_kernel_registered_when_built_with_cuda():
+    has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CUDA")
+    has_cuda_backward = torch._C._dispatch_has_kernel_for_dispatch_key(
+        "pixelfast::masked_conv2d_backward", "CUDA"
+    )
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CPU")
+    assert has_cuda_kernel == has_cuda_backward == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA
+
+
+def test_missing_library_gives_rebuild_instructions(monkeypatch):
+    monkeypatch.setattr(_library, "_load_error", "pixelfast's compiled library was never built.")
+    with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
+        masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3))
