@@ -1,7 +1,9 @@
 """pixelfast: fast training and sampling for autoregressive pixel models."""
 
-from pixelfast import nn, ops
+from pixelfast import data, models, nn, ops
+from pixelfast.evaluate import bits_per_dim
+from pixelfast.sampling import sample
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "ops", "__version__"]
+__all__ = ["nn", "ops", "models", "data", "sample", "bits_per_dim", "__version__"]

@@ -1,0 +1,5 @@
+"""``python -m pixelfast`` runs the command line."""
+
+from pixelfast.cli import main
+
+raise SystemExit(main())

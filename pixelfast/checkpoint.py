@@ -1,0 +1,191 @@
+"""Checkpoints: one dict saved atomically and loaded with ``torch.load(weights_only=True)``.
+
+Format (version 1)::
+
+    {"format": "pixelfast-checkpoint", "version": 1,
+     "model_name": str,            # a key of pixelfast.models.MODELS
+     "model_config": dict,         # the model's constructor kwargs (model.config)
+     "model_state": state_dict, "optimizer_state": dict | None,
+     "epoch": int,                 # epochs completed
+     "metrics": dict}              # e.g. bits/dim history and the training settings
+
+``weights_only=True`` means a checkpoint can hold tensors and plain containers only, so loading a
+file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "pixelfast-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("model_name", "model_config", "model_state", "optimizer_state", "epoch", "metrics")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable pixelfast checkpoint (corrupt, truncated, foreign, unknown model)."""
+
+
+def model_name(model: nn.Module) -> str:
+    """The registry name of a model: its ``name`` class attribute, else its class name."""
+    return getattr(type(model), "name", None) or type(model).__name__
+
+
+def model_config(model: nn.Module) -> dict:
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise TypeError(
+            f"{type(model).__name__} has no `config` dict of constructor kwargs, so it cannot be checkpointed"
+        )
+    return dict(config)
+
+
+def make_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    metrics: dict | None = None,
+) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_name": model_name(model),
+        "model_config": model_config(model),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": None if optimizer is None else optimizer.state_dict(),
+        "epoch": int(epoch),
+        "metrics": dict(metrics or {}),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    metrics: dict | None = None,
+) -> Path:
+    """Write a checkpoint of ``model`` (and ``optimizer``) to ``path`` atomically."""
+    return atomic_save(make_checkpoint(model, optimizer, epoch, metrics), path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact: ``os.replace`` within one folder is atomic.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save checkpoint: folder {str(folder)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), so best effort.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read and validate a checkpoint dict; raise :class:`CheckpointError` for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index sits at the end
+        raise CheckpointError(
+            f"{str(path)!r} is not a pixelfast checkpoint: not a torch zip archive "
+            "(corrupt, truncated, or another kind of file)"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only refuses anything but tensors and plain containers; a checkpoint never has more.
+        detail = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
+        detail = detail.split(" was not")[0].replace("WeightsUnpickler error: ", "")
+        raise CheckpointError(
+            f"{str(path)!r} is not a pixelfast checkpoint: it holds Python objects that safe loading "
+            f"(weights_only=True) refuses to run. {detail}".strip()
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable pixelfast checkpoint (corrupt or truncated): {first}"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is a torch file but not a pixelfast checkpoint (no format={FORMAT!r} marker)"
+        )
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > VERSION or version < 1:
+        raise CheckpointError(
+            f"{str(path)!r} is a pixelfast checkpoint of version {version!r}; this pixelfast reads "
+            f"version {VERSION} (upgrade pixelfast to read newer checkpoints)"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} is an incomplete pixelfast checkpoint: missing {missing}")
+    if not isinstance(ckpt["model_name"], str) or not isinstance(ckpt["model_config"], dict):
+        raise CheckpointError(f"{str(path)!r}: model_name must be a str and model_config a dict")
+    if not isinstance(ckpt["model_state"], dict) or not isinstance(ckpt["epoch"], int):
+        raise CheckpointError(f"{str(path)!r}: model_state must be a dict and epoch an int")
+    return ckpt
+
+
+def build_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> nn.Module:
+    """Rebuild the model a checkpoint dict describes and load its weights (train mode, on CPU)."""
+    from pixelfast import models
+
+    name = ckpt["model_name"]
+    if name not in models.MODELS:
+        raise CheckpointError(
+            f"{source}: unknown model {name!r}; this pixelfast knows {sorted(models.MODELS)}"
+        )
+    try:
+        model = models.build_model(name, dict(ckpt["model_config"]))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{source}: cannot build {name} from its saved config: {error}") from None
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{source}: the saved weights do not fit {name}: {error}") from None
+    return model
+
+
+def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """The model saved in a checkpoint, with its weights, in eval mode."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    model = build_from_checkpoint(ckpt, repr(str(path)))
+    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+        model = model.to(map_location)
+    return model.eval()

@@ -1,0 +1,295 @@
+"""The ``pixelfast`` command: ``train``, ``eval`` and ``sample``.
+
+Mistakes in the arguments (a bad value, a missing file, a checkpoint that is not one) end with
+one line on stderr and exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.resources
+import json
+import math
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+DEFAULT_CHECKPOINT = "default_gated_mnist.pt"  # shipped in pixelfast/assets/
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad command line; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the whole usage block and exit
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = None
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"{parser.prog}: error: choose a command: train, eval or sample (see --help)")
+        return args.run(args)
+    except UsageError as error:
+        _print_error(str(error))
+        return EXIT_USAGE
+    except (ValueError, TypeError, OSError, NotImplementedError) as error:
+        # Includes CheckpointError (a ValueError) and FileNotFoundError (an OSError).
+        command = getattr(args, "command", None)
+        prefix = f"pixelfast {command}" if command else "pixelfast"
+        _print_error(f"{prefix}: error: {error}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _print_error("pixelfast: interrupted")
+        return 130
+
+
+def _print_error(message: str) -> None:
+    print(" ".join(message.split()), file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pixelfast", description="Train, evaluate and sample autoregressive pixel models.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # --- train ---
+    p = commands.add_parser("train", help="train a model and write a checkpoint after every epoch")
+    p.add_argument("--model", default="GatedPixelCNN", help="PixelCNN or GatedPixelCNN (default: %(default)s)")
+    _add_data_arguments(p, default_data="mnist-digits")
+    p.add_argument("--levels", type=_int_at_least(2), default=256, help="intensity levels, 2..256 (2 = binarised)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=1)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--out", required=True, help="checkpoint path, rewritten (atomically) after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --out where it stopped")
+    p.add_argument("--hidden-channels", type=_int_at_least(1))
+    p.add_argument("--num-layers", type=_int_at_least(0))
+    p.add_argument("--kernel-size", type=_int_at_least(1))
+    p.add_argument("--head-channels", type=_int_at_least(1))
+    p.add_argument("--unconditional", action="store_true", help="ignore the data's class labels")
+    p.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="any other model constructor argument; VALUE is parsed as JSON when it can be",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_train)
+
+    # --- eval ---
+    p = commands.add_parser("eval", help="held-out bits/dim of a checkpoint, next to a per-pixel baseline")
+    p.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    _add_data_arguments(p, default_data=None)
+    p.add_argument("--split", default="test", choices=["train", "test", "all"])
+    p.add_argument("--batch-size", type=_int_at_least(1), default=256)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=_run_eval)
+
+    # --- sample ---
+    p = commands.add_parser("sample", help="draw images into a PNG grid")
+    p.add_argument("--checkpoint", default=None, help="default: the shipped class-conditional MNIST model")
+    p.add_argument("--n", type=_int_at_least(1), default=64, help="number of images (default: %(default)s)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument(
+        "--labels", default=None,
+        help="class-conditional models: 'all' (default; one row per class) or a list like 3 or 0,1,2 "
+        "(one row per listed label)",
+    )
+    p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
+    p.add_argument("--method", default="auto", choices=["auto", "naive", "cached"])
+    p.add_argument("--size", type=_int_at_least(1), nargs=2, metavar=("H", "W"), default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--nrow", type=_int_at_least(1), default=None, help="images per grid row")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_sample)
+    return parser
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, default_data: str | None) -> None:
+    from pixelfast.data import DATASET_NAMES
+
+    p.add_argument(
+        "--data", default=default_data, choices=DATASET_NAMES,
+        help="dataset" + (" (default: %(default)s)" if default_data else " (default: the checkpoint's)"),
+    )
+    p.add_argument("--root", default=None, help="data folder (torchvision datasets, PNG folder)")
+    p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="PNG folders: 1 grey, 3 RGB")
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N images (train: of each split; eval: of the evaluated split)")
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _run_train(args) -> int:
+    from pixelfast.train import train
+
+    config: dict = {}
+    for key in ("hidden_channels", "num_layers", "kernel_size", "head_channels"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    if args.unconditional:
+        config["num_classes"] = None
+    for item in args.model_arg:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"pixelfast train: error: --model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            config[key.replace("-", "_")] = json.loads(text)
+        except json.JSONDecodeError:
+            config[key.replace("-", "_")] = text
+    result = train(
+        args.model, args.data, root=args.root, levels=args.levels, download=args.download,
+        channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed, out=args.out,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    if result.history and result.history[-1]["test_bits_per_dim"] is not None:
+        print(f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "
+              f"{result.history[-1]['test_bits_per_dim']:.4f}")
+    return 0
+
+
+def _run_eval(args) -> int:
+    from pixelfast.checkpoint import build_from_checkpoint, load_checkpoint
+    from pixelfast.evaluate import baseline_bits_per_dim, bits_per_dim
+
+    with _checkpoint_path(args.checkpoint) as path:
+        ckpt = load_checkpoint(path)
+        model = build_from_checkpoint(ckpt, repr(str(path))).eval().to(args.device or "cpu")
+    saved = (ckpt["metrics"].get("training") or {}).get("data")
+    if args.data is None:
+        args.data = saved or "mnist-digits"
+    split = args.split
+    data = _load(args, split, model.levels, args.limit)
+    # The baseline is fitted on the whole training split: --limit only trims what is evaluated.
+    train_data = _load(args, "train" if split != "all" else "all", model.levels, None)
+    model_bpd = bits_per_dim(model, data, batch_size=args.batch_size)
+    baseline = baseline_bits_per_dim(train_data, data, model.levels)
+    name = args.checkpoint or "the shipped default model"
+    print(f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim "
+          f"on {args.data} {split} ({len(data)} images)")
+    print(f"baseline  independent per-sub-pixel categorical fitted on {args.data} "
+          f"{'train' if split != 'all' else 'all'} ({len(train_data)} images): {baseline:.4f} bits/dim")
+    return 0
+
+
+def _run_sample(args) -> int:
+    from pixelfast.checkpoint import load_model
+    from pixelfast.images import save_grid
+    from pixelfast.sampling import sample
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"pixelfast sample: error: folder {str(out.parent)!r} for --out does not exist")
+    with _checkpoint_path(args.checkpoint) as path:
+        model = load_model(path, map_location=args.device or "cpu")
+    labels, nrow = None, args.nrow
+    if model.num_classes is not None:
+        rows = _parse_labels(args.labels, model.num_classes)
+        per_row = math.ceil(args.n / len(rows))  # one row per label
+        labels = [rows[k // per_row] for k in range(args.n)]
+        nrow = nrow or per_row
+    elif args.labels is not None:
+        raise UsageError("pixelfast sample: error: --labels given, but the model is unconditional")
+    nrow = nrow or max(1, math.ceil(math.sqrt(args.n)))
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    started = time.perf_counter()
+    images = sample(
+        model, args.n, size=tuple(args.size) if args.size else None, labels=labels,
+        temperature=args.temperature, generator=seed, method=args.method, progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - started
+    save_grid(images.cpu(), out, model.levels, nrow=nrow)
+    height, width = images.shape[2:]
+    print(f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s "
+          f"(method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _load(args, split: str, levels: int, limit: int | None):
+    from pixelfast.data import load_dataset
+
+    data = load_dataset(args.data, root=args.root, split=split, levels=levels,
+                        download=args.download, channels=args.channels)
+    if limit is not None and limit < len(data):
+        data = data.subset(range(limit))
+    return data
+
+
+def _parse_labels(text: str | None, num_classes: int) -> list[int]:
+    if text is None or text.strip().lower() == "all":
+        return list(range(num_classes))
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"pixelfast sample: error: --labels must be 'all' or integers like 0,1,2; got {text!r}"
+        ) from None
+    if not values:
+        raise UsageError("pixelfast sample: error: --labels is empty")
+    bad = [v for v in values if not 0 <= v < num_classes]
+    if bad:
+        raise UsageError(f"pixelfast sample: error: --labels must be in 0..{num_classes - 1}; got {bad}")
+    return values
+
+
+def default_checkpoint():
+    """The shipped default checkpoint as an importlib.resources Traversable (it may be missing)."""
+    return importlib.resources.files("pixelfast").joinpath("assets").joinpath(DEFAULT_CHECKPOINT)
+
+
+@contextlib.contextmanager
+def _checkpoint_path(checkpoint: str | None) -> Iterator[Path]:
+    """The given checkpoint, or the shipped default one (found with importlib.resources)."""
+    if checkpoint is not None:
+        yield Path(checkpoint)
+        return
+    resource = default_checkpoint()
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"no --checkpoint given and the shipped default model (pixelfast/assets/{DEFAULT_CHECKPOINT}) "
+            "is not installed; pass --checkpoint PATH"
+        )
+    with importlib.resources.as_file(resource) as path:
+        yield path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""``GatedPixelCNN``: "Conditional Image Generation with PixelCNN Decoders" (van den Oord et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelfast.models.base import PixelModel, check_divisible, check_int
+from pixelfast.nn.gated import GatedBlock
+from pixelfast.nn.head import OutputHead
+
+
+class GatedPixelCNN(PixelModel):
+    """Vertical + horizontal gated stacks with no blind spot, then the output head.
+
+    * ``blocks[0]``: ``GatedBlock(in_channels, n, first_kernel_size, first=True)``: reads the scaled
+      image with both stacks (vertical: rows above only; horizontal: mask A at the current pixel)
+    * ``blocks[l]``, ``l = 1 .. num_layers - 1``: ``GatedBlock(n, n, kernel_size)`` (vertical reads
+      the previous vertical features, current row included; horizontal mask B; residual)
+    * ``head``: ``OutputHead(n, head_channels, in_channels, levels)`` on the last horizontal features
+
+    ``n = hidden_channels``; for RGB the horizontal path is colour grouped (``n`` and
+    ``head_channels`` divisible by 3). ``head_channels=None`` means ``2n``. With ``num_classes`` set,
+    every block adds learned per-class biases to both stacks' gate inputs.
+
+    Receptive field of position ``(i, j)`` (``p1 = first_kernel_size // 2``, ``p = kernel_size // 2``,
+    ``R = p1 + (num_layers - 1) * p``): rows ``i - R .. i - 1`` at columns ``j - R .. j + R``, and row
+    ``i`` at columns ``j - R .. j - 1``, plus the earlier colours of ``(i, j)`` itself.
+    """
+
+    name = "GatedPixelCNN"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        levels: int = 256,
+        hidden_channels: int = 48,
+        num_layers: int = 10,
+        kernel_size: int = 3,
+        first_kernel_size: int = 7,
+        head_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(in_channels, levels, num_classes, image_size)
+        owner = type(self).__name__
+        n = check_int(owner, "hidden_channels", hidden_channels, 1)
+        self.hidden_channels = n
+        self.num_layers = check_int(owner, "num_layers", num_layers, 1)
+        self.kernel_size = check_int(owner, "kernel_size", kernel_size, 3)
+        self.first_kernel_size = check_int(owner, "first_kernel_size", first_kernel_size, 3)
+        for name, k in (("kernel_size", self.kernel_size), ("first_kernel_size", self.first_kernel_size)):
+            if k % 2 == 0:
+                raise ValueError(f"{owner}: {name} must be odd, got {k}")
+        self.head_channels = 2 * n if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
+        check_divisible(owner, "hidden_channels", n, self.color_groups)
+        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+
+        g = self.color_groups
+        self.blocks = nn.ModuleList(
+            [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=self.num_classes)]
+            + [
+                GatedBlock(n, n, self.kernel_size, g, first=False, num_classes=self.num_classes)
+                for _ in range(self.num_layers - 1)
+            ]
+        )
+        self.head = OutputHead(n, self.head_channels, self.in_channels, self.levels)
+
+    @property
+    def config(self) -> dict:
+        return {
+            **self.base_config(),
+            "hidden_channels": self.hidden_channels,
+            "num_layers": self.num_layers,
+            "kernel_size": self.kernel_size,
+            "first_kernel_size": self.first_kernel_size,
+            "head_channels": self.head_channels,
+        }
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: levels ``[B, C, H, W]`` (integers, or floats holding whole numbers); ``labels``: ``[B]``."""
+        x, labels = self.prepare(x, labels)
+        v = h = x
+        for block in self.blocks:
+            v, h = block(v, h, labels)
+        return self.head(h)

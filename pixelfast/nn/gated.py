@@ -1,0 +1,247 @@
+"""Gated PixelCNN layers (van den Oord et al. 2016): the two causal convs, the gate, and one block.
+
+Notation: ``k = kernel_size`` (odd, >= 3), ``p = k // 2``; output position ``(i, j)`` = (row, column).
+Inputs outside the image read as zero. Both convs are ``F.conv2d`` on a *cropped* kernel over a padded
+input, so no masked-out half of a square kernel is ever stored or computed.
+
+The vertical stack only ever sees rows strictly above the current one, so it needs no colour mask and
+can feed the horizontal stack at the same row. The horizontal stack sees the current row up to and
+including the current pixel, where colour groups (contiguous R, G, B channel blocks, as in
+:class:`~pixelfast.nn.MaskedConv2d`) keep R -> G -> B order. Together they cover everything above and
+to the left, so there is no blind spot.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelfast.nn.masked_conv import MaskedConv2d
+from pixelfast.ops.masked_conv import MASK_TYPES, make_mask
+
+
+def _check_kernel_size(owner: str, kernel_size: int) -> None:
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"{owner}: kernel_size must be odd and >= 3, got {kernel_size}")
+
+
+def _init_(weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    # Same scheme as MaskedConv2d: uniform(+-1/sqrt(fan_in)), fan_in counting only the usable taps.
+    used = weight[0].numel() if mask is None else float(mask.sum()) / weight.shape[0]
+    bound = 1.0 / math.sqrt(max(1.0, used))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+        if mask is not None:
+            weight.mul_(mask)
+        if bias is not None:
+            bias.uniform_(-bound, bound)
+
+
+class VerticalConv2d(nn.Module):
+    """The vertical stack's conv: its output at row ``i`` depends only on rows above ``i``.
+
+    Output ``(i, j)`` reads input columns ``j - p .. j + p`` of rows
+
+    * ``i - p .. i - 1`` when ``include_current_row=False`` (weight ``[out, in, p, k]``; the first
+      layer, which reads the image itself), or
+    * ``i - p .. i`` when ``include_current_row=True`` (weight ``[out, in, p + 1, k]``; later layers,
+      whose input, the previous vertical features, at row ``i`` already depends only on rows < i).
+
+    Weight row ``r`` multiplies input row ``i - p + r``, weight column ``s`` input column ``j - p + s``.
+    No mask: every tap is used.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        include_current_row: bool,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_kernel_size("VerticalConv2d", kernel_size)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.include_current_row = include_current_row
+        height = kernel_size // 2 + (1 if include_current_row else 0)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, height, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        _init_(self.weight, self.bias, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.kernel_size // 2
+        if not self.include_current_row:
+            x = x[:, :, :-1]  # row i's window ends at row i - 1: the last row is never read
+        # Pad p rows on top (rows above the image) and p columns each side; no padding below.
+        return F.conv2d(F.pad(x, (p, p, p, 0)), self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"include_current_row={self.include_current_row}, bias={self.bias is not None}"
+        )
+
+
+class HorizontalConv2d(nn.Module):
+    """The horizontal stack's conv: a ``1 x (p + 1)`` conv over the current row, left part and centre.
+
+    Output ``(i, j)`` reads input row ``i``, columns ``j - p .. j`` (weight ``[out, in, 1, p + 1]``,
+    weight column ``s`` multiplies input column ``j - p + s``; column ``p`` is the centre).
+    Columns ``< j`` use every channel. The centre column is colour masked with MaskedConv2d's rule:
+    output colour group ``g`` reads input groups ``< g`` (mask "A", first layer: a colour never sees
+    itself) or ``<= g`` (mask "B"), groups being contiguous channel blocks; with ``color_groups=1``
+    mask A drops the centre entirely and mask B keeps it. Masked weight entries are ignored (the
+    weight is multiplied by the fixed ``mask`` buffer, ``[out, in, 1, p + 1]``), so they get zero
+    gradient.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        mask_type: str = "B",
+        color_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_kernel_size("HorizontalConv2d", kernel_size)
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"HorizontalConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
+        if color_groups not in (1, 3):
+            raise ValueError(f"HorizontalConv2d: color_groups must be 1 or 3, got {color_groups}")
+        if in_channels % color_groups or out_channels % color_groups:
+            raise ValueError(
+                f"HorizontalConv2d: with color_groups={color_groups}, in_channels ({in_channels}) "
+                f"and out_channels ({out_channels}) must be divisible by {color_groups}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.mask_type = mask_type
+        self.color_groups = color_groups
+        width = kernel_size // 2 + 1
+        mask = torch.ones(out_channels, in_channels, 1, width)
+        mask[:, :, 0, -1] = make_mask(in_channels, out_channels, 1, mask_type, color_groups)[:, :, 0, 0]
+        self.register_buffer("mask", mask, persistent=False)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, width))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        _init_(self.weight, self.bias, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.kernel_size // 2
+        return F.conv2d(F.pad(x, (p, 0, 0, 0)), self.weight * self.mask, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"mask_type={self.mask_type!r}, color_groups={self.color_groups}, bias={self.bias is not None}"
+        )
+
+
+class GatedActivation(nn.Module):
+    """``tanh(a) * sigmoid(b)``, halving the channels, colour group by colour group.
+
+    Input channels ``2n`` are ``color_groups`` contiguous blocks of ``2m`` (``m = n / groups``), and
+    each block is ``[a (m channels), b (m channels)]``. Output channel ``g*m + t`` is
+    ``tanh(x[g*2m + t]) * sigmoid(x[g*2m + m + t])``: group ``g`` of the output reads only group
+    ``g`` of the input, so colour order survives the gate. Pointwise: reads only its own position.
+    """
+
+    def __init__(self, color_groups: int = 1) -> None:
+        super().__init__()
+        if color_groups not in (1, 3):
+            raise ValueError(f"GatedActivation: color_groups must be 1 or 3, got {color_groups}")
+        self.color_groups = color_groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if c % (2 * self.color_groups):
+            raise ValueError(
+                f"GatedActivation: channels ({c}) must be divisible by 2 * color_groups "
+                f"({2 * self.color_groups})"
+            )
+        x = x.reshape(b, self.color_groups, 2, c // (2 * self.color_groups), h, w)
+        return (torch.tanh(x[:, :, 0]) * torch.sigmoid(x[:, :, 1])).reshape(b, c // 2, h, w)
+
+    def extra_repr(self) -> str:
+        return f"color_groups={self.color_groups}"
+
+
+class GatedBlock(nn.Module):
+    """One layer of both stacks (figure 2 of the Conditional PixelCNN paper).
+
+    With ``n = channels`` and ``first`` meaning this block reads the image (``in_channels = C``)::
+
+        v_pre  = v_conv(v)                          # VerticalConv2d(in, 2n, k, include_current_row=not first)
+        v_pre += v_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
+        h_pre  = h_conv(h) + v_to_h(v_pre)          # HorizontalConv2d(in, 2n, k, "A" if first else "B")
+                                                    # + MaskedConv2d(2n, 2n, 1, "B", color_groups=1), a full 1x1
+        h_pre += h_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
+        v_out  = v_gate(v_pre)                      # GatedActivation(color_groups)
+        h_out  = h_res(h_gate(h_pre))               # MaskedConv2d(n, n, 1, "B", color_groups)
+        h_out += h                                  # residual, except in the first block
+
+    The vertical class bias goes in before the link, so it reaches the horizontal stack (and trains)
+    even in the last block, whose vertical output nothing reads. ``v_to_h`` needs no colour mask
+    because ``v_pre`` at row ``i`` depends only on rows above ``i``; every other conv on the
+    horizontal path is colour masked. ``v_gate`` uses the same channel layout as ``h_gate``
+    (harmless: the vertical stack has no colour constraint).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        kernel_size: int,
+        color_groups: int = 1,
+        first: bool = False,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not first and in_channels != channels:
+            raise ValueError(
+                f"GatedBlock: a non-first block needs in_channels == channels for its residual, "
+                f"got {in_channels} and {channels}"
+            )
+        self.in_channels = in_channels
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.color_groups = color_groups
+        self.first = first
+        self.v_conv = VerticalConv2d(in_channels, 2 * channels, kernel_size, include_current_row=not first)
+        self.h_conv = HorizontalConv2d(
+            in_channels, 2 * channels, kernel_size, "A" if first else "B", color_groups
+        )
+        self.v_to_h = MaskedConv2d(2 * channels, 2 * channels, 1, "B", color_groups=1)
+        self.v_gate = GatedActivation(color_groups)
+        self.h_gate = GatedActivation(color_groups)
+        self.h_res = MaskedConv2d(channels, channels, 1, "B", color_groups)
+        if num_classes:
+            self.v_class = nn.Embedding(num_classes, 2 * channels)
+            self.h_class = nn.Embedding(num_classes, 2 * channels)
+            nn.init.zeros_(self.v_class.weight)  # start as the unconditional block
+            nn.init.zeros_(self.h_class.weight)
+        else:
+            self.v_class = self.h_class = None
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        v_pre = self.v_conv(v)
+        if self.v_class is not None:
+            if labels is None:
+                raise ValueError("GatedBlock: this block is class-conditional; pass labels")
+            v_pre = v_pre + self.v_class(labels)[:, :, None, None]
+        h_pre = self.h_conv(h) + self.v_to_h(v_pre)
+        if self.h_class is not None:
+            h_pre = h_pre + self.h_class(labels)[:, :, None, None]
+        h_out = self.h_res(self.h_gate(h_pre))
+        if not self.first:
+            h_out = h_out + h
+        return self.v_gate(v_pre), h_out

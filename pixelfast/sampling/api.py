@@ -1,0 +1,297 @@
+"""``pixelfast.sample``: every argument checked up front, then one sampling method does the work.
+
+Methods share one signature, ``(model, x, known, labels, temperature, generator, progress) -> x``:
+``x`` int64 ``[n, C, H, W]`` with known sub-pixels filled in, ``known`` bool of the same shape,
+``labels`` int64 ``[n]`` or None, all on the model's device. ``"naive"`` is
+:func:`pixelfast.sampling.naive.sample_naive`; the compiled cached engine plugs in at
+:func:`_cached_engine`, and ``"auto"`` prefers it once it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixelfast.data import check_level_values
+from pixelfast.sampling.naive import sample_naive
+
+METHODS = ("auto", "naive", "cached")
+MODEL_ATTRIBUTES = ("in_channels", "levels", "num_classes", "image_size")
+
+Sampler = Callable[..., torch.Tensor]
+
+
+def sample(
+    model: nn.Module,
+    n: int,
+    *,
+    size: tuple[int, int] | int | None = None,
+    labels: int | Sequence[int] | torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | int | None = None,
+    image: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
+    method: str = "auto",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Draw ``n`` images from an autoregressive pixel model; returns ``uint8 [n, C, H, W]`` of levels.
+
+    - ``size``: ``(H, W)`` (or one int for a square); default: ``model.image_size``, the size the
+      model was trained on, else the size of ``image``.
+    - ``labels``: for a class-conditional model, one int for all images or ``n`` of them. ``None``
+      gives image ``k`` the class ``k % num_classes``, so a grid with ``num_classes`` columns has
+      one class per column. An unconditional model takes no labels.
+    - ``temperature``: divides the logits (``< 1`` sharper, ``> 1`` more diverse); must be > 0.
+    - ``generator``: a ``torch.Generator`` or an int seed; the same seed gives the same images
+      (on the same device, with the same method). ``None`` uses torch's global generator.
+    - ``image`` + ``known``: completion. ``image`` is ``[C, H, W]`` or ``[n, C, H, W]`` levels,
+      ``known`` a bool mask broadcastable to ``[n, C, H, W]`` (e.g. ``[H, W]`` True on the top
+      half). Known sub-pixels are copied from ``image`` unchanged, the rest are sampled.
+    - ``method``: ``"naive"`` (re-run the network for every sub-pixel), ``"cached"`` (the
+      compiled incremental engine) or ``"auto"`` (cached when available, else naive).
+    - ``device``: where to sample; default the model's device. The model is moved there for the
+      call and moved back afterwards. The result is on this device.
+
+    Runs under ``torch.no_grad()`` in eval mode; the model's training mode is restored afterwards.
+    """
+    _check_model(model)
+    n = _check_n(n)
+    height, width = _check_size(size, model, image)
+    channels, levels = model.in_channels, model.levels
+    label_tensor = _check_labels(labels, model, n)
+    temperature = _check_temperature(temperature)
+    generator = _check_generator(generator)
+    x, known_mask = _check_completion(image, known, n, channels, height, width, levels)
+    if method not in METHODS:
+        raise ValueError(f"sample: method must be one of {METHODS}, got {method!r}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"sample: progress must be True or False, got {progress!r}")
+    run = _pick_method(method, model)
+
+    home = _model_device(model)
+    target = torch.device(device) if device is not None else home
+    with _eval_no_grad(model), _on_device(model, home, target):
+        x = x.to(target)
+        known_mask = known_mask.to(target)
+        if label_tensor is not None:
+            label_tensor = label_tensor.to(target)
+        out = run(model, x, known_mask, label_tensor, temperature, generator, progress)
+    return out.to(torch.uint8)
+
+
+# --- method dispatch --------------------------------------------------------------------------
+
+
+def _cached_engine(model: nn.Module) -> Sampler | None:
+    """The compiled cached engine for ``model``, or None when there is none.
+
+    This version of pixelfast ships no cached engine (it arrives with the incremental-cache issue),
+    so this always returns None. The engine should return a sampler with the methods' signature,
+    and raise an error naming the layer it cannot run for an unsupported model.
+    """
+    return None
+
+
+def _pick_method(method: str, model: nn.Module) -> Sampler:
+    if method == "naive":
+        return sample_naive
+    engine = _cached_engine(model)
+    if method == "cached":
+        if engine is None:
+            raise NotImplementedError(
+                "sample: method='cached' needs the compiled incremental sampling engine, which this "
+                "version of pixelfast does not include yet; use method='naive' (or 'auto')"
+            )
+        return engine
+    return engine if engine is not None else sample_naive  # "auto"
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sample: model must be a torch.nn.Module, got {type(model).__name__}")
+    missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
+    if missing:
+        raise TypeError(
+            f"sample: {type(model).__name__} is not a pixelfast model: it lacks the attributes {missing}"
+        )
+    if not _is_int(model.levels) or not 2 <= model.levels <= 256:
+        raise ValueError(f"sample: the model's levels must be in 2..256 (images are uint8), got {model.levels!r}")
+    if model.in_channels not in (1, 3):
+        raise ValueError(f"sample: the model's in_channels must be 1 or 3, got {model.in_channels!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_n(n) -> int:
+    if not _is_int(n):
+        raise TypeError(f"sample: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"sample: n must be >= 1, got {n}")
+    return int(n)
+
+
+def _check_size(size, model: nn.Module, image) -> tuple[int, int]:
+    if size is None:
+        size = model.image_size
+        if size is None and isinstance(image, torch.Tensor) and image.dim() >= 2:
+            size = tuple(image.shape[-2:])
+        if size is None:
+            raise ValueError(
+                "sample: size=(H, W) is required: the model does not record the image size it was "
+                "trained on (its image_size is None)"
+            )
+    if _is_int(size):
+        size = (size, size)
+    if (
+        not isinstance(size, (tuple, list, torch.Size))
+        or len(size) != 2
+        or not all(_is_int(s) for s in size)
+    ):
+        raise ValueError(f"sample: size must be (H, W), two ints, got {size!r}")
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"sample: size must be positive, got ({height}, {width})")
+    return height, width
+
+
+def _check_labels(labels, model: nn.Module, n: int) -> torch.Tensor | None:
+    num_classes = model.num_classes
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError("sample: labels were given but the model is unconditional (num_classes is None)")
+        return None
+    if labels is None:
+        return torch.arange(n, dtype=torch.int64) % num_classes
+    if isinstance(labels, bool):
+        raise TypeError("sample: labels must be ints, got a bool")
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if _is_int(labels):
+        tensor = torch.full((n,), int(labels), dtype=torch.int64)
+    elif isinstance(labels, torch.Tensor):
+        if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+            raise TypeError(f"sample: labels must be an integer tensor, got dtype {labels.dtype}")
+        if labels.dim() == 0:
+            tensor = labels.reshape(1).expand(n).to(torch.int64)
+        elif labels.dim() == 1:
+            tensor = labels.to(device="cpu", dtype=torch.int64)
+        else:
+            raise ValueError(f"sample: labels must be 1-D [n], got shape {tuple(labels.shape)}")
+    elif isinstance(labels, (list, tuple)):
+        if not all(_is_int(v) for v in labels):
+            raise TypeError(f"sample: labels must be ints, got {labels!r}")
+        tensor = torch.tensor([int(v) for v in labels], dtype=torch.int64)
+    else:
+        raise TypeError(f"sample: labels must be an int, a sequence of ints or a tensor, got {type(labels).__name__}")
+    if tensor.shape != (n,):
+        raise ValueError(f"sample: got {tensor.shape[0]} labels for n={n} images; give one label or exactly n")
+    tensor = tensor.cpu()
+    if tensor.min() < 0 or tensor.max() >= num_classes:
+        raise ValueError(
+            f"sample: labels must be in 0..{num_classes - 1}, got values in {int(tensor.min())}..{int(tensor.max())}"
+        )
+    return tensor
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"sample: temperature must be a number, got {type(temperature).__name__}")
+    temperature = float(temperature)
+    if not temperature > 0 or temperature == float("inf"):
+        raise ValueError(f"sample: temperature must be a finite number > 0, got {temperature}")
+    return temperature
+
+
+def _check_generator(generator) -> torch.Generator | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if _is_int(generator):
+        if not 0 <= generator < 2**64:
+            raise ValueError(f"sample: a seed must be in 0..2**64-1, got {generator}")
+        return torch.Generator().manual_seed(int(generator))
+    raise TypeError(f"sample: generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+
+
+def _check_completion(image, known, n, channels, height, width, levels):
+    """The starting canvas (int64 ``[n, C, H, W]``) and the full known mask."""
+    full = (n, channels, height, width)
+    if image is None and known is None:
+        return torch.zeros(full, dtype=torch.int64), torch.zeros(full, dtype=torch.bool)
+    if image is None:
+        raise ValueError("sample: known was given without image; completion needs both")
+    if known is None:
+        raise ValueError("sample: image was given without known; pass a bool mask of the sub-pixels to keep")
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"sample: image must be a tensor, got {type(image).__name__}")
+    if image.dtype == torch.bool or image.is_complex():
+        raise TypeError(f"sample: image must hold integer levels (int or whole floats), got dtype {image.dtype}")
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[0] not in (1, n) or tuple(image.shape[1:]) != full[1:]:
+        raise ValueError(
+            f"sample: image must have shape [C, H, W] = {list(full[1:])} or [n, C, H, W] = {list(full)}, "
+            f"got {list(image.shape)}"
+        )
+    if not isinstance(known, torch.Tensor):
+        raise TypeError(f"sample: known must be a bool tensor, got {type(known).__name__}")
+    if known.dtype != torch.bool:
+        raise TypeError(f"sample: known must be a bool tensor, got dtype {known.dtype}")
+    try:
+        ok = known.dim() >= 2 and torch.broadcast_shapes(known.shape, full) == torch.Size(full)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"sample: known must be broadcastable to [n, C, H, W] = {list(full)} "
+            f"(e.g. [H, W] or [C, H, W]), got {list(known.shape)}"
+        )
+    image = image.cpu().expand(full)
+    known = known.cpu().expand(full)
+    check_level_values(image[known], levels, "sample: image (at known sub-pixels)")
+    x = torch.where(known, image.to(torch.float64), torch.zeros((), dtype=torch.float64))
+    return x.to(torch.int64).contiguous(), known.contiguous()
+
+
+# --- context helpers --------------------------------------------------------------------------
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_no_grad(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _on_device(model: nn.Module, home: torch.device, target: torch.device):
+    if target == home:
+        yield
+        return
+    model.to(target)
+    try:
+        yield
+    finally:
+        model.to(home)

@@ -1,0 +1,284 @@
+"""Maximum-likelihood training: Adam on the per-sub-pixel cross entropy, a checkpoint every epoch.
+
+Reproducibility: the model is initialised under ``seed``, and epoch ``e`` shuffles the data with a
+generator seeded from ``(seed, e)`` (torch's global RNG is seeded the same way for the epoch, for
+any dropout). Nothing carries over between epochs except the weights and the optimizer state, and
+both are in the checkpoint, so ``resume=True`` after epoch ``k`` ends with exactly the weights of
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pixelfast.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_config as config_of,
+    model_name,
+    save_checkpoint,
+)
+from pixelfast.data import LevelsDataset, as_tensors, check_level_values, load_dataset
+from pixelfast.evaluate import bits_per_dim
+
+EVAL_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict]  # one entry per epoch trained so far (including epochs before a resume)
+    checkpoint: Path | None
+
+
+def train(
+    model: nn.Module | str,
+    data: Any = "mnist-digits",
+    *,
+    test_data: Any = None,
+    root: str | os.PathLike | None = None,
+    levels: int | None = None,
+    download: bool = False,
+    channels: int | None = None,
+    limit: int | None = None,
+    model_config: dict | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``model`` for ``epochs`` epochs (in total, counting epochs done before a resume).
+
+    - ``model``: an ``nn.Module`` with the pixelfast model attributes, or a name in
+      ``pixelfast.models.MODELS`` built with ``model_config`` plus what the data implies
+      (``in_channels``, ``levels``, ``image_size``, and ``num_classes`` for a model that accepts it
+      when the data is labelled; pass ``num_classes=None`` in ``model_config`` for unconditional).
+    - ``data``: a dataset name (see :func:`pixelfast.data.load_dataset`, with ``root``, ``levels``,
+      ``download``, ``channels``; its ``test`` split is the held-out set), or a Dataset / image tensor /
+      ``(images, labels)`` pair. ``test_data`` overrides the held-out set; without one, held-out
+      bits/dim is skipped. ``limit`` keeps only the first ``limit`` images of each split.
+    - ``device``: where to train (default: CUDA when available); the model is moved there.
+    - ``out``: checkpoint path, written atomically after every epoch. ``resume=True`` continues
+      from it (a missing file starts afresh); the model must match the checkpoint's.
+    """
+    epochs = _check_int("epochs", epochs, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seed = _check_int("seed", seed, 0)
+    if limit is not None:
+        limit = _check_int("limit", limit, 1)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
+    if resume and out is None:
+        raise ValueError("train: resume=True needs the checkpoint path (out=...)")
+    if out is not None and not Path(out).parent.is_dir():
+        raise FileNotFoundError(f"train: the folder for the checkpoint {str(out)!r} does not exist")
+    if not isinstance(model, (nn.Module, str)):
+        raise TypeError(f"train: model must be an nn.Module or a model name, got {type(model).__name__}")
+    if levels is None:
+        levels = model.levels if isinstance(model, nn.Module) else 256
+
+    train_set, test_set, data_name = _load_data(data, test_data, root, levels, download, channels, limit)
+    train_images, train_labels = as_tensors(train_set)
+    if isinstance(model, str):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the same seed, the same initial weights
+            model = _build_named(model, model_config or {}, train_set, train_images, train_labels)
+    elif model_config:
+        raise ValueError("train: model_config is only used when the model is given by name")
+    _check_model_fits_data(model, train_images, train_labels, "training data")
+    if test_set is not None:
+        test_images, test_labels = as_tensors(test_set)
+        _check_model_fits_data(model, test_images, test_labels, "held-out data")
+
+    device = torch.device(device) if device is not None else _default_device()
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    settings = {"data": data_name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
+                "seed": seed, "epochs": epochs, "limit": limit}
+    start_epoch, history = 0, []
+    out = Path(out) if out is not None else None
+    if resume:
+        if out.exists():
+            start_epoch, history = _resume(out, model, optimizer, settings, log)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        else:
+            log(f"no checkpoint at {out}; starting from scratch")
+    if start_epoch >= epochs:
+        log(f"{out} has already been trained for {start_epoch} epochs (asked for {epochs}); nothing to do")
+        return TrainResult(model, history, out)
+
+    conditional = model.num_classes is not None
+    n = train_images.shape[0]
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        model.train()
+        total_nats = 0.0
+        with _seeded(seed * 100_003 + epoch, device) as order_generator:
+            order = torch.randperm(n, generator=order_generator)
+            batches = range(0, n, batch_size)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+            for start in bar:
+                index = order[start : start + batch_size]
+                x = train_images[index].to(device=device, dtype=torch.int64)
+                y = train_labels[index].to(device) if conditional else None
+                loss = F.cross_entropy(model(x, y), x)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"train: the loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_nats += loss.item() * index.numel()
+                bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
+            bar.close()
+        train_bpd = total_nats / n / math.log(2)  # running mean over the epoch, weights changing
+        test_bpd = None
+        if test_set is not None:
+            test_bpd = bits_per_dim(model, test_set, batch_size=EVAL_BATCH_SIZE, device=device)
+        history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
+                        "test_bits_per_dim": test_bpd, "seconds": time.perf_counter() - started})
+        message = f"epoch {epoch + 1}/{epochs}: train {train_bpd:.4f} bits/dim"
+        if test_bpd is not None:
+            message += f", held-out {test_bpd:.4f} bits/dim"
+        if out is not None:
+            metrics = {"history": history, "train_bits_per_dim": train_bpd,
+                       "test_bits_per_dim": test_bpd, "training": settings}
+            save_checkpoint(out, model, optimizer, epoch + 1, metrics)
+            message += f" (saved {out})"
+        log(message)
+    return TrainResult(model, history, out)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"train: {name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"train: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load_data(data, test_data, root, levels, download, channels, limit):
+    if isinstance(data, str):
+        name = data
+        options = {"root": root, "levels": levels, "download": download, "channels": channels}
+        train_set = load_dataset(data, split="train", **options)
+        if test_data is None:
+            test_data = load_dataset(data, split="test", **options)
+    else:
+        name, train_set = None, data
+    if limit is not None:
+        train_set = _first(train_set, limit)
+        test_data = None if test_data is None else _first(test_data, limit)
+    return train_set, test_data, name
+
+
+def _first(data, limit: int):
+    if isinstance(data, LevelsDataset):
+        return data.subset(torch.arange(min(limit, len(data))))
+    images, labels = as_tensors(data)
+    return images[:limit], (None if labels is None else labels[:limit])
+
+
+def _build_named(name: str, config: dict, train_set, images: torch.Tensor, labels) -> nn.Module:
+    from pixelfast import models
+
+    if name not in models.MODELS:
+        raise ValueError(f"train: unknown model {name!r}; choose one of {sorted(models.MODELS)}")
+    accepted = inspect.signature(models.MODELS[name]).parameters
+    implied: dict[str, Any] = {
+        "in_channels": images.shape[1],
+        "levels": getattr(train_set, "levels", None) or int(images.max()) + 1,
+    }
+    if "image_size" in accepted:
+        implied["image_size"] = (int(images.shape[2]), int(images.shape[3]))
+    if "num_classes" in accepted and labels is not None:
+        implied["num_classes"] = getattr(train_set, "num_classes", None) or int(labels.max()) + 1
+    implied.update(config)
+    return models.build_model(name, implied)
+
+
+def _check_model_fits_data(model: nn.Module, images: torch.Tensor, labels, what: str) -> None:
+    for attribute in ("in_channels", "levels", "num_classes"):
+        if not hasattr(model, attribute):
+            raise TypeError(f"train: {type(model).__name__} is not a pixelfast model (no `{attribute}`)")
+    if images.shape[0] == 0:
+        raise ValueError(f"train: the {what} is empty")
+    if images.shape[1] != model.in_channels:
+        raise ValueError(f"train: the model takes {model.in_channels}-channel images; the {what} has {images.shape[1]}")
+    check_level_values(images, model.levels, f"train: {what}")
+    if model.num_classes is not None:
+        if labels is None:
+            raise ValueError(f"train: the model is class-conditional but the {what} has no labels")
+        if labels.min() < 0 or labels.max() >= model.num_classes:
+            raise ValueError(f"train: {what} labels must be in 0..{model.num_classes - 1}")
+
+
+def _plain(value):
+    """Tuples -> lists, recursively, so configs compare equal however they were stored."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _resume(path: Path, model, optimizer, settings: dict, log) -> tuple[int, list[dict]]:
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if ckpt["model_name"] != model_name(model):
+        raise CheckpointError(
+            f"cannot resume: {path} holds a {ckpt['model_name']}, but the model to train is a {model_name(model)}"
+        )
+    saved, wanted = _plain(ckpt["model_config"]), _plain(config_of(model))
+    if saved != wanted:
+        diff = {k: (saved.get(k), wanted.get(k)) for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)}
+        raise CheckpointError(f"cannot resume: {path} was trained with another configuration (saved, asked): {diff}")
+    try:
+        model.load_state_dict(ckpt["model_state"])
+        if ckpt["optimizer_state"] is not None:
+            optimizer.load_state_dict(ckpt["optimizer_state"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"cannot resume from {path}: {error}") from None
+    metrics = ckpt.get("metrics") or {}
+    previous = metrics.get("training") or {}
+    for key in ("data", "batch_size", "seed", "limit"):
+        if key in previous and previous[key] != settings[key]:
+            log(f"note: resuming with {key}={settings[key]!r}, the checkpoint was trained with {previous[key]!r}")
+    log(f"resuming from {path} after epoch {ckpt['epoch']}")
+    return ckpt["epoch"], list(metrics.get("history") or [])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """A generator for the data order, and torch's global RNG seeded for the epoch, then restored."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)

@@ -1,0 +1,150 @@
+"""Checkpoints: round trip, atomic writes, and clear refusals of corrupt or foreign files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pixelfast import checkpoint as ckpt_module
+from pixelfast.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    make_checkpoint,
+    save_checkpoint,
+)
+
+pytest.importorskip("pixelfast.models")
+
+
+@pytest.fixture
+def model():
+    from pixelfast import ops
+    from pixelfast.models import GatedPixelCNN
+
+    if not ops.LOADED:
+        pytest.skip("the compiled library is not built")
+    torch.manual_seed(0)
+    return GatedPixelCNN(in_channels=1, levels=4, hidden_channels=4, num_layers=2, num_classes=3, image_size=(5, 6))
+
+
+@pytest.fixture
+def saved(tmp_path, model):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 4, (2, 1, 5, 6))
+    torch.nn.functional.cross_entropy(model(x, torch.tensor([0, 2])), x).backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "model.pt", model, optimizer, epoch=3, metrics={"test_bits_per_dim": 1.5})
+    return path, model, optimizer
+
+
+def test_round_trip(saved):
+    path, model, optimizer = saved
+    data = load_checkpoint(path)
+    assert data["format"] == "pixelfast-checkpoint" and data["version"] == 1
+    assert data["model_name"] == "GatedPixelCNN" and data["epoch"] == 3
+    assert data["metrics"] == {"test_bits_per_dim": 1.5}
+    assert data["model_config"] == model.config
+    assert data["optimizer_state"]["state"]  # Adam moments are kept for resuming
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    x, labels = torch.randint(0, 4, (2, 1, 5, 6)), torch.tensor([1, 0])
+    model.eval()
+    assert torch.equal(model(x, labels), loaded(x, labels))
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, saved, monkeypatch):
+    path, model, _ = saved
+    before = path.read_bytes()
+
+    def failing_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, epoch=4)
+    assert path.read_bytes() == before  # the old checkpoint survives a failed write
+    assert os.listdir(tmp_path) == ["model.pt"]
+    monkeypatch.undo()
+    save_checkpoint(path, model, epoch=5)  # overwriting works
+    assert load_checkpoint(path)["epoch"] == 5
+    assert os.listdir(tmp_path) == ["model.pt"]
+    with pytest.raises(FileNotFoundError, match="folder"):
+        save_checkpoint(tmp_path / "missing" / "model.pt", model)
+
+
+def test_truncated_file_is_refused(tmp_path, saved):
+    path, _, _ = saved
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(truncated)
+    # A damaged member inside an intact archive: the zip index is fine, the data is not.
+    damaged = bytearray(path.read_bytes())
+    start = damaged.find(b"data.pkl")
+    damaged[start + 60 : start + 200] = os.urandom(140)
+    broken = tmp_path / "damaged.pt"
+    broken.write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="not a"):
+        load_model(broken)
+
+
+def test_random_bytes_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="not a pixelfast checkpoint.*zip"):
+        load_checkpoint(junk)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(empty)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [{"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, torch.zeros(3), [1, 2], {"format": "other"}],
+)
+def test_foreign_torch_files_are_refused(tmp_path, content):
+    path = tmp_path / "foreign.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="not a pixelfast checkpoint"):
+        load_model(path)
+
+
+class Sneaky:
+    def __reduce__(self):  # what weights_only loading exists to stop
+        return (print, ("this must not run",))
+
+
+def test_arbitrary_pickles_are_refused_without_running_them(tmp_path, capsys):
+    path = tmp_path / "sneaky.pt"
+    torch.save({"format": "pixelfast-checkpoint", "payload": Sneaky()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+    assert "must not run" not in capsys.readouterr().out
+
+
+def test_unknown_model_newer_version_and_missing_keys(tmp_path, model):
+    good = make_checkpoint(model)
+    cases = {
+        "unknown.pt": ({**good, "model_name": "PixelTransformer"}, "unknown model 'PixelTransformer'"),
+        "future.pt": ({**good, "version": 2}, "version 2"),
+        "partial.pt": ({k: v for k, v in good.items() if k != "model_state"}, "missing"),
+        "badconfig.pt": ({**good, "model_config": {**good["model_config"], "depth": 3}}, "cannot build"),
+        "badstate.pt": ({**good, "model_state": {"w": torch.zeros(1)}}, "do not fit"),
+    }
+    for name, (content, match) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(CheckpointError, match=match):
+            load_model(tmp_path / name)
+
+
+def test_missing_file_and_error_type(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+    assert issubclass(CheckpointError, ValueError)

@@ -1,0 +1,163 @@
+"""The ``pixelfast`` command, run in-process through ``cli.main``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+from pixelfast import cli
+from pixelfast.checkpoint import load_checkpoint, save_checkpoint
+
+TINY_ARGS = ["--hidden-channels", "6", "--num-layers", "2", "--levels", "4"]
+
+
+@pytest.fixture(autouse=True)
+def needs_library():
+    from pixelfast import ops
+
+    if not ops.LOADED:
+        pytest.skip("the compiled library is not built")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A class-conditional GatedPixelCNN trained one epoch on 64 digits by the CLI itself."""
+    path = tmp_path_factory.mktemp("cli") / "tiny.pt"
+    code = cli.main(["train", "--model", "GatedPixelCNN", "--data", "mnist-digits", "--limit", "64",
+                     "--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--device", "cpu",
+                     "--seed", "0", "--out", str(path), "--no-progress", *TINY_ARGS])
+    assert code == 0
+    return path
+
+
+@pytest.fixture
+def unconditional(tmp_path):
+    from pixelfast.models import PixelCNN
+
+    path = tmp_path / "uncond.pt"
+    save_checkpoint(path, PixelCNN(in_channels=1, levels=2, hidden_channels=3, num_layers=1, image_size=(4, 5)))
+    return path
+
+
+def one_error_line(capsys, code, match):
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(match, err), err
+
+
+def test_train_writes_a_resumable_checkpoint(trained, capsys):
+    saved = load_checkpoint(trained)
+    assert saved["model_name"] == "GatedPixelCNN" and saved["epoch"] == 1
+    assert saved["model_config"]["num_classes"] == 10 and saved["model_config"]["levels"] == 4
+    assert saved["metrics"]["training"]["data"] == "mnist-digits"
+    assert saved["metrics"]["training"]["limit"] == 64
+    code = cli.main(["train", "--data", "mnist-digits", "--limit", "64", "--epochs", "1", "--out", str(trained),
+                     "--resume", "--no-progress", *TINY_ARGS])
+    assert code == 0 and "nothing to do" in capsys.readouterr().out
+
+
+def test_eval_prints_model_and_baseline_bits_per_dim(trained, capsys):
+    assert cli.main(["eval", "--checkpoint", str(trained), "--limit", "64"]) == 0
+    out = capsys.readouterr().out
+    numbers = [float(x) for x in re.findall(r"([0-9.]+) bits/dim", out)]
+    assert len(numbers) == 2 and all(0 < x < 2 for x in numbers)  # 4 levels: at most 2 bits
+    assert "baseline" in out and "mnist-digits test (64 images)" in out
+    assert numbers[0] == pytest.approx(load_checkpoint(trained)["metrics"]["test_bits_per_dim"], abs=1e-4)
+
+
+def test_sample_writes_a_grid_with_one_row_per_class(trained, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = cli.main(["sample", "--checkpoint", str(trained), "--n", "20", "--out", str(out), "--seed", "1",
+                     "--size", "6", "5", "--method", "naive", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"sampled 20 images of 6x5 in [0-9.]+ s", printed) and "seed 1" in printed
+    width, height = Image.open(out).size
+    assert (width, height) == (2 * (5 + 2) + 2, 10 * (6 + 2) + 2)  # 10 rows (classes) of 2, padding 2
+    again = tmp_path / "again.png"
+    assert cli.main(["sample", "--checkpoint", str(trained), "--n", "20", "--out", str(again), "--seed", "1",
+                     "--size", "6", "5", "--no-progress"]) == 0
+    assert out.read_bytes() == again.read_bytes()  # same seed, same picture
+
+
+def test_sample_with_listed_labels(trained, tmp_path, capsys):
+    out = tmp_path / "threes.png"
+    code = cli.main(["sample", "--checkpoint", str(trained), "--n", "3", "--labels", "3", "--out", str(out),
+                     "--size", "4", "4", "--temperature", "0.5", "--no-progress"])
+    assert code == 0 and Image.open(out).size == (3 * 6 + 2, 6 + 2)
+    assert "temperature 0.5" in capsys.readouterr().out
+
+
+def test_sample_unconditional_square_grid(unconditional, tmp_path):
+    out = tmp_path / "u.png"
+    assert cli.main(["sample", "--checkpoint", str(unconditional), "--n", "4", "--out", str(out),
+                     "--seed", "0", "--no-progress"]) == 0
+    image = Image.open(out)
+    assert image.size == (2 * 7 + 2, 2 * 6 + 2)  # 2 x 2 grid of 4x5 images
+    assert set(image.convert("L").tobytes()) <= {0, 127, 128, 255}  # binary levels -> black/white, grey padding
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["sample", "--n", "0", "--out", "x.png"], r"--n: .*>= 1"),
+        (["sample", "--temperature", "0", "--out", "x.png"], "--temperature"),
+        (["sample", "--method", "fast", "--out", "x.png"], "--method"),
+        (["sample", "--checkpoint", "CKPT", "--labels", "11", "--out", "x.png"], r"0\.\.9"),
+        (["sample", "--checkpoint", "CKPT", "--labels", "a,b", "--out", "x.png"], "--labels"),
+        (["sample", "--checkpoint", "CKPT", "--method", "cached", "--out", "x.png"], "cached"),
+        (["sample", "--checkpoint", "CKPT", "--out", "missing-folder/x.png"], "does not exist"),
+        (["sample", "--checkpoint", "nope.pt", "--out", "x.png"], "does not exist"),
+        (["train", "--data", "mnist-digits"], "--out"),
+        (["train", "--data", "imagenet", "--out", "m.pt"], "--data"),
+        (["train", "--data", "mnist", "--out", "m.pt"], "root"),
+        (["train", "--model", "Nope", "--limit", "4", "--out", "m.pt"], "unknown model"),
+        (["train", "--limit", "4", "--kernel-size", "3", "--model", "PixelCNN", "--out", "m.pt"], "kernel_size"),
+        (["eval", "--checkpoint", "JUNK"], "not a pixelfast checkpoint"),
+        (["frobnicate"], "invalid choice"),
+        ([], "choose a command"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(argv, match, trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "JUNK").write_bytes(b"junk")
+    argv = [str(trained) if a == "CKPT" else a for a in argv]
+    one_error_line(capsys, cli.main(argv), match)
+
+
+def test_labels_for_an_unconditional_model(unconditional, tmp_path, capsys):
+    code = cli.main(["sample", "--checkpoint", str(unconditional), "--labels", "1", "--out", str(tmp_path / "x.png")])
+    one_error_line(capsys, code, "unconditional")
+
+
+def test_missing_shipped_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", "not_shipped.pt")
+    code = cli.main(["sample", "--n", "1", "--out", str(tmp_path / "x.png")])
+    one_error_line(capsys, code, "shipped default model")
+
+
+def test_sample_without_checkpoint_uses_the_shipped_model(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "default_checkpoint", lambda: trained)  # stands in for the packaged file
+    out = tmp_path / "default.png"
+    assert cli.main(["sample", "--n", "10", "--size", "3", "3", "--out", str(out), "--no-progress"]) == 0
+    assert out.is_file() and "sampled 10 images of 3x3" in capsys.readouterr().out
+    assert cli.main(["eval", "--limit", "8"]) == 0
+    assert "the shipped default model" in capsys.readouterr().out
+
+
+def test_train_on_a_png_folder(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    for i in range(12):
+        Image.fromarray(rng.randint(0, 256, (4, 6, 3)).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "folder.pt"
+    code = cli.main(["train", "--model", "PixelCNN", "--data", "folder", "--root", str(tmp_path), "--channels", "1",
+                     "--levels", "4", "--hidden-channels", "3", "--num-layers", "1", "--epochs", "1",
+                     "--out", str(out), "--no-progress"])
+    assert code == 0 and "held-out" in capsys.readouterr().out
+    config = load_checkpoint(out)["model_config"]
+    assert config["in_channels"] == 1 and config["num_classes"] is None and list(config["image_size"]) == [4, 6]

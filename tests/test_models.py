@@ -1,0 +1,374 @@
+"""Models and their layers: causality (autograd), no blind spot, shapes, config round-trip, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelfast.models import MODELS, GatedPixelCNN, PixelCNN, build_model
+from pixelfast.nn import GatedActivation, HorizontalConv2d, MaskedConv2d, VerticalConv2d
+from pixelfast.ops import make_mask
+
+LEVELS = 4
+
+
+def tiny(cls, in_channels, seed=0, **kwargs):
+    """A small float64 model; class embeddings randomised so conditioning is visible."""
+    torch.manual_seed(seed)
+    defaults = {"hidden_channels": 6, "num_layers": 2, "levels": LEVELS}
+    model = cls(in_channels=in_channels, **{**defaults, **kwargs}).double()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "class" in name:
+                param.normal_()
+    return model
+
+
+def levels_image(batch, channels, height, width, levels=LEVELS, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, levels, (batch, channels, height, width), generator=g)
+
+
+def earlier(c, i, j, channels, height, width):
+    """Boolean [C, H, W]: sub-pixels strictly before (c, i, j) in raster, then R-G-B, order."""
+    mask = torch.zeros(channels, height, width, dtype=torch.bool)
+    mask[:, :i] = True
+    mask[:, i, :j] = True
+    mask[:c, i, j] = True
+    return mask
+
+
+def all_positions(channels, height, width):
+    return [(c, i, j) for i in range(height) for j in range(width) for c in range(channels)]
+
+
+def subpixel_grads(model, image, positions, labels=None):
+    """d(logits at each position, projected on a random vector over levels) / d(input sub-pixels).
+
+    One forward/backward: the image is repeated once per position, and copy n's loss is the logits
+    at position n, so copy n's input gradient is exactly that position's (images never interact).
+    """
+    n = len(positions)
+    x = image.double().repeat(n, 1, 1, 1).requires_grad_(True)
+    lab = None if labels is None else labels.repeat(n)
+    logits = model(x, lab)
+    assert logits.shape == (n, model.levels, *image.shape[1:])
+    direction = torch.randn(model.levels, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    total = sum((logits[k, :, c, i, j] * direction).sum() for k, (c, i, j) in enumerate(positions))
+    total.backward()
+    return x.grad
+
+
+def check_causal(model, height, width, positions=None, labels=None, images=3):
+    """Assert zero gradient w.r.t. every sub-pixel at or after each position, for a few images.
+
+    Returns ``depends [N, C, H, W]``: where any image's gradient is nonzero. (One image can hide a
+    dependence when every ReLU of the head is off at that position; the union cannot, in practice.)
+    """
+    channels = model.in_channels
+    positions = positions or all_positions(channels, height, width)
+    depends = torch.zeros(len(positions), channels, height, width, dtype=torch.bool)
+    for seed in range(images):
+        image = levels_image(1, channels, height, width, levels=model.levels, seed=seed)
+        grads = subpixel_grads(model, image, positions, labels)
+        for k, (c, i, j) in enumerate(positions):
+            leaked = grads[k][~earlier(c, i, j, channels, height, width)]
+            assert torch.all(leaked == 0), f"logits at {(c, i, j)} depend on the present/future"
+        depends |= grads != 0
+    return depends
+
+
+def gated_receptive_field(model, c, i, j, height, width):
+    """Earlier sub-pixels inside GatedPixelCNN's documented receptive field of (c, i, j)."""
+    reach = model.first_kernel_size // 2 + (model.num_layers - 1) * (model.kernel_size // 2)
+    rf = torch.zeros(model.in_channels, height, width, dtype=torch.bool)
+    rf[:, max(0, i - reach) : i, max(0, j - reach) : j + reach + 1] = True
+    rf[:, i, max(0, j - reach) : j] = True
+    rf[:c, i, j] = True
+    return rf
+
+
+# ---------------------------------------------------------------------------------------- causality
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixelcnn_causal_for_every_subpixel(channels):
+    model = tiny(PixelCNN, channels, num_layers=2)
+    height, width = 5, 6
+    positions = all_positions(channels, height, width)
+    depends = check_causal(model, height, width, positions)
+    # And it does see its immediate past: the pixel to the left, the one above, earlier colours.
+    for k, (c, i, j) in enumerate(positions):
+        if j > 0:
+            assert torch.all(depends[k][:, i, j - 1])
+        if i > 0:
+            assert torch.all(depends[k][:, i - 1, j])
+        assert torch.all(depends[k][:c, i, j])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gated_causal_and_sees_every_earlier_subpixel(channels):
+    # Reach R = 1 + 5 * 1 = 6 covers the whole 5x6 image, so every earlier sub-pixel, including
+    # the ones up and to the right (a masked PixelCNN's blind spot), must matter.
+    height, width = 5, 6
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=6, kernel_size=3, first_kernel_size=3)
+    positions = all_positions(channels, height, width)
+    depends = check_causal(model, height, width, positions)
+    for k, (c, i, j) in enumerate(positions):
+        missing = earlier(c, i, j, channels, height, width) & ~depends[k]
+        assert not missing.any(), f"logits at {(c, i, j)} ignore earlier sub-pixels {missing.nonzero().tolist()}"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gated_receptive_field_is_exactly_as_documented(channels):
+    # reach = 5 // 2 + 1 * (3 // 2) = 3 on a 7x9 image: nonzero exactly on earlier-and-within-reach.
+    height, width = 7, 9
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=2, kernel_size=3, first_kernel_size=5)
+    positions = [(c, i, j) for (i, j) in [(0, 0), (0, 4), (3, 0), (3, 4), (6, 8), (5, 7)] for c in range(channels)]
+    depends = check_causal(model, height, width, positions)
+    for k, (c, i, j) in enumerate(positions):
+        rf = gated_receptive_field(model, c, i, j, height, width)
+        assert torch.equal(depends[k], rf), f"receptive field of {(c, i, j)}"
+
+
+def test_pixelcnn_has_blind_spot_gated_does_not():
+    # Pixel (i - 1, j + 4) is earlier but a stack of masked convs never reaches it, at any depth
+    # (7x7 reaches j + 3 one row up; each 3x3 gains one column only by climbing one more row).
+    height, width, i, j = 6, 8, 3, 1
+    position = [(0, i, j)]
+    depends = check_causal(tiny(PixelCNN, 1, num_layers=4), height, width, position)
+    assert depends[0, 0, i - 1, j + 3]
+    assert not depends[0, 0, i - 1, j + 4]  # the blind spot
+    gated = tiny(GatedPixelCNN, 1, num_layers=4, kernel_size=3, first_kernel_size=3)
+    depends = check_causal(gated, height, width, position)
+    assert depends[0, 0, i - 1, j + 4]
+
+
+def test_conditional_models_stay_causal():
+    labels = torch.tensor([2])
+    check_causal(tiny(GatedPixelCNN, 3, num_classes=3), 4, 5, labels=labels)
+    check_causal(tiny(PixelCNN, 3, num_classes=3), 4, 5, labels=labels)
+
+
+# ------------------------------------------------------------------------------------------- layers
+
+
+@pytest.mark.parametrize("include_current_row", [False, True])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_vertical_conv_reads_the_documented_rows(include_current_row, kernel_size):
+    torch.manual_seed(0)
+    layer = VerticalConv2d(2, 4, kernel_size, include_current_row).double()
+    p = kernel_size // 2
+    # The same conv as a square kernel centred on the output: rows i - p .. i (- 1), all columns.
+    dense = torch.zeros(4, 2, kernel_size, kernel_size, dtype=torch.float64)
+    dense[:, :, : layer.weight.shape[2]] = layer.weight.detach()
+    for height in (1, 4):
+        x = torch.randn(3, 2, height, 5, dtype=torch.float64)
+        assert torch.allclose(layer(x), F.conv2d(x, dense, layer.bias, padding=p))
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("color_groups", [1, 3])
+def test_horizontal_conv_reads_the_documented_columns(mask_type, color_groups):
+    torch.manual_seed(0)
+    layer = HorizontalConv2d(3, 6, 5, mask_type, color_groups).double()
+    centre = make_mask(3, 6, 1, mask_type, color_groups)[:, :, 0, 0].double()
+    assert torch.equal(layer.mask[:, :, 0, 2], centre)
+    assert torch.all(layer.mask[:, :, 0, :2] == 1)
+    # The same conv as a 5x5 kernel: centre row, columns j - 2 .. j, centre tap colour masked.
+    dense = torch.zeros(6, 3, 5, 5, dtype=torch.float64)
+    dense[:, :, 2, :3] = layer.weight.detach()[:, :, 0]
+    dense[:, :, 2, 2] *= centre
+    x = torch.randn(2, 3, 4, 7, dtype=torch.float64)
+    assert torch.allclose(layer(x), F.conv2d(x, dense, layer.bias, padding=2))
+    layer(x).sum().backward()  # masked weights are ignored, so they get exactly zero gradient
+    assert torch.all(layer.weight.grad[layer.mask == 0] == 0)
+
+
+def test_gated_activation_keeps_colour_groups_apart():
+    x = torch.randn(2, 12, 3, 3, dtype=torch.float64)
+    out = GatedActivation(color_groups=3)(x)
+    assert out.shape == (2, 6, 3, 3)
+    for g in range(3):
+        a, b = x[:, 4 * g : 4 * g + 2], x[:, 4 * g + 2 : 4 * g + 4]
+        assert torch.allclose(out[:, 2 * g : 2 * g + 2], torch.tanh(a) * torch.sigmoid(b))
+    plain = GatedActivation()(x)
+    assert torch.allclose(plain, torch.tanh(x[:, :6]) * torch.sigmoid(x[:, 6:]))
+
+
+# --------------------------------------------------------------------------------- shapes & config
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_logit_shape_and_loss(cls, channels):
+    model = tiny(cls, channels).float()
+    x = levels_image(2, channels, 5, 7)
+    logits = model(x)
+    assert logits.shape == (2, LEVELS, channels, 5, 7)
+    assert logits.dtype == torch.float32
+    loss = F.cross_entropy(logits, x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_input_dtypes_agree_and_sizes_are_free(cls):
+    model = tiny(cls, 3)
+    x = levels_image(2, 3, 4, 6)
+    reference = model(x)
+    assert torch.equal(model(x.to(torch.uint8)), reference)
+    assert torch.equal(model(x.double()), reference)
+    assert torch.allclose(model.float()(x.float()).double(), reference, atol=1e-5)
+    for height, width in [(1, 1), (1, 5), (6, 1)]:
+        assert model(levels_image(1, 3, height, width)).shape == (1, LEVELS, 3, height, width)
+
+
+def test_binary_levels_and_no_residual_blocks():
+    model = tiny(PixelCNN, 1, levels=2, num_layers=0)
+    x = levels_image(3, 1, 4, 4, levels=2)
+    assert model(x.bool()).shape == (3, 2, 1, 4, 4)
+    check_causal(model, 3, 4)
+
+
+def test_logits_scale_levels_to_unit_range():
+    # Level 0 must be fed to the network as -1 and the top level as +1: compare two models, one
+    # fed levels and one whose first conv we call directly on the scaled image.
+    model = tiny(PixelCNN, 1, levels=5, num_layers=0)
+    x = torch.tensor([0, 1, 2, 3, 4]).view(1, 1, 1, 5)
+    scaled = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], dtype=torch.float64).view(1, 1, 1, 5)
+    assert torch.allclose(model(x), model.head(model.input_conv(scaled)))
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (PixelCNN, {"in_channels": 1}),
+        (PixelCNN, {"in_channels": 3, "num_classes": 4, "image_size": (5, 6), "head_channels": 9}),
+        (GatedPixelCNN, {"in_channels": 1, "num_classes": 10, "image_size": [28, 28]}),
+        (GatedPixelCNN, {"in_channels": 3, "kernel_size": 5, "first_kernel_size": 3}),
+    ],
+)
+def test_config_round_trip(cls, kwargs):
+    model = tiny(cls, **kwargs)
+    config = json.loads(json.dumps(model.config))
+    assert config == model.config
+    assert model.name in MODELS and MODELS[model.name] is cls
+    rebuilt = build_model(model.name, config).double()
+    rebuilt.load_state_dict(model.state_dict())
+    again = type(model)(**model.config).double()
+    again.load_state_dict(model.state_dict())
+    assert rebuilt.image_size == model.image_size and rebuilt.num_classes == model.num_classes
+    x = levels_image(2, model.in_channels, 5, 6)
+    labels = None if model.num_classes is None else torch.tensor([0, model.num_classes - 1])
+    assert torch.equal(rebuilt(x, labels), model(x, labels))
+    assert torch.equal(again(x, labels), model(x, labels))
+
+
+def test_model_attributes():
+    model = GatedPixelCNN(in_channels=3, levels=16, hidden_channels=6, num_layers=1, image_size=(8, 9))
+    assert (model.in_channels, model.levels, model.num_classes, model.image_size) == (3, 16, None, (8, 9))
+    assert model.name == "GatedPixelCNN" and PixelCNN.name == "PixelCNN"
+    assert model.config["image_size"] == [8, 9]
+    assert isinstance(model.head.out, MaskedConv2d)
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_class_conditioning_changes_logits(cls):
+    model = tiny(cls, 1, num_classes=3)
+    x = levels_image(1, 1, 4, 4).repeat(3, 1, 1, 1)
+    logits = model(x, torch.tensor([0, 1, 2]))
+    assert not torch.allclose(logits[0], logits[1])
+    assert not torch.allclose(logits[1], logits[2])
+    assert torch.allclose(model(x[:1], torch.tensor([1])), logits[1:2])  # images are independent
+    # A fresh model starts at zero class biases, and training moves them.
+    fresh = cls(in_channels=1, levels=LEVELS, hidden_channels=6, num_layers=2, num_classes=3)
+    F.cross_entropy(fresh(x, torch.tensor([0, 1, 2])), x).backward()
+    grads = [p.grad for n, p in fresh.named_parameters() if "class" in n]
+    assert len(grads) == fresh.num_layers * (2 if cls is GatedPixelCNN else 1)  # v and h biases
+    assert all(g is not None and torch.any(g != 0) for g in grads)
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_forward_errors(cls):
+    model = tiny(cls, 3)
+    good = levels_image(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        model(good[0])
+    with pytest.raises(ValueError, match="in_channels=3"):
+        model(good[:, :1])
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model(good.tolist())
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        model(good + 1)
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        model(good - 1)
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        model(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="whole"):
+        model(good.double() + 0.5)
+    with pytest.raises(ValueError, match="whole"):
+        model(torch.full((1, 3, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="unconditional"):
+        model(good, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_label_errors(cls):
+    model = tiny(cls, 1, num_classes=3)
+    x = levels_image(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="pass labels"):
+        model(x)
+    with pytest.raises(ValueError, match=r"shape \[2\]"):
+        model(x, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"shape \[2\]"):
+        model(x, torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        model(x, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        model(x, torch.tensor([-1, 0]))
+    with pytest.raises(TypeError, match="integer"):
+        model(x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model(x, [0, 1])
+    assert model(x, torch.tensor([0, 2], dtype=torch.int32)).shape == (2, LEVELS, 1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, error, match",
+    [
+        (PixelCNN, {"in_channels": 2}, ValueError, "in_channels must be 1 or 3"),
+        (PixelCNN, {"levels": 1}, ValueError, "levels must be >= 2"),
+        (PixelCNN, {"levels": 2.5}, TypeError, "levels must be an int"),
+        (PixelCNN, {"in_channels": 3, "hidden_channels": 8}, ValueError, "hidden_channels must be divisible by 3"),
+        (PixelCNN, {"in_channels": 3, "head_channels": 8}, ValueError, "head_channels must be divisible by 3"),
+        (PixelCNN, {"num_layers": -1}, ValueError, "num_layers must be >= 0"),
+        (PixelCNN, {"num_classes": 0}, ValueError, "num_classes must be >= 1"),
+        (PixelCNN, {"image_size": 28}, ValueError, "image_size"),
+        (PixelCNN, {"image_size": (28, 0)}, ValueError, "image_size must be >= 1"),
+        (GatedPixelCNN, {"in_channels": 3, "hidden_channels": 4}, ValueError, "divisible by 3"),
+        (GatedPixelCNN, {"num_layers": 0}, ValueError, "num_layers must be >= 1"),
+        (GatedPixelCNN, {"kernel_size": 4}, ValueError, "kernel_size must be odd"),
+        (GatedPixelCNN, {"first_kernel_size": 1}, ValueError, "first_kernel_size must be >= 3"),
+        (GatedPixelCNN, {"num_classes": True}, TypeError, "num_classes must be an int"),
+    ],
+)
+def test_constructor_errors(cls, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cls(**{"hidden_channels": 6, "num_layers": 1, **kwargs})
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="unknown model 'PixelRNN'.*PixelCNN, GatedPixelCNN"):
+        build_model("PixelRNN", {})
+    with pytest.raises(ValueError, match="unknown config keys for PixelCNN: kernel_size"):
+        build_model("PixelCNN", {"kernel_size": 3})
+    with pytest.raises(TypeError, match="config must be a dict"):
+        build_model("PixelCNN", [("levels", 2)])
