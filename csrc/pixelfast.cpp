@@ -18,4 +18,10 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The incremental-cache sampler: runs a plan (pixelfast/sampling/plan.py) over the whole image.
+  // Returns the levels [B, C, H, W] and, when record_logits, the logits [B, levels, C, H, W].
+  m.def(
+      "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
+      "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits) "
+      "-> (Tensor, Tensor)");
 }

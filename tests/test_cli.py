@@ -108,7 +108,6 @@ def test_sample_unconditional_square_grid(unconditional, tmp_path):
         (["sample", "--method", "fast", "--out", "x.png"], "--method"),
         (["sample", "--checkpoint", "CKPT", "--labels", "11", "--out", "x.png"], r"0\.\.9"),
         (["sample", "--checkpoint", "CKPT", "--labels", "a,b", "--out", "x.png"], "--labels"),
-        (["sample", "--checkpoint", "CKPT", "--method", "cached", "--out", "x.png"], "cached"),
         (["sample", "--checkpoint", "CKPT", "--out", "missing-folder/x.png"], "does not exist"),
         (["sample", "--checkpoint", "nope.pt", "--out", "x.png"], "does not exist"),
         (["train", "--data", "mnist-digits"], "--out"),

@@ -296,12 +296,13 @@ def test_not_a_pixel_model_is_refused():
         sample(lambda x: x, 1, size=(2, 2))
 
 
-def test_cached_method_is_not_there_yet_and_auto_falls_back_to_naive():
+def test_cached_refuses_a_model_it_cannot_run_and_auto_falls_back_to_naive():
     stub = ChainStub(image_size=(2, 2))
-    with pytest.raises(NotImplementedError, match="naive"):
+    with pytest.raises(ValueError, match="does not support ChainStub"):
         sample(stub, 1, method="cached", progress=False)
     assert stub.calls == 0
-    auto = sample(stub, 2, method="auto", generator=1, progress=False)
+    with pytest.warns(UserWarning, match="naive"):
+        auto = sample(stub, 2, method="auto", generator=1, progress=False)
     assert torch.equal(auto, sample(stub, 2, method="naive", generator=1, progress=False))
 
 

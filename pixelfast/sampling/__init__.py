@@ -1,6 +1,18 @@
 """Drawing images from autoregressive pixel models: :func:`sample` checks arguments and picks a method."""
 
 from pixelfast.sampling.api import METHODS, sample
-from pixelfast.sampling.naive import draw_categorical, sample_naive
+from pixelfast.sampling.categorical import draw_categorical
+from pixelfast.sampling.cached import incremental_logits, sample_cached
+from pixelfast.sampling.naive import sample_naive
+from pixelfast.sampling.plan import UnsupportedModelError, lower
 
-__all__ = ["METHODS", "sample", "sample_naive", "draw_categorical"]
+__all__ = [
+    "METHODS",
+    "sample",
+    "sample_naive",
+    "sample_cached",
+    "incremental_logits",
+    "lower",
+    "UnsupportedModelError",
+    "draw_categorical",
+]

@@ -3,14 +3,16 @@
 Methods share one signature, ``(model, x, known, labels, temperature, generator, progress) -> x``:
 ``x`` int64 ``[n, C, H, W]`` with known sub-pixels filled in, ``known`` bool of the same shape,
 ``labels`` int64 ``[n]`` or None, all on the model's device. ``"naive"`` is
-:func:`pixelfast.sampling.naive.sample_naive`; the compiled cached engine plugs in at
-:func:`_cached_engine`, and ``"auto"`` prefers it once it exists.
+:func:`pixelfast.sampling.naive.sample_naive`; ``"cached"`` is the compiled engine
+(:func:`pixelfast.sampling.cached.sample_cached`), and ``"auto"`` uses it whenever it supports
+the model, falling back to naive with a warning otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,7 +20,10 @@ import torch
 from torch import nn
 
 from pixelfast.data import check_level_values
+from pixelfast.ops._library import require_library
+from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.naive import sample_naive
+from pixelfast.sampling.plan import UnsupportedModelError, check_supported
 
 METHODS = ("auto", "naive", "cached")
 MODEL_ATTRIBUTES = ("in_channels", "levels", "num_classes", "image_size")
@@ -88,28 +93,28 @@ def sample(
 # --- method dispatch --------------------------------------------------------------------------
 
 
-def _cached_engine(model: nn.Module) -> Sampler | None:
-    """The compiled cached engine for ``model``, or None when there is none.
+def _cached_engine(model: nn.Module) -> Sampler:
+    """The compiled cached engine, once it is known to run ``model`` (it lowers the model itself,
+    on the device sampling happens on).
 
-    This version of pixelfast ships no cached engine (it arrives with the incremental-cache issue),
-    so this always returns None. The engine should return a sampler with the methods' signature,
-    and raise an error naming the layer it cannot run for an unsupported model.
+    Raises :class:`~pixelfast.sampling.plan.UnsupportedModelError` naming the model or layer the
+    engine cannot run, and the library's rebuild message when the compiled ops are missing.
     """
-    return None
+    require_library()
+    check_supported(model)
+    return sample_cached
 
 
 def _pick_method(method: str, model: nn.Module) -> Sampler:
     if method == "naive":
         return sample_naive
-    engine = _cached_engine(model)
     if method == "cached":
-        if engine is None:
-            raise NotImplementedError(
-                "sample: method='cached' needs the compiled incremental sampling engine, which this "
-                "version of pixelfast does not include yet; use method='naive' (or 'auto')"
-            )
-        return engine
-    return engine if engine is not None else sample_naive  # "auto"
+        return _cached_engine(model)
+    try:  # "auto": the cached engine when it can run the model, else naive with a warning
+        return _cached_engine(model)
+    except (UnsupportedModelError, RuntimeError) as error:
+        warnings.warn(f"sample: falling back to the naive sampler: {error}", stacklevel=3)
+        return sample_naive
 
 
 # --- argument checks --------------------------------------------------------------------------

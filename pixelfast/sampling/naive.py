@@ -12,21 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-
-def draw_categorical(
-    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """One draw per row of ``logits [n, levels]`` from ``softmax(logits / temperature)``: int64 ``[n]``.
-
-    The draw happens on the generator's device (so an integer seed gives the same stream whatever
-    device the model runs on) and the result comes back to the logits' device.
-    """
-    if not torch.isfinite(logits).all():
-        raise RuntimeError("sampling: the model produced non-finite logits (NaN or inf)")
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    if generator is not None and probs.device != generator.device:
-        probs = probs.to(generator.device)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+from pixelfast.sampling.categorical import categorical, draw_uniforms
 
 
 def sample_naive(
@@ -41,12 +27,13 @@ def sample_naive(
     """Fill the sub-pixels of ``x`` (int64 ``[n, C, H, W]``) where ``known`` is False.
 
     Arguments are already checked and on the model's device (see :func:`pixelfast.sample`).
-    A sub-pixel known in every image is skipped without running the network; otherwise every
-    image gets a draw (so the random stream does not depend on which images are known there) and
-    known values are kept.
+    The uniforms for every sub-pixel are drawn up front (see :mod:`pixelfast.sampling.categorical`),
+    so the result does not depend on which sub-pixels are known. A sub-pixel known in every image
+    is skipped without running the network; known values are kept.
     """
     x = x.clone()
     n, channels, height, width = x.shape
+    uniforms = draw_uniforms(x.shape, generator, x.device)
     expected = (n, model.levels, channels, height, width)
     bar = tqdm(total=height * width, desc="sampling (naive)", unit="px", disable=not progress, leave=False)
     try:
@@ -62,7 +49,7 @@ def sample_naive(
                             f"sampling: {type(model).__name__} returned logits of shape {tuple(logits.shape)}; "
                             f"expected [n, levels, C, H, W] = {list(expected)}"
                         )
-                    draw = draw_categorical(logits[:, :, c, i, j], temperature, generator)
+                    draw = categorical(logits[:, :, c, i, j], temperature, uniforms[:, c, i, j])
                     x[:, c, i, j] = torch.where(todo, draw, x[:, c, i, j])
                 bar.update(1)
     finally:

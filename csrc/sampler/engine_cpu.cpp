@@ -1,0 +1,428 @@
+// The incremental-cache sampling engine, CPU: plan decoding (shared with CUDA) and the CPU loop.
+//
+// Each thread takes a slice of the batch and runs the whole raster loop for it: images are
+// independent, so threads never wait for each other. Per position every op computes only the new
+// activations at (i, j) from the cached rows, as small matrix products over the thread's images
+// (BLAS gemm straight on the buffers: no allocation, no tensor per step).
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "engine.h"
+#include "pointwise.h"
+
+// Fortran BLAS, as exported by libtorch (MKL or OpenBLAS, LP64).
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc);
+}
+
+namespace pixelfast {
+namespace sampler {
+
+namespace {
+
+constexpr int64_t kOpHeader = 11;
+
+void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& weights) {
+  const Buffer& src = plan.buffers[op.src];
+  const Buffer& dst = plan.buffers[op.dst];
+  TORCH_CHECK(dst.channels % op.groups == 0, "sample_cached: conv output channels ", dst.channels,
+              " not divisible by its groups ", op.groups);
+  TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments,
+              "sample_cached: a conv has ", op.num_segments, " segments (at most ", kMaxSegments, ")");
+  for (int64_t s = 0; s < op.num_segments; ++s) {
+    const Segment& seg = op.segments[s];
+    TORCH_CHECK(seg.dy <= 0 && -seg.dy < src.rows, "sample_cached: segment row offset ", seg.dy,
+                " is outside its source's ring of ", src.rows, " rows");
+    TORCH_CHECK(seg.cols >= 1 && seg.dx >= -src.pad && seg.dx + seg.cols - 1 <= src.pad,
+                "sample_cached: segment columns [", seg.dx, ", ", seg.dx + seg.cols,
+                ") exceed the source's padding ", src.pad);
+    TORCH_CHECK(op.phase == kRowPhase || seg.dy < 0 || seg.dx + seg.cols <= 0,
+                "sample_cached: a pixel-phase conv may not read the current pixel or later ones");
+    TORCH_CHECK(seg.weight >= 0 && seg.weight < static_cast<int64_t>(weights.size()),
+                "sample_cached: weight index out of range");
+    const at::Tensor& w = weights[seg.weight];
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == seg.cols * src.channels && w.size(1) == dst.channels,
+                "sample_cached: segment weight has shape ", w.sizes(), ", expected [",
+                seg.cols * src.channels, ", ", dst.channels, "]");
+  }
+  if (op.centre != kNoCentre) {
+    TORCH_CHECK(op.centre == kCentreA || op.centre == kCentreB, "sample_cached: bad centre mask");
+    TORCH_CHECK(src.channels % op.groups == 0, "sample_cached: conv input channels ", src.channels,
+                " not divisible by its groups ", op.groups);
+    TORCH_CHECK(op.centre_weight >= 0 && op.centre_weight < static_cast<int64_t>(weights.size()),
+                "sample_cached: centre weight index out of range");
+    const at::Tensor& w = weights[op.centre_weight];
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == src.channels && w.size(1) == dst.channels,
+                "sample_cached: centre weight has shape ", w.sizes(), ", expected [", src.channels,
+                ", ", dst.channels, "]");
+  }
+  if (op.bias >= 0) {
+    TORCH_CHECK(op.bias < static_cast<int64_t>(weights.size()), "sample_cached: bias index out of range");
+    const at::Tensor& b = weights[op.bias];
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == dst.channels, "sample_cached: bias has shape ",
+                b.sizes(), ", expected [", dst.channels, "]");
+  }
+}
+
+}  // namespace
+
+Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
+                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
+                 bool has_labels) {
+  Plan plan;
+  TORCH_CHECK(buffers.size() % 3 == 0 && !buffers.empty(),
+              "sample_cached: buffers must be (channels, rows, pad) triples");
+  for (size_t b = 0; b < buffers.size(); b += 3) {
+    Buffer buffer{buffers[b], buffers[b + 1], buffers[b + 2]};
+    TORCH_CHECK(buffer.channels >= 1 && buffer.rows >= 1 && buffer.pad >= 0,
+                "sample_cached: buffer ", b / 3, " has bad shape (", buffer.channels, ", ",
+                buffer.rows, ", ", buffer.pad, ")");
+    plan.buffers.push_back(buffer);
+  }
+  TORCH_CHECK(plan.buffers[0].channels == channels, "sample_cached: buffer 0 (the image) has ",
+              plan.buffers[0].channels, " channels, the image ", channels);
+  const int64_t num_buffers = static_cast<int64_t>(plan.buffers.size());
+  bool samples = false;
+  size_t at = 0;
+  while (at < program.size()) {
+    const int64_t length = program[at];
+    TORCH_CHECK(length >= kOpHeader && at + length <= program.size(),
+                "sample_cached: truncated op at position ", at, " of the program");
+    const int64_t* f = program.data() + at;
+    Op op{};
+    op.code = static_cast<int32_t>(f[1]);
+    op.phase = static_cast<int32_t>(f[2]);
+    op.dst = f[3];
+    op.src = f[4];
+    op.groups = f[5];
+    op.centre = static_cast<int32_t>(f[6]);
+    op.centre_weight = f[7];
+    op.bias = f[8];
+    op.table = f[9];
+    op.num_segments = f[10];
+    TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments &&
+                    length == kOpHeader + 4 * op.num_segments,
+                "sample_cached: op at position ", at, " has a bad length");
+    for (int64_t s = 0; s < op.num_segments; ++s) {
+      const int64_t* g = f + kOpHeader + 4 * s;
+      op.segments[s] = Segment{g[0], g[1], g[2], g[3]};
+    }
+    TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ", op.phase);
+    TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
+    TORCH_CHECK(op.code == kClassBias || (op.src >= 0 && op.src < num_buffers),
+                "sample_cached: op source out of range");
+    TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
+    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
+                "sample_cached: a pixel-phase op must have one group per colour (", channels, "), got ",
+                op.groups);
+    const Buffer& dst = plan.buffers[op.dst];
+    switch (op.code) {
+      case kConv:
+        check_conv(op, plan, weights);
+        break;
+      case kRelu:
+      case kAdd:
+        TORCH_CHECK(plan.buffers[op.src].channels == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: relu/add needs equal channel counts divisible by groups");
+        break;
+      case kGate:
+        TORCH_CHECK(plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: gate needs a source of twice the destination's channels");
+        break;
+      case kClassBias: {
+        TORCH_CHECK(has_labels, "sample_cached: the plan has class biases but no labels were given");
+        TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
+                    "sample_cached: class table index out of range");
+        const at::Tensor& t = weights[op.table];
+        TORCH_CHECK(t.dim() == 2 && t.size(1) == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: class table has shape ", t.sizes(), ", expected [classes, ",
+                    dst.channels, "]");
+        break;
+      }
+      case kSample:
+        TORCH_CHECK(op.phase == kPixelPhase && op.dst == plan.input_buffer,
+                    "sample_cached: sample must be a pixel-phase op writing buffer 0");
+        TORCH_CHECK(plan.buffers[op.src].channels == channels * levels,
+                    "sample_cached: the logits buffer has ", plan.buffers[op.src].channels,
+                    " channels, expected channels * levels = ", channels * levels);
+        samples = true;
+        break;
+      default:
+        TORCH_CHECK(false, "sample_cached: unknown op code ", op.code);
+    }
+    (op.phase == kRowPhase ? plan.row_ops : plan.pixel_ops).push_back(op);
+    at += length;
+  }
+  TORCH_CHECK(samples, "sample_cached: the program never samples");
+  return plan;
+}
+
+Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+                     c10::ArrayRef<int64_t> program, const at::Tensor& image,
+                     const at::Tensor& known, const at::Tensor& uniforms,
+                     const std::optional<at::Tensor>& labels, double temperature, int64_t levels) {
+  TORCH_CHECK(image.dim() == 4 && image.scalar_type() == at::kLong,
+              "sample_cached: image must be int64 [B, C, H, W], got ", image.scalar_type(), " ",
+              image.sizes());
+  TORCH_CHECK(known.sizes() == image.sizes() && known.scalar_type() == at::kBool,
+              "sample_cached: known must be bool with the image's shape");
+  TORCH_CHECK(uniforms.sizes() == image.sizes() && uniforms.scalar_type() == at::kDouble,
+              "sample_cached: uniforms must be float64 with the image's shape");
+  TORCH_CHECK(temperature > 0, "sample_cached: temperature must be > 0, got ", temperature);
+  TORCH_CHECK(levels >= 2, "sample_cached: levels must be >= 2, got ", levels);
+  TORCH_CHECK(!weights.empty(), "sample_cached: no weights");
+  const auto dtype = weights[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "sample_cached: weights must be float32 or float64, got ", dtype);
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.scalar_type() == dtype && w.device() == image.device() && w.is_contiguous(),
+                "sample_cached: every weight must be a contiguous ", dtype, " tensor on ",
+                image.device());
+  }
+  TORCH_CHECK(known.device() == image.device() && uniforms.device() == image.device(),
+              "sample_cached: image, known and uniforms must be on one device");
+  if (labels.has_value()) {
+    TORCH_CHECK(labels->dim() == 1 && labels->size(0) == image.size(0) &&
+                    labels->scalar_type() == at::kLong && labels->device() == image.device(),
+                "sample_cached: labels must be int64 [B] on the image's device");
+  }
+  Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value());
+  if (labels.has_value() && labels->numel() > 0) {
+    for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
+      for (const Op& op : *ops) {
+        if (op.code != kClassBias) continue;
+        const int64_t classes = weights[op.table].size(0);
+        const at::Tensor l = labels->cpu();
+        const int64_t* p = l.const_data_ptr<int64_t>();
+        for (int64_t b = 0; b < l.numel(); ++b) {
+          TORCH_CHECK(p[b] >= 0 && p[b] < classes, "sample_cached: label ", p[b],
+                      " out of range 0..", classes - 1);
+        }
+      }
+    }
+  }
+  return plan;
+}
+
+namespace {
+
+// row-major C[m, n] += A[m, k] . B[k, n] with leading dimensions: column-major BLAS computing
+// C^T += B^T . A^T, straight on the buffers (the BLAS that libtorch links, called per position).
+template <typename T, typename Gemm>
+inline void gemm_rows(Gemm gemm, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                      const T* b, int64_t ldb, T* c, int64_t ldc) {
+  const char no = 'N';
+  const int mm = static_cast<int>(n), nn = static_cast<int>(m), kk = static_cast<int>(k);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const T one = T(1);
+  gemm(&no, &no, &mm, &nn, &kk, &one, b, &la, a, &lb, &one, c, &lc);
+}
+
+inline void gemm_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                      int64_t ldb, float* c, int64_t ldc) {
+  gemm_rows(sgemm_, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+inline void gemm_rows(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+                      const double* b, int64_t ldb, double* c, int64_t ldc) {
+  gemm_rows(dgemm_, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+template <typename scalar_t>
+struct CpuEngine {
+  const Plan& plan;
+  std::vector<const scalar_t*> weights;
+  std::vector<scalar_t*> data;      // one allocation per buffer, [B][rows][Wp][channels]
+  std::vector<int64_t> strides;     // per buffer: values per image
+  int64_t channels, height, width, levels;
+  double temperature;
+  const int64_t* labels;            // [B] or null
+  const int64_t* image_in;          // [B, C, H, W]
+  const bool* known;
+  const double* uniforms;
+  int64_t* image_out;
+  scalar_t* logits_out;             // [B, levels, C, H, W] or null
+
+  scalar_t* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
+    return data[buffer] + image * strides[buffer] +
+           position_offset(plan.buffers[buffer], width, row, column);
+  }
+
+  void conv(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
+    const Buffer& src = plan.buffers[op.src];
+    const Buffer& dst = plan.buffers[op.dst];
+    const int64_t n = dst.channels / op.groups;
+    const int64_t m = b1 - b0;
+    scalar_t* out = at(op.dst, b0, i, j) + g * n;
+    const scalar_t* bias = op.bias >= 0 ? weights[op.bias] + g * n : nullptr;
+    for (int64_t b = 0; b < m; ++b) {
+      scalar_t* o = out + b * strides[op.dst];
+      for (int64_t t = 0; t < n; ++t) o[t] = bias ? bias[t] : scalar_t(0);
+    }
+    for (int64_t s = 0; s < op.num_segments; ++s) {
+      const Segment& seg = op.segments[s];
+      if (i + seg.dy < 0) continue;  // rows above the image are zero padding
+      gemm_rows(m, n, seg.cols * src.channels, at(op.src, b0, i + seg.dy, j + seg.dx), strides[op.src],
+                weights[seg.weight] + g * n, dst.channels, out, strides[op.dst]);
+    }
+    const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
+    if (prefix > 0) {
+      gemm_rows(m, n, prefix, at(op.src, b0, i, j), strides[op.src], weights[op.centre_weight] + g * n,
+                dst.channels, out, strides[op.dst]);
+    }
+  }
+
+  void pointwise(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
+    const int64_t n = plan.buffers[op.dst].channels / op.groups;
+    for (int64_t b = b0; b < b1; ++b) {
+      scalar_t* out = at(op.dst, b, i, j) + g * n;
+      switch (op.code) {
+        case kRelu: {
+          const scalar_t* in = at(op.src, b, i, j) + g * n;
+          for (int64_t t = 0; t < n; ++t) out[t] = relu(in[t]);
+          break;
+        }
+        case kAdd: {
+          const scalar_t* in = at(op.src, b, i, j) + g * n;
+          for (int64_t t = 0; t < n; ++t) out[t] += in[t];
+          break;
+        }
+        case kGate: {
+          const scalar_t* in = at(op.src, b, i, j) + g * 2 * n;
+          for (int64_t t = 0; t < n; ++t) out[t] = gate(in[t], in[n + t]);
+          break;
+        }
+        case kClassBias: {
+          const int64_t channels_total = plan.buffers[op.dst].channels;
+          const scalar_t* row = weights[op.table] + labels[b] * channels_total + g * n;
+          for (int64_t t = 0; t < n; ++t) out[t] += row[t];
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  // Colour g of pixel (i, j): draw it (or take the known value), record the logits if asked, and
+  // write the level into the output and its scaled value into the image buffer.
+  void sample(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
+    const int64_t hw = height * width;
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* logits = at(op.src, b, i, j) + g * levels;
+      const int64_t index = ((b * channels + g) * height + i) * width + j;
+      const int64_t level =
+          known[index] ? image_in[index] : categorical(logits, levels, 1, temperature, uniforms[index]);
+      TORCH_CHECK(level >= 0, "sample_cached: the model produced non-finite logits (NaN or inf) at "
+                  "image ", b, ", colour ", g, ", pixel (", i, ", ", j, ")");
+      image_out[index] = level;
+      *(at(op.dst, b, i, j) + g) = scale_level<scalar_t>(level, levels);
+      if (logits_out != nullptr) {
+        scalar_t* record = logits_out + ((b * levels) * channels + g) * hw + i * width + j;
+        for (int64_t l = 0; l < levels; ++l) record[l * channels * hw] = logits[l];
+      }
+    }
+  }
+
+  void run(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
+    if (op.code == kConv) {
+      conv(op, b0, b1, i, j, g);
+    } else if (op.code == kSample) {
+      sample(op, b0, b1, i, j, g);
+    } else {
+      pointwise(op, b0, b1, i, j, g);
+    }
+  }
+
+  void run_images(int64_t b0, int64_t b1) const {
+    for (int64_t i = 0; i < height; ++i) {
+      for (const Op& op : plan.row_ops) {
+        for (int64_t j = 0; j < width; ++j) {
+          for (int64_t g = 0; g < op.groups; ++g) run(op, b0, b1, i, j, g);
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) {
+        for (int64_t g = 0; g < channels; ++g) {
+          for (const Op& op : plan.pixel_ops) run(op, b0, b1, i, j, g);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
+    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+    c10::ArrayRef<int64_t> program, const at::Tensor& image_in, const at::Tensor& known_in,
+    const at::Tensor& uniforms_in, const std::optional<at::Tensor>& labels_in, double temperature,
+    int64_t levels, bool record_logits) {
+  const Plan plan = check_arguments(weights, buffers, program, image_in, known_in, uniforms_in,
+                                    labels_in, temperature, levels);
+  const at::Tensor image = image_in.contiguous();
+  const at::Tensor known = known_in.contiguous();
+  const at::Tensor uniforms = uniforms_in.contiguous();
+  const at::Tensor labels = labels_in.has_value() ? labels_in->contiguous() : at::Tensor();
+  const int64_t batch = image.size(0), channels = image.size(1);
+  const int64_t height = image.size(2), width = image.size(3);
+  const auto options = weights[0].options();
+
+  at::Tensor out = at::empty_like(image);
+  at::Tensor logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
+                                    : at::empty({0}, options);
+  std::vector<at::Tensor> storage;  // zero-filled: pad columns are the convolutions' zero padding
+  for (const Buffer& b : plan.buffers) {
+    storage.push_back(at::zeros({batch * image_stride(b, width)}, options));
+  }
+  if (batch == 0 || height == 0 || width == 0) return {out, logits};
+
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sample_cached_cpu", [&] {
+    CpuEngine<scalar_t> engine{plan};
+    for (const auto& w : weights) engine.weights.push_back(w.const_data_ptr<scalar_t>());
+    for (size_t b = 0; b < plan.buffers.size(); ++b) {
+      engine.data.push_back(storage[b].mutable_data_ptr<scalar_t>());
+      engine.strides.push_back(image_stride(plan.buffers[b], width));
+    }
+    engine.channels = channels;
+    engine.height = height;
+    engine.width = width;
+    engine.levels = levels;
+    engine.temperature = temperature;
+    engine.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
+    engine.image_in = image.const_data_ptr<int64_t>();
+    engine.known = known.const_data_ptr<bool>();
+    engine.uniforms = uniforms.const_data_ptr<double>();
+    engine.image_out = out.mutable_data_ptr<int64_t>();
+    engine.logits_out = record_logits ? logits.mutable_data_ptr<scalar_t>() : nullptr;
+    // Split the batch evenly over the threads; each runs the whole raster loop for its images.
+    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch));
+    const int64_t per_thread = (batch + threads - 1) / threads;
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b0 = t * per_thread, b1 = std::min(batch, b0 + per_thread);
+        if (b0 < b1) engine.run_images(b0, b1);
+      }
+    });
+  });
+  return {out, logits};
+}
+
+}  // namespace sampler
+}  // namespace pixelfast
+
+TORCH_LIBRARY_IMPL(pixelfast, CPU, m) {
+  m.impl("sample_cached", &pixelfast::sampler::sample_cached_cpu);
+}

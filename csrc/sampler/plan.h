@@ -1,0 +1,79 @@
+// The plan the sampling engine runs: buffers and a program of ops, decoded from the flat integer
+// lists that pixelfast/sampling/plan.py writes. Plain structs, usable on host and device.
+//
+// A buffer holds one activation map as a ring of its last `rows` image rows, per image, laid out
+// [image][ring row][pad + W + pad columns][channels]. Pad columns stay zero (the convolutions'
+// zero padding); rows above the image are never read (their segments are skipped). So the cache is
+//     sum over buffers of  rows x (W + 2 pad) x channels   values per image,
+// i.e. O(layers x kernel rows x width x channels), independent of the image height.
+//
+// Ops run at one position (i, j) for one channel group g. Row-phase ops run once per image row,
+// before the row's pixels, for every column and group (the Gated PixelCNN's vertical stack);
+// pixel-phase ops run per pixel and per colour sub-step g (the model's colour groups).
+#pragma once
+
+#include <cstdint>
+
+#include "../common/host_device.h"
+
+namespace pixelfast {
+namespace sampler {
+
+constexpr int kMaxSegments = 8;
+
+enum OpCode : int32_t {
+  kConv = 1,       // dst[g] = bias[g] + sum over segments (+ centre tap) of W . src
+  kRelu = 2,       // dst[g] = max(src[g], 0)
+  kGate = 3,       // dst[g] = tanh(a) * sigmoid(b), src group g = [a, b]
+  kAdd = 4,        // dst[g] += src[g]
+  kClassBias = 5,  // dst[g] += table[label][g]
+  kSample = 6,     // draw (or teacher-force) colour g from the logits in src[g]; write it to dst
+};
+
+enum Phase : int32_t { kRowPhase = 0, kPixelPhase = 1 };
+enum CentreMask : int32_t { kNoCentre = 0, kCentreA = 1, kCentreB = 2 };
+
+struct Buffer {
+  int64_t channels;
+  int64_t rows;  // ring length
+  int64_t pad;   // zero columns on each side
+};
+
+// A run of `cols` consecutive taps of one kernel row: input row i + dy, columns j + dx ...
+// Its packed weight is [cols * in_channels, out_channels], row index = tap * in_channels + channel.
+struct Segment {
+  int64_t dy, dx, cols;
+  int64_t weight;  // index into the weight list
+};
+
+struct Op {
+  int32_t code;
+  int32_t phase;
+  int64_t dst, src, groups;
+  // kConv
+  int32_t centre;         // CentreMask
+  int64_t centre_weight;  // [in_channels, out_channels], or -1
+  int64_t bias;           // [out_channels], or -1
+  int64_t num_segments;
+  Segment segments[kMaxSegments];
+  // kClassBias: table [num_classes, channels]
+  int64_t table;
+};
+
+// Input channels [0, prefix) that the centre tap of output group g reads (contiguous colour groups).
+PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {
+  if (centre == kNoCentre) return 0;
+  return (in_channels / groups) * (centre == kCentreB ? g + 1 : g);
+}
+
+// Offset of position (row, column) of one image in a buffer; `row` must be >= 0.
+PF_HD int64_t position_offset(const Buffer& b, int64_t width, int64_t row, int64_t column) {
+  return ((row % b.rows) * (width + 2 * b.pad) + column + b.pad) * b.channels;
+}
+
+PF_HD int64_t image_stride(const Buffer& b, int64_t width) {
+  return b.rows * (width + 2 * b.pad) * b.channels;
+}
+
+}  // namespace sampler
+}  // namespace pixelfast

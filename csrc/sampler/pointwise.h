@@ -1,0 +1,56 @@
+// Per-element math of the sampling engine's pointwise ops and of its categorical draw, shared by
+// the CPU and CUDA engines (and so exercised by every CPU test).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common/host_device.h"
+
+namespace pixelfast {
+namespace sampler {
+
+template <typename T>
+PF_HD T relu(T x) {
+  return x > T(0) ? x : T(0);
+}
+
+template <typename T>
+PF_HD T sigmoid(T x) {
+  return T(1) / (T(1) + exp(-x));
+}
+
+// The gated activation of the Gated PixelCNN: tanh(a) * sigmoid(b).
+template <typename T>
+PF_HD T gate(T a, T b) {
+  return tanh(a) * sigmoid(b);
+}
+
+// Level for a uniform draw u in [0, 1) from softmax(logits / temperature): the smallest level whose
+// cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double so the result does not
+// depend on float rounding of a long sum; pixelfast/sampling/categorical.py is its Python twin.
+template <typename T>
+PF_HD int64_t categorical(const T* logits, int64_t levels, int64_t stride, double temperature,
+                          double u) {
+  double top = double(logits[0]);
+  for (int64_t l = 1; l < levels; ++l) top = fmax(top, double(logits[l * stride]));
+  double total = 0.0;
+  for (int64_t l = 0; l < levels; ++l) total += exp((double(logits[l * stride]) - top) / temperature);
+  if (!(total < INFINITY) || !(top == top)) return -1;  // NaN or inf logits: the caller reports it
+  const double target = u * total;
+  double cumulative = 0.0;
+  for (int64_t l = 0; l < levels; ++l) {
+    cumulative += exp((double(logits[l * stride]) - top) / temperature);
+    if (cumulative > target) return l;
+  }
+  return levels - 1;  // u * total rounded up to total
+}
+
+// The network's input value for a level: level 0 -> -1, level (levels - 1) -> +1.
+template <typename T>
+PF_HD T scale_level(int64_t level, int64_t levels) {
+  return T(double(level) * (2.0 / double(levels - 1)) - 1.0);
+}
+
+}  // namespace sampler
+}  // namespace pixelfast

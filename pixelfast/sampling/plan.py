@@ -1,0 +1,233 @@
+"""Lowering a model into the plan the compiled sampling engine runs (``csrc/sampler/plan.h``).
+
+A plan is a list of buffers (activation maps the engine caches a few rows of) and a program of ops
+over them, plus the packed weights those ops read: each conv becomes row *segments* of unmasked
+taps (weights packed ``[taps * in, out]`` so one position is one small matrix product) and an
+optional colour-masked centre tap. Only the taps a mask lets through are packed.
+
+Row-phase ops run once per image row, before its pixels (the Gated PixelCNN's vertical stack,
+which only sees rows above); pixel-phase ops run per pixel and colour sub-step. The layers are read
+as they are; nothing here is imported by a layer or a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pixelfast.models.gated_pixelcnn import GatedPixelCNN
+from pixelfast.models.pixelcnn import PixelCNN
+from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
+from pixelfast.nn.head import OutputHead
+from pixelfast.nn.masked_conv import MaskedConv2d
+from pixelfast.nn.residual import ResidualBlock
+
+# Op codes, phases and centre masks: the same numbers as csrc/sampler/plan.h.
+CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE = 1, 2, 3, 4, 5, 6
+ROW, PIXEL = 0, 1
+NO_CENTRE, CENTRE_A, CENTRE_B = 0, 1, 2
+MAX_SEGMENTS = 8
+
+# The layer types each supported model may contain; anything else is named in the error.
+SUPPORTED_LAYERS = {
+    PixelCNN: (MaskedConv2d, ResidualBlock, OutputHead, nn.ModuleList, nn.Embedding),
+    GatedPixelCNN: (
+        GatedBlock, VerticalConv2d, HorizontalConv2d, GatedActivation, MaskedConv2d, OutputHead,
+        nn.ModuleList, nn.Embedding,
+    ),
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The cached engine cannot run this model; the message names the model or layer."""
+
+
+@dataclass
+class Plan:
+    weights: list[torch.Tensor] = field(default_factory=list)
+    buffers: list[list[int]] = field(default_factory=list)  # [channels, rows, pad]
+    program: list[int] = field(default_factory=list)
+
+    def flat_buffers(self) -> list[int]:
+        return [value for buffer in self.buffers for value in buffer]
+
+    def cache_values_per_image(self, width: int) -> int:
+        """The engine's cache size: sum over buffers of rows x (W + 2 pad) x channels."""
+        return sum(rows * (width + 2 * pad) * channels for channels, rows, pad in self.buffers)
+
+
+class PlanBuilder:
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.plan = Plan()
+        self.dtype = dtype
+        self.device = device
+
+    # --- buffers and weights -------------------------------------------------------------------
+
+    def buffer(self, channels: int) -> int:
+        self.plan.buffers.append([channels, 1, 0])
+        return len(self.plan.buffers) - 1
+
+    def weight(self, tensor: torch.Tensor) -> int:
+        self.plan.weights.append(tensor.detach().to(self.device, self.dtype).contiguous())
+        return len(self.plan.weights) - 1
+
+    def _reads(self, src: int, dy: int, dx: int, cols: int) -> None:
+        """Grow ``src``'s ring and padding so a segment can read it."""
+        buffer = self.plan.buffers[src]
+        buffer[1] = max(buffer[1], 1 - dy)
+        buffer[2] = max(buffer[2], -dx, dx + cols - 1)
+
+    def _op(self, code, phase, dst, src, groups, centre=NO_CENTRE, centre_weight=-1, bias=-1, table=-1, segments=()):
+        if len(segments) > MAX_SEGMENTS:
+            raise UnsupportedModelError(f"a kernel with {len(segments)} rows exceeds the engine's {MAX_SEGMENTS}")
+        fields = [code, phase, dst, src, groups, centre, centre_weight, bias, table, len(segments)]
+        for segment in segments:
+            fields.extend(segment)
+        self.plan.program.extend([len(fields) + 1] + fields)
+
+    # --- ops -----------------------------------------------------------------------------------
+
+    def conv(self, dst, src, phase, groups, taps, centre=None, mask=NO_CENTRE, bias=None):
+        """``taps``: ``(dy, dx, weight [out, in, cols])`` runs of one kernel row; ``centre``: ``[out, in]``."""
+        segments = []
+        for dy, dx, w in taps:
+            cols = w.shape[2]
+            self._reads(src, dy, dx, cols)
+            packed = w.permute(2, 1, 0).reshape(cols * w.shape[1], w.shape[0])  # [(tap, in), out]
+            segments.append((dy, dx, cols, self.weight(packed)))
+        centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
+        bias_index = self.weight(bias) if bias is not None else -1
+        self._op(CONV, phase, dst, src, groups, mask if centre_index >= 0 else NO_CENTRE,
+                 centre_index, bias_index, segments=segments)
+
+    def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL):
+        w, k = layer.weight, layer.kernel_size
+        c = k // 2
+        taps = [(r - c, -c, w[:, :, r, :]) for r in range(c)]
+        if c > 0:
+            taps.append((0, -c, w[:, :, c, :c]))
+        mask = CENTRE_A if layer.mask_type == "A" else CENTRE_B
+        self.conv(dst, src, phase, layer.color_groups, taps, w[:, :, c, c], mask, layer.bias)
+
+    def vertical_conv(self, dst, src, layer: VerticalConv2d):
+        w, p = layer.weight, layer.kernel_size // 2
+        taps = [(r - p, -p, w[:, :, r, :]) for r in range(w.shape[2])]  # rows i-p .. i-1 (or .. i)
+        self.conv(dst, src, ROW, 1, taps, bias=layer.bias)
+
+    def horizontal_conv(self, dst, src, layer: HorizontalConv2d):
+        w, p = layer.weight, layer.kernel_size // 2
+        mask = CENTRE_A if layer.mask_type == "A" else CENTRE_B
+        self.conv(dst, src, PIXEL, layer.color_groups, [(0, -p, w[:, :, 0, :p])], w[:, :, 0, p], mask, layer.bias)
+
+    def relu(self, dst, src, groups, phase=PIXEL):
+        self._op(RELU, phase, dst, src, groups)
+
+    def add(self, dst, src, groups, phase=PIXEL):
+        self._op(ADD, phase, dst, src, groups)
+
+    def gate(self, dst, src, groups, phase=PIXEL):
+        self._op(GATE, phase, dst, src, groups)
+
+    def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL):
+        self._op(CLASS_BIAS, phase, dst, -1, groups, table=self.weight(embedding.weight))
+
+    def head(self, features: int, head: OutputHead, groups: int) -> None:
+        hidden_in = self.buffer(self.plan.buffers[features][0])
+        self.relu(hidden_in, features, groups)
+        hidden = self.buffer(head.hidden.out_channels)
+        self.masked_conv(hidden, hidden_in, head.hidden)
+        self.relu(hidden, hidden, groups)
+        logits = self.buffer(head.out.out_channels)
+        self.masked_conv(logits, hidden, head.out)
+        self._op(SAMPLE, PIXEL, 0, logits, groups)
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run."""
+    kind = type(model)
+    if kind not in SUPPORTED_LAYERS:
+        names = ", ".join(k.__name__ for k in SUPPORTED_LAYERS)
+        raise UnsupportedModelError(
+            f"the cached engine does not support {kind.__name__} (it runs {names}); use method='naive'"
+        )
+    allowed = SUPPORTED_LAYERS[kind]
+    for name, module in model.named_modules():
+        if module is not model and type(module) not in allowed:
+            raise UnsupportedModelError(
+                f"the cached engine does not support layer '{name}' ({type(module).__name__}) "
+                f"in {kind.__name__}; use method='naive'"
+            )
+
+
+def _lower_pixelcnn(model: PixelCNN, b: PlanBuilder) -> None:
+    g = model.color_groups
+    features = b.buffer(model.input_conv.out_channels)
+    b.masked_conv(features, 0, model.input_conv)
+    for block in model.blocks:
+        relu_in = b.buffer(block.channels)
+        b.relu(relu_in, features, g)
+        squeezed = b.buffer(block.hidden_channels)
+        b.masked_conv(squeezed, relu_in, block.conv_in)
+        b.relu(squeezed, squeezed, g)
+        mixed = b.buffer(block.hidden_channels)
+        b.masked_conv(mixed, squeezed, block.conv)
+        if block.class_bias is not None:
+            b.class_bias(mixed, block.class_bias, g)
+        b.relu(mixed, mixed, g)
+        summed = b.buffer(block.channels)
+        b.masked_conv(summed, mixed, block.conv_out)
+        b.add(summed, features, g)
+        features = summed
+    b.head(features, model.head, g)
+
+
+def _lower_gated(model: GatedPixelCNN, b: PlanBuilder) -> None:
+    g = model.color_groups
+    vertical = horizontal = 0  # both stacks start from the image
+    last = len(model.blocks) - 1
+    for index, block in enumerate(model.blocks):
+        two_n, n = 2 * block.channels, block.channels
+        # Vertical stack, once per row: it sees only rows above, so the whole row is known.
+        v_pre = b.buffer(two_n)
+        b.vertical_conv(v_pre, vertical, block.v_conv)
+        if block.v_class is not None:
+            b.class_bias(v_pre, block.v_class, 1, ROW)
+        link = b.buffer(two_n)
+        b.masked_conv(link, v_pre, block.v_to_h, ROW)
+        if index < last:  # the last block's vertical output is never read
+            v_out = b.buffer(n)
+            b.gate(v_out, v_pre, block.v_gate.color_groups, ROW)
+            vertical = v_out
+        # Horizontal stack, per pixel and colour.
+        h_pre = b.buffer(two_n)
+        b.horizontal_conv(h_pre, horizontal, block.h_conv)
+        b.add(h_pre, link, g)
+        if block.h_class is not None:
+            b.class_bias(h_pre, block.h_class, g)
+        gated = b.buffer(n)
+        b.gate(gated, h_pre, g)
+        h_out = b.buffer(n)
+        b.masked_conv(h_out, gated, block.h_res)
+        if not block.first:
+            b.add(h_out, horizontal, g)
+        horizontal = h_out
+    b.head(horizontal, model.head, g)
+
+
+LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated}
+
+
+def lower(model: nn.Module) -> Plan:
+    """The plan of ``model`` (its weights copied and packed), or :class:`UnsupportedModelError`."""
+    check_supported(model)
+    parameter = next(model.parameters())
+    if parameter.dtype not in (torch.float32, torch.float64):
+        raise UnsupportedModelError(f"the cached engine runs float32 or float64 models, not {parameter.dtype}")
+    builder = PlanBuilder(parameter.dtype, parameter.device)
+    builder.buffer(model.in_channels)  # buffer 0: the scaled image
+    with torch.no_grad():
+        LOWERINGS[type(model)](model, builder)
+    return builder.plan

@@ -1,0 +1,319 @@
+"""The cached engine against the network itself: ``incremental_logits(model, x) == model(x)``,
+per-layer caches against ordinary convolution, and the cached sampler against the naive one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import pixelfast
+from pixelfast.models import GatedPixelCNN, PixelCNN
+from pixelfast.nn import HorizontalConv2d, MaskedConv2d, VerticalConv2d
+from pixelfast.ops import masked_conv2d_ref
+from pixelfast.sampling.cached import run_engine
+from pixelfast.sampling.plan import PIXEL, SAMPLE, PlanBuilder, UnsupportedModelError, lower
+
+
+def jitter(model: nn.Module, scale: float = 0.2, seed: int = 0) -> nn.Module:
+    """Random non-zero weights everywhere (class embeddings start at zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return model.eval()
+
+
+def random_image(model, batch, height, width, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.levels, (batch, model.in_channels, height, width), generator=generator)
+
+
+def random_labels(model, batch, seed=0):
+    if model.num_classes is None:
+        return None
+    return torch.randint(0, model.num_classes, (batch,), generator=torch.Generator().manual_seed(seed))
+
+
+def assert_incremental_equals_forward(model, x, labels, atol=1e-4):
+    with torch.no_grad():
+        expected = model(x, labels)
+    got = pixelfast.incremental_logits(model, x, labels)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+
+
+# --- the correctness contract, over many configurations ------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.sampled_from([1, 3]),
+    levels=st.sampled_from([2, 5, 256]),
+    hidden=st.integers(1, 3),
+    layers=st.integers(0, 3),
+    classes=st.sampled_from([None, 4]),
+    height=st.integers(1, 7),
+    width=st.integers(1, 7),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 1000),
+)
+def test_pixelcnn_incremental_logits_equal_forward(channels, levels, hidden, layers, classes, height, width, batch, seed):
+    model = jitter(PixelCNN(channels, levels, hidden_channels=3 * hidden, num_layers=layers, num_classes=classes), seed=seed)
+    x = random_image(model, batch, height, width, seed)
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.sampled_from([1, 3]),
+    levels=st.sampled_from([2, 7, 256]),
+    hidden=st.integers(1, 3),
+    layers=st.integers(1, 4),
+    kernel=st.sampled_from([3, 5]),
+    first_kernel=st.sampled_from([3, 5, 7]),
+    classes=st.sampled_from([None, 3]),
+    height=st.integers(1, 7),
+    width=st.integers(1, 7),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 1000),
+)
+def test_gated_incremental_logits_equal_forward(
+    channels, levels, hidden, layers, kernel, first_kernel, classes, height, width, batch, seed
+):
+    model = GatedPixelCNN(
+        channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
+        first_kernel_size=first_kernel, num_classes=classes,
+    )
+    model = jitter(model, seed=seed)
+    x = random_image(model, batch, height, width, seed)
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+
+
+@pytest.mark.parametrize("model_type", [PixelCNN, GatedPixelCNN])
+def test_incremental_logits_float64_is_exact_to_rounding(model_type):
+    model = jitter(model_type(3, 16, hidden_channels=6, num_layers=2, num_classes=2).double())
+    x = random_image(model, 2, 6, 5)
+    assert_incremental_equals_forward(model, x, torch.tensor([0, 1]), atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [(12, 5), (5, 12)])
+def test_incremental_logits_non_square_and_realistic_width(size):
+    model = jitter(GatedPixelCNN(3, 256, hidden_channels=12, num_layers=4, num_classes=10), scale=0.1)
+    x = random_image(model, 4, *size)
+    assert_incremental_equals_forward(model, x, torch.arange(4))
+
+
+def test_incremental_logits_checks_its_input():
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    with pytest.raises(ValueError, match="levels in 0..3"):
+        pixelfast.incremental_logits(model, torch.full((1, 1, 4, 4), 7))
+    with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
+        pixelfast.incremental_logits(model, torch.zeros(1, 3, 4, 4, dtype=torch.long))
+
+
+# --- per-layer caches against ordinary convolution -------------------------------------------------
+
+
+def layer_logits(build, channels: int, levels: int, x: torch.Tensor) -> torch.Tensor:
+    """Run a one-layer plan teacher-forced on ``x``; the layer's output is read back as the logits."""
+    builder = PlanBuilder(torch.float64, torch.device("cpu"))
+    builder.buffer(channels)
+    logits = builder.buffer(channels * levels)
+    build(builder, logits)
+    builder._op(SAMPLE, PIXEL, 0, logits, channels)
+    plan = builder.plan
+    known = torch.ones_like(x, dtype=torch.bool)
+    uniforms = torch.zeros(x.shape, dtype=torch.float64)
+    _, out = run_engine(plan, x, known, uniforms, None, 1.0, levels, True)
+    b, _, c, h, w = out.shape
+    return out.permute(0, 2, 1, 3, 4).reshape(b, c * levels, h, w)  # back to conv channel order
+
+
+def scaled(x, levels):
+    return x.double() * (2.0 / (levels - 1)) - 1.0
+
+
+def feeder(channels, seed=0):
+    """A mask-A 1x1 conv in front of a mask-B layer: a mask-B layer on the image itself would read the
+    sub-pixel it predicts, which no causal model does (and no sampler can)."""
+    torch.manual_seed(seed)
+    return MaskedConv2d(channels, 2 * channels, 1, "A", channels).double()
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_masked_conv_cache_matches_convolution(k, mask_type, channels):
+    levels = 4
+    first = feeder(channels, k) if mask_type == "B" else None
+    width = 2 * channels if first else channels
+    layer = MaskedConv2d(width, channels * levels, k, mask_type, channels).double()
+    x = torch.randint(0, levels, (2, channels, 6, 9))
+
+    def build(builder, dst):
+        src = 0
+        if first is not None:
+            src = builder.buffer(width)
+            builder.masked_conv(src, 0, first)
+        builder.masked_conv(dst, src, layer)
+
+    got = layer_logits(build, channels, levels, x)
+    inputs = scaled(x, levels)
+    if first is not None:
+        inputs = masked_conv2d_ref(inputs, first.weight, first.bias, "A", channels)
+    want = masked_conv2d_ref(inputs, layer.weight, layer.bias, mask_type, channels)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_horizontal_conv_cache_matches_convolution(k, mask_type, channels):
+    levels = 3
+    first = feeder(channels, k) if mask_type == "B" else None
+    width = 2 * channels if first else channels
+    layer = HorizontalConv2d(width, channels * levels, k, mask_type, channels).double()
+    x = torch.randint(0, levels, (2, channels, 5, 8))
+
+    def build(builder, dst):
+        src = 0
+        if first is not None:
+            src = builder.buffer(width)
+            builder.masked_conv(src, 0, first)
+        builder.horizontal_conv(dst, src, layer)
+
+    got = layer_logits(build, channels, levels, x)
+    inputs = scaled(x, levels)
+    if first is not None:
+        inputs = masked_conv2d_ref(inputs, first.weight, first.bias, "A", channels)
+    torch.testing.assert_close(got, layer(inputs))
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_vertical_conv_row_cache_matches_convolution(k):
+    levels, channels = 5, 3
+    torch.manual_seed(k)
+    vertical = VerticalConv2d(channels, channels * levels, k, include_current_row=False).double()
+    # Read back through an identity 1x1 (mask B keeps the block diagonal) in the pixel phase.
+    identity = MaskedConv2d(channels * levels, channels * levels, 1, "B", channels, bias=False).double()
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(channels * levels).view_as(identity.weight))
+
+    def build(builder, dst):
+        rows = builder.buffer(channels * levels)
+        builder.vertical_conv(rows, 0, vertical)
+        builder.masked_conv(dst, rows, identity)
+
+    x = torch.randint(0, levels, (3, channels, 7, 6))
+    got = layer_logits(build, channels, levels, x)
+    torch.testing.assert_close(got, vertical(scaled(x, levels)))
+
+
+def test_cache_size_does_not_grow_with_height():
+    model = GatedPixelCNN(3, 256, hidden_channels=6, num_layers=3)
+    plan = lower(model)
+    # rows x (W + 2 pad) x channels per buffer: a function of the width only.
+    assert plan.cache_values_per_image(64) < 64 * 64 * sum(c for c, _, _ in plan.buffers)
+    assert max(rows for _, rows, _ in plan.buffers) <= 7 // 2 + 1
+    images = pixelfast.sample(model, 2, size=(64, 64), generator=0, method="cached", progress=False)
+    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.uint8
+
+
+# --- the cached sampler -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", [PixelCNN, GatedPixelCNN])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cached_draws_the_same_images_as_naive(model_type, channels):
+    model = jitter(model_type(channels, 6, hidden_channels=6, num_layers=2, num_classes=3), scale=0.5)
+    kwargs = dict(size=(4, 5), labels=[0, 1, 2], generator=11, progress=False)
+    naive = pixelfast.sample(model, 3, method="naive", **kwargs)
+    cached = pixelfast.sample(model, 3, method="cached", **kwargs)
+    assert torch.equal(naive, cached)
+
+
+def test_cached_completion_keeps_known_pixels_and_matches_naive():
+    model = jitter(GatedPixelCNN(1, 8, hidden_channels=6, num_layers=2, num_classes=2), scale=0.5)
+    image = torch.randint(0, 8, (2, 1, 6, 6))
+    known = torch.zeros(6, 6, dtype=torch.bool)
+    known[:3] = True  # the top half
+    kwargs = dict(labels=[0, 1], image=image, known=known, generator=5, progress=False)
+    cached = pixelfast.sample(model, 2, method="cached", **kwargs)
+    assert torch.equal(cached[:, :, :3], image[:, :, :3].to(torch.uint8))
+    assert torch.equal(cached, pixelfast.sample(model, 2, method="naive", **kwargs))
+
+
+def test_cached_is_deterministic_and_auto_uses_it():
+    model = jitter(PixelCNN(3, 16, hidden_channels=6, num_layers=1), scale=0.5)
+    a = pixelfast.sample(model, 3, size=(4, 4), generator=1, progress=False)
+    b = pixelfast.sample(model, 3, size=(4, 4), generator=1, method="cached", progress=False)
+    c = pixelfast.sample(model, 3, size=(4, 4), generator=2, method="cached", progress=False)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+
+
+def test_low_temperature_is_the_argmax_of_the_forward_pass():
+    model = jitter(GatedPixelCNN(3, 8, hidden_channels=6, num_layers=2), scale=0.5)
+    images = pixelfast.sample(model, 2, size=(4, 4), temperature=1e-6, generator=0, method="cached", progress=False)
+    with torch.no_grad():
+        logits = model(images.long())
+    assert torch.equal(logits.argmax(1), images.long())
+
+
+class NotAPixelModel(nn.Module):
+    in_channels, levels, num_classes, image_size = 1, 4, None, (4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = MaskedConv2d(1, 4, 3, "A")
+
+    def forward(self, x, labels=None):
+        return self.conv(x.float()).view(x.shape[0], 4, 1, *x.shape[2:])
+
+
+def test_unsupported_model_names_itself_and_auto_falls_back():
+    model = NotAPixelModel()
+    with pytest.raises(UnsupportedModelError, match="NotAPixelModel"):
+        pixelfast.sample(model, 1, method="cached", progress=False)
+    with pytest.warns(UserWarning, match="falling back to the naive sampler"):
+        images = pixelfast.sample(model, 1, method="auto", generator=0, progress=False)
+    assert images.shape == (1, 1, 4, 4)
+
+
+def test_unsupported_layer_is_named():
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=2)
+    model.blocks[1] = nn.Identity()
+    with pytest.raises(UnsupportedModelError, match=r"'blocks.1' \(Identity\)"):
+        lower(model)
+
+
+def test_engine_rejects_a_corrupt_plan():
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    plan = lower(model)
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
+    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    plan.program[0] = 3  # a truncated op
+    with pytest.raises(RuntimeError, match="bad length|truncated"):
+        run_engine(plan, x, *args)
+    plan = lower(model)
+    plan.buffers[1][1] = 0
+    with pytest.raises(RuntimeError, match="bad shape"):
+        run_engine(plan, x, *args)
+    with pytest.raises(RuntimeError, match="temperature"):
+        run_engine(lower(model), x, args[0], args[1], None, 0.0, 4, False)
+
+
+def test_engine_reports_non_finite_logits():
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    with torch.no_grad():
+        model.head.out.bias.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        pixelfast.sample(model, 1, size=(2, 2), method="cached", progress=False)
+
+
+def test_cuda_engine_registered_when_built_with_cuda():
+    registered = torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::sample_cached", "CUDA")
+    assert registered == pixelfast.ops.WITH_CUDA
