@@ -1,0 +1,242 @@
+// The incremental-cache sampling engine, CUDA: ONE kernel launch samples the whole batch.
+//
+// Each thread block owns one image and runs the same raster loop as the CPU engine
+// (engine_cpu.cpp) over the same plan and buffer layout (plan.h), with the same per-element math
+// (pointwise.h). Within a block, threads split each op's output channels; __syncthreads() orders
+// the ops. Images never wait for each other, so there is no grid-wide synchronisation and no
+// launch per step.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "engine.h"
+#include "pointwise.h"
+
+namespace pixelfast {
+namespace sampler {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+struct DeviceEngine {
+  const Buffer* buffers;      // [num_buffers]
+  T* const* data;             // per buffer: [B][rows][Wp][channels]
+  const int64_t* strides;     // per buffer: values per image
+  const T* const* weights;
+  const Op* row_ops;
+  int64_t num_row_ops;
+  const Op* pixel_ops;
+  int64_t num_pixel_ops;
+  int64_t channels, height, width, levels;
+  double temperature;
+  const int64_t* labels;      // [B] or null
+  const int64_t* image_in;    // [B, C, H, W]
+  const bool* known;
+  const double* uniforms;
+  int64_t* image_out;
+  T* logits_out;              // [B, levels, C, H, W] or null
+  int* error;                 // set when logits are not finite
+
+  __device__ T* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
+    return data[buffer] + image * strides[buffer] + position_offset(buffers[buffer], width, row, column);
+  }
+
+  __device__ void conv(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
+    const Buffer& src = buffers[op.src];
+    const Buffer& dst = buffers[op.dst];
+    const int64_t n = dst.channels / op.groups;
+    const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
+    T* out = at(op.dst, b, i, j) + g * n;
+    for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+      T sum = op.bias >= 0 ? weights[op.bias][g * n + t] : T(0);
+      for (int64_t s = 0; s < op.num_segments; ++s) {
+        const Segment& seg = op.segments[s];
+        if (i + seg.dy < 0) continue;  // rows above the image are zero padding
+        const T* a = at(op.src, b, i + seg.dy, j + seg.dx);
+        const T* w = weights[seg.weight] + g * n + t;
+        const int64_t k = seg.cols * src.channels;
+        for (int64_t q = 0; q < k; ++q) sum += a[q] * w[q * dst.channels];
+      }
+      if (prefix > 0) {
+        const T* a = at(op.src, b, i, j);
+        const T* w = weights[op.centre_weight] + g * n + t;
+        for (int64_t q = 0; q < prefix; ++q) sum += a[q] * w[q * dst.channels];
+      }
+      out[t] = sum;
+    }
+  }
+
+  __device__ void pointwise(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
+    const int64_t n = buffers[op.dst].channels / op.groups;
+    T* out = at(op.dst, b, i, j) + g * n;
+    for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+      switch (op.code) {
+        case kRelu:
+          out[t] = relu(at(op.src, b, i, j)[g * n + t]);
+          break;
+        case kAdd:
+          out[t] += at(op.src, b, i, j)[g * n + t];
+          break;
+        case kGate: {
+          const T* in = at(op.src, b, i, j) + g * 2 * n;
+          out[t] = gate(in[t], in[n + t]);
+          break;
+        }
+        case kClassBias:
+          out[t] += weights[op.table][labels[b] * buffers[op.dst].channels + g * n + t];
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  __device__ void sample(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
+    const T* logits = at(op.src, b, i, j) + g * levels;
+    const int64_t hw = height * width;
+    const int64_t index = ((b * channels + g) * height + i) * width + j;
+    if (logits_out != nullptr) {
+      T* record = logits_out + ((b * levels) * channels + g) * hw + i * width + j;
+      for (int64_t l = threadIdx.x; l < levels; l += blockDim.x) record[l * channels * hw] = logits[l];
+    }
+    if (threadIdx.x == 0) {
+      int64_t level = known[index] ? image_in[index]
+                                   : categorical(logits, levels, 1, temperature, uniforms[index]);
+      if (level < 0) {
+        atomicExch(error, 1);
+        level = 0;
+      }
+      image_out[index] = level;
+      at(op.dst, b, i, j)[g] = scale_level<T>(level, levels);
+    }
+  }
+
+  __device__ void run(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
+    if (op.code == kConv) {
+      conv(op, b, i, j, g);
+    } else if (op.code == kSample) {
+      sample(op, b, i, j, g);
+    } else {
+      pointwise(op, b, i, j, g);
+    }
+    __syncthreads();  // the next op reads what this one wrote
+  }
+};
+
+template <typename T>
+__global__ void engine_kernel(DeviceEngine<T> engine) {
+  const int64_t b = blockIdx.x;
+  for (int64_t i = 0; i < engine.height; ++i) {
+    for (int64_t o = 0; o < engine.num_row_ops; ++o) {
+      const Op& op = engine.row_ops[o];
+      for (int64_t j = 0; j < engine.width; ++j) {
+        for (int64_t g = 0; g < op.groups; ++g) engine.run(op, b, i, j, g);
+      }
+    }
+    for (int64_t j = 0; j < engine.width; ++j) {
+      for (int64_t g = 0; g < engine.channels; ++g) {
+        for (int64_t o = 0; o < engine.num_pixel_ops; ++o) engine.run(engine.pixel_ops[o], b, i, j, g);
+      }
+    }
+  }
+}
+
+// Host data copied to the device as raw bytes in one tensor (its storage keeps it alive).
+template <typename V>
+at::Tensor to_device(const std::vector<V>& values, const at::Device& device) {
+  at::Tensor host = at::empty({static_cast<int64_t>(values.size() * sizeof(V))}, at::kByte);
+  if (!values.empty()) std::memcpy(host.mutable_data_ptr(), values.data(), values.size() * sizeof(V));
+  return host.to(device);
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
+    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+    c10::ArrayRef<int64_t> program, const at::Tensor& image_in, const at::Tensor& known_in,
+    const at::Tensor& uniforms_in, const std::optional<at::Tensor>& labels_in, double temperature,
+    int64_t levels, bool record_logits) {
+  const c10::cuda::CUDAGuard guard(image_in.device());
+  const Plan plan = check_arguments(weights, buffers, program, image_in, known_in, uniforms_in,
+                                    labels_in, temperature, levels);
+  const at::Tensor image = image_in.contiguous();
+  const at::Tensor known = known_in.contiguous();
+  const at::Tensor uniforms = uniforms_in.contiguous();
+  const at::Tensor labels = labels_in.has_value() ? labels_in->contiguous() : at::Tensor();
+  const int64_t batch = image.size(0), channels = image.size(1);
+  const int64_t height = image.size(2), width = image.size(3);
+  const auto options = weights[0].options();
+  const at::Device device = image.device();
+
+  at::Tensor out = at::empty_like(image);
+  at::Tensor logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
+                                    : at::empty({0}, options);
+  if (batch == 0 || height == 0 || width == 0) return {out, logits};
+
+  std::vector<at::Tensor> storage;  // zero-filled: pad columns are the convolutions' zero padding
+  std::vector<int64_t> strides;
+  for (const Buffer& b : plan.buffers) {
+    storage.push_back(at::zeros({batch * image_stride(b, width)}, options));
+    strides.push_back(image_stride(b, width));
+  }
+  at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
+
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sample_cached_cuda", [&] {
+    std::vector<scalar_t*> data;
+    for (auto& s : storage) data.push_back(s.mutable_data_ptr<scalar_t>());
+    std::vector<const scalar_t*> weight_pointers;
+    for (const auto& w : weights) weight_pointers.push_back(w.const_data_ptr<scalar_t>());
+    const at::Tensor d_buffers = to_device(plan.buffers, device);
+    const at::Tensor d_data = to_device(data, device);
+    const at::Tensor d_strides = to_device(strides, device);
+    const at::Tensor d_weights = to_device(weight_pointers, device);
+    const at::Tensor d_row_ops = to_device(plan.row_ops, device);
+    const at::Tensor d_pixel_ops = to_device(plan.pixel_ops, device);
+
+    DeviceEngine<scalar_t> engine;
+    engine.buffers = reinterpret_cast<const Buffer*>(d_buffers.const_data_ptr());
+    engine.data = reinterpret_cast<scalar_t* const*>(d_data.const_data_ptr());
+    engine.strides = reinterpret_cast<const int64_t*>(d_strides.const_data_ptr());
+    engine.weights = reinterpret_cast<const scalar_t* const*>(d_weights.const_data_ptr());
+    engine.row_ops = reinterpret_cast<const Op*>(d_row_ops.const_data_ptr());
+    engine.num_row_ops = static_cast<int64_t>(plan.row_ops.size());
+    engine.pixel_ops = reinterpret_cast<const Op*>(d_pixel_ops.const_data_ptr());
+    engine.num_pixel_ops = static_cast<int64_t>(plan.pixel_ops.size());
+    engine.channels = channels;
+    engine.height = height;
+    engine.width = width;
+    engine.levels = levels;
+    engine.temperature = temperature;
+    engine.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
+    engine.image_in = image.const_data_ptr<int64_t>();
+    engine.known = known.const_data_ptr<bool>();
+    engine.uniforms = uniforms.const_data_ptr<double>();
+    engine.image_out = out.mutable_data_ptr<int64_t>();
+    engine.logits_out = record_logits ? logits.mutable_data_ptr<scalar_t>() : nullptr;
+    engine.error = error.mutable_data_ptr<int>();
+
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    engine_kernel<scalar_t><<<static_cast<unsigned int>(batch), kThreads, 0, stream>>>(engine);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  // Reading the flag waits for the kernel, which also keeps the plan's device copies alive.
+  TORCH_CHECK(error.cpu().item<int>() == 0,
+              "sample_cached: the model produced non-finite logits (NaN or inf)");
+  return {out, logits};
+}
+
+}  // namespace
+}  // namespace sampler
+}  // namespace pixelfast
+
+TORCH_LIBRARY_IMPL(pixelfast, CUDA, m) {
+  m.impl("sample_cached", &pixelfast::sampler::sample_cached_cuda);
+}
