@@ -144,53 +144,42 @@ def feeder(channels, seed=0):
     return MaskedConv2d(channels, 2 * channels, 1, "A", channels).double()
 
 
-@pytest.mark.parametrize("k", [1, 3, 5, 7])
-@pytest.mark.parametrize("mask_type", ["A", "B"])
-@pytest.mark.parametrize("channels", [1, 3])
-def test_masked_conv_cache_matches_convolution(k, mask_type, channels):
-    levels = 4
-    first = feeder(channels, k) if mask_type == "B" else None
-    width = 2 * channels if first else channels
-    layer = MaskedConv2d(width, channels * levels, k, mask_type, channels).double()
-    x = torch.randint(0, levels, (2, channels, 6, 9))
+def check_layer_cache(layer, lower_layer, mask_type, channels, levels, x, seed):
+    """The engine's output of ``layer`` (behind a mask-A feeder for mask B) equals the layer itself."""
+    first = feeder(channels, seed) if mask_type == "B" else None
 
     def build(builder, dst):
         src = 0
         if first is not None:
-            src = builder.buffer(width)
+            src = builder.buffer(first.out_channels)
             builder.masked_conv(src, 0, first)
-        builder.masked_conv(dst, src, layer)
-
-    got = layer_logits(build, channels, levels, x)
-    inputs = scaled(x, levels)
-    if first is not None:
-        inputs = masked_conv2d_ref(inputs, first.weight, first.bias, "A", channels)
-    want = masked_conv2d_ref(inputs, layer.weight, layer.bias, mask_type, channels)
-    torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("mask_type", ["A", "B"])
-@pytest.mark.parametrize("channels", [1, 3])
-def test_horizontal_conv_cache_matches_convolution(k, mask_type, channels):
-    levels = 3
-    first = feeder(channels, k) if mask_type == "B" else None
-    width = 2 * channels if first else channels
-    layer = HorizontalConv2d(width, channels * levels, k, mask_type, channels).double()
-    x = torch.randint(0, levels, (2, channels, 5, 8))
-
-    def build(builder, dst):
-        src = 0
-        if first is not None:
-            src = builder.buffer(width)
-            builder.masked_conv(src, 0, first)
-        builder.horizontal_conv(dst, src, layer)
+        lower_layer(builder, dst, src)
 
     got = layer_logits(build, channels, levels, x)
     inputs = scaled(x, levels)
     if first is not None:
         inputs = masked_conv2d_ref(inputs, first.weight, first.bias, "A", channels)
     torch.testing.assert_close(got, layer(inputs))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_masked_conv_cache_matches_convolution(k, mask_type, channels):
+    levels, width = 4, (2 * channels if mask_type == "B" else channels)
+    layer = MaskedConv2d(width, channels * levels, k, mask_type, channels).double()
+    x = torch.randint(0, levels, (2, channels, 6, 9))
+    check_layer_cache(layer, lambda b, dst, src: b.masked_conv(dst, src, layer), mask_type, channels, levels, x, k)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_horizontal_conv_cache_matches_convolution(k, mask_type, channels):
+    levels, width = 3, (2 * channels if mask_type == "B" else channels)
+    layer = HorizontalConv2d(width, channels * levels, k, mask_type, channels).double()
+    x = torch.randint(0, levels, (2, channels, 5, 8))
+    check_layer_cache(layer, lambda b, dst, src: b.horizontal_conv(dst, src, layer), mask_type, channels, levels, x, k)
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])

@@ -245,20 +245,13 @@ template <typename scalar_t>
 struct CpuEngine {
   const Plan& plan;
   std::vector<const scalar_t*> weights;
-  std::vector<scalar_t*> data;      // one allocation per buffer, [B][rows][Wp][channels]
-  std::vector<int64_t> strides;     // per buffer: values per image
-  int64_t channels, height, width, levels;
-  double temperature;
-  const int64_t* labels;            // [B] or null
-  const int64_t* image_in;          // [B, C, H, W]
-  const bool* known;
-  const double* uniforms;
-  int64_t* image_out;
-  scalar_t* logits_out;             // [B, levels, C, H, W] or null
+  std::vector<scalar_t*> data;   // per buffer: [B][rows][Wp][channels]
+  std::vector<int64_t> strides;  // per buffer: values per image
+  EngineIO<scalar_t> io;
 
   scalar_t* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
     return data[buffer] + image * strides[buffer] +
-           position_offset(plan.buffers[buffer], width, row, column);
+           position_offset(plan.buffers[buffer], io.width, row, column);
   }
 
   void conv(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
@@ -307,7 +300,7 @@ struct CpuEngine {
         }
         case kClassBias: {
           const int64_t channels_total = plan.buffers[op.dst].channels;
-          const scalar_t* row = weights[op.table] + labels[b] * channels_total + g * n;
+          const scalar_t* row = weights[op.table] + io.labels[b] * channels_total + g * n;
           for (int64_t t = 0; t < n; ++t) out[t] += row[t];
           break;
         }
@@ -320,19 +313,20 @@ struct CpuEngine {
   // Colour g of pixel (i, j): draw it (or take the known value), record the logits if asked, and
   // write the level into the output and its scaled value into the image buffer.
   void sample(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
-    const int64_t hw = height * width;
+    const int64_t hw = io.height * io.width;
     for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* logits = at(op.src, b, i, j) + g * levels;
-      const int64_t index = ((b * channels + g) * height + i) * width + j;
-      const int64_t level =
-          known[index] ? image_in[index] : categorical(logits, levels, 1, temperature, uniforms[index]);
+      const scalar_t* logits = at(op.src, b, i, j) + g * io.levels;
+      const int64_t index = ((b * io.channels + g) * io.height + i) * io.width + j;
+      const int64_t level = io.known[index] ? io.image_in[index]
+                                            : categorical(logits, io.levels, 1, io.temperature,
+                                                          io.uniforms[index]);
       TORCH_CHECK(level >= 0, "sample_cached: the model produced non-finite logits (NaN or inf) at "
                   "image ", b, ", colour ", g, ", pixel (", i, ", ", j, ")");
-      image_out[index] = level;
-      *(at(op.dst, b, i, j) + g) = scale_level<scalar_t>(level, levels);
-      if (logits_out != nullptr) {
-        scalar_t* record = logits_out + ((b * levels) * channels + g) * hw + i * width + j;
-        for (int64_t l = 0; l < levels; ++l) record[l * channels * hw] = logits[l];
+      io.image_out[index] = level;
+      *(at(op.dst, b, i, j) + g) = scale_level<scalar_t>(level, io.levels);
+      if (io.logits_out != nullptr) {
+        scalar_t* record = io.logits_out + ((b * io.levels) * io.channels + g) * hw + i * io.width + j;
+        for (int64_t l = 0; l < io.levels; ++l) record[l * io.channels * hw] = logits[l];
       }
     }
   }
@@ -348,14 +342,14 @@ struct CpuEngine {
   }
 
   void run_images(int64_t b0, int64_t b1) const {
-    for (int64_t i = 0; i < height; ++i) {
+    for (int64_t i = 0; i < io.height; ++i) {
       for (const Op& op : plan.row_ops) {
-        for (int64_t j = 0; j < width; ++j) {
+        for (int64_t j = 0; j < io.width; ++j) {
           for (int64_t g = 0; g < op.groups; ++g) run(op, b0, b1, i, j, g);
         }
       }
-      for (int64_t j = 0; j < width; ++j) {
-        for (int64_t g = 0; g < channels; ++g) {
+      for (int64_t j = 0; j < io.width; ++j) {
+        for (int64_t g = 0; g < io.channels; ++g) {
           for (const Op& op : plan.pixel_ops) run(op, b0, b1, i, j, g);
         }
       }
@@ -365,49 +359,48 @@ struct CpuEngine {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
-    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
-    c10::ArrayRef<int64_t> program, const at::Tensor& image_in, const at::Tensor& known_in,
-    const at::Tensor& uniforms_in, const std::optional<at::Tensor>& labels_in, double temperature,
-    int64_t levels, bool record_logits) {
-  const Plan plan = check_arguments(weights, buffers, program, image_in, known_in, uniforms_in,
-                                    labels_in, temperature, levels);
-  const at::Tensor image = image_in.contiguous();
-  const at::Tensor known = known_in.contiguous();
-  const at::Tensor uniforms = uniforms_in.contiguous();
-  const at::Tensor labels = labels_in.has_value() ? labels_in->contiguous() : at::Tensor();
+Prepared prepare(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+                 c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
+                 const at::Tensor& uniforms, const std::optional<at::Tensor>& labels,
+                 double temperature, int64_t levels, bool record_logits) {
+  Prepared p;
+  p.plan = check_arguments(weights, buffers, program, image, known, uniforms, labels, temperature,
+                           levels);
+  p.image = image.contiguous();
+  p.known = known.contiguous();
+  p.uniforms = uniforms.contiguous();
+  p.labels = labels.has_value() ? labels->contiguous() : at::Tensor();
+  p.temperature = temperature;
+  p.levels = levels;
   const int64_t batch = image.size(0), channels = image.size(1);
   const int64_t height = image.size(2), width = image.size(3);
   const auto options = weights[0].options();
-
-  at::Tensor out = at::empty_like(image);
-  at::Tensor logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
-                                    : at::empty({0}, options);
-  std::vector<at::Tensor> storage;  // zero-filled: pad columns are the convolutions' zero padding
-  for (const Buffer& b : plan.buffers) {
-    storage.push_back(at::zeros({batch * image_stride(b, width)}, options));
+  p.out = at::empty_like(p.image);
+  p.logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
+                           : at::empty({0}, options);
+  for (const Buffer& b : p.plan.buffers) {
+    p.strides.push_back(image_stride(b, width));
+    p.storage.push_back(at::zeros({batch * p.strides.back()}, options));
   }
-  if (batch == 0 || height == 0 || width == 0) return {out, logits};
+  return p;
+}
 
-  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sample_cached_cpu", [&] {
-    CpuEngine<scalar_t> engine{plan};
+std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
+    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+    c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
+    const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
+    int64_t levels, bool record_logits) {
+  Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
+                       levels, record_logits);
+  if (p.empty()) return {p.out, p.logits};
+  AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cpu", [&] {
+    CpuEngine<scalar_t> engine{p.plan};
     for (const auto& w : weights) engine.weights.push_back(w.const_data_ptr<scalar_t>());
-    for (size_t b = 0; b < plan.buffers.size(); ++b) {
-      engine.data.push_back(storage[b].mutable_data_ptr<scalar_t>());
-      engine.strides.push_back(image_stride(plan.buffers[b], width));
-    }
-    engine.channels = channels;
-    engine.height = height;
-    engine.width = width;
-    engine.levels = levels;
-    engine.temperature = temperature;
-    engine.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
-    engine.image_in = image.const_data_ptr<int64_t>();
-    engine.known = known.const_data_ptr<bool>();
-    engine.uniforms = uniforms.const_data_ptr<double>();
-    engine.image_out = out.mutable_data_ptr<int64_t>();
-    engine.logits_out = record_logits ? logits.mutable_data_ptr<scalar_t>() : nullptr;
+    engine.data = buffer_data<scalar_t>(p);
+    engine.strides = p.strides;
+    engine.io = io_of<scalar_t>(p);
     // Split the batch evenly over the threads; each runs the whole raster loop for its images.
+    const int64_t batch = p.image.size(0);
     const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch));
     const int64_t per_thread = (batch + threads - 1) / threads;
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
@@ -417,7 +410,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
       }
     });
   });
-  return {out, logits};
+  return {p.out, p.logits};
 }
 
 }  // namespace sampler

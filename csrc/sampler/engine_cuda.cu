@@ -37,18 +37,11 @@ struct DeviceEngine {
   int64_t num_row_ops;
   const Op* pixel_ops;
   int64_t num_pixel_ops;
-  int64_t channels, height, width, levels;
-  double temperature;
-  const int64_t* labels;      // [B] or null
-  const int64_t* image_in;    // [B, C, H, W]
-  const bool* known;
-  const double* uniforms;
-  int64_t* image_out;
-  T* logits_out;              // [B, levels, C, H, W] or null
+  EngineIO<T> io;
   int* error;                 // set when logits are not finite
 
   __device__ T* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
-    return data[buffer] + image * strides[buffer] + position_offset(buffers[buffer], width, row, column);
+    return data[buffer] + image * strides[buffer] + position_offset(buffers[buffer], io.width, row, column);
   }
 
   __device__ void conv(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
@@ -93,7 +86,7 @@ struct DeviceEngine {
           break;
         }
         case kClassBias:
-          out[t] += weights[op.table][labels[b] * buffers[op.dst].channels + g * n + t];
+          out[t] += weights[op.table][io.labels[b] * buffers[op.dst].channels + g * n + t];
           break;
         default:
           break;
@@ -102,22 +95,22 @@ struct DeviceEngine {
   }
 
   __device__ void sample(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
-    const T* logits = at(op.src, b, i, j) + g * levels;
-    const int64_t hw = height * width;
-    const int64_t index = ((b * channels + g) * height + i) * width + j;
-    if (logits_out != nullptr) {
-      T* record = logits_out + ((b * levels) * channels + g) * hw + i * width + j;
-      for (int64_t l = threadIdx.x; l < levels; l += blockDim.x) record[l * channels * hw] = logits[l];
+    const T* logits = at(op.src, b, i, j) + g * io.levels;
+    const int64_t hw = io.height * io.width;
+    const int64_t index = ((b * io.channels + g) * io.height + i) * io.width + j;
+    if (io.logits_out != nullptr) {
+      T* record = io.logits_out + ((b * io.levels) * io.channels + g) * hw + i * io.width + j;
+      for (int64_t l = threadIdx.x; l < io.levels; l += blockDim.x) record[l * io.channels * hw] = logits[l];
     }
     if (threadIdx.x == 0) {
-      int64_t level = known[index] ? image_in[index]
-                                   : categorical(logits, levels, 1, temperature, uniforms[index]);
+      int64_t level = io.known[index] ? io.image_in[index]
+                                      : categorical(logits, io.levels, 1, io.temperature, io.uniforms[index]);
       if (level < 0) {
         atomicExch(error, 1);
         level = 0;
       }
-      image_out[index] = level;
-      at(op.dst, b, i, j)[g] = scale_level<T>(level, levels);
+      io.image_out[index] = level;
+      at(op.dst, b, i, j)[g] = scale_level<T>(level, io.levels);
     }
   }
 
@@ -136,15 +129,15 @@ struct DeviceEngine {
 template <typename T>
 __global__ void engine_kernel(DeviceEngine<T> engine) {
   const int64_t b = blockIdx.x;
-  for (int64_t i = 0; i < engine.height; ++i) {
+  for (int64_t i = 0; i < engine.io.height; ++i) {
     for (int64_t o = 0; o < engine.num_row_ops; ++o) {
       const Op& op = engine.row_ops[o];
-      for (int64_t j = 0; j < engine.width; ++j) {
+      for (int64_t j = 0; j < engine.io.width; ++j) {
         for (int64_t g = 0; g < op.groups; ++g) engine.run(op, b, i, j, g);
       }
     }
-    for (int64_t j = 0; j < engine.width; ++j) {
-      for (int64_t g = 0; g < engine.channels; ++g) {
+    for (int64_t j = 0; j < engine.io.width; ++j) {
+      for (int64_t g = 0; g < engine.io.channels; ++g) {
         for (int64_t o = 0; o < engine.num_pixel_ops; ++o) engine.run(engine.pixel_ops[o], b, i, j, g);
       }
     }
@@ -161,45 +154,25 @@ at::Tensor to_device(const std::vector<V>& values, const at::Device& device) {
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
-    c10::ArrayRef<int64_t> program, const at::Tensor& image_in, const at::Tensor& known_in,
-    const at::Tensor& uniforms_in, const std::optional<at::Tensor>& labels_in, double temperature,
+    c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
+    const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
     int64_t levels, bool record_logits) {
-  const c10::cuda::CUDAGuard guard(image_in.device());
-  const Plan plan = check_arguments(weights, buffers, program, image_in, known_in, uniforms_in,
-                                    labels_in, temperature, levels);
-  const at::Tensor image = image_in.contiguous();
-  const at::Tensor known = known_in.contiguous();
-  const at::Tensor uniforms = uniforms_in.contiguous();
-  const at::Tensor labels = labels_in.has_value() ? labels_in->contiguous() : at::Tensor();
-  const int64_t batch = image.size(0), channels = image.size(1);
-  const int64_t height = image.size(2), width = image.size(3);
-  const auto options = weights[0].options();
+  const c10::cuda::CUDAGuard guard(image.device());
+  Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
+                       levels, record_logits);
+  if (p.empty()) return {p.out, p.logits};
   const at::Device device = image.device();
-
-  at::Tensor out = at::empty_like(image);
-  at::Tensor logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
-                                    : at::empty({0}, options);
-  if (batch == 0 || height == 0 || width == 0) return {out, logits};
-
-  std::vector<at::Tensor> storage;  // zero-filled: pad columns are the convolutions' zero padding
-  std::vector<int64_t> strides;
-  for (const Buffer& b : plan.buffers) {
-    storage.push_back(at::zeros({batch * image_stride(b, width)}, options));
-    strides.push_back(image_stride(b, width));
-  }
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
 
-  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sample_cached_cuda", [&] {
-    std::vector<scalar_t*> data;
-    for (auto& s : storage) data.push_back(s.mutable_data_ptr<scalar_t>());
+  AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
     std::vector<const scalar_t*> weight_pointers;
     for (const auto& w : weights) weight_pointers.push_back(w.const_data_ptr<scalar_t>());
-    const at::Tensor d_buffers = to_device(plan.buffers, device);
-    const at::Tensor d_data = to_device(data, device);
-    const at::Tensor d_strides = to_device(strides, device);
+    const at::Tensor d_buffers = to_device(p.plan.buffers, device);
+    const at::Tensor d_data = to_device(buffer_data<scalar_t>(p), device);
+    const at::Tensor d_strides = to_device(p.strides, device);
     const at::Tensor d_weights = to_device(weight_pointers, device);
-    const at::Tensor d_row_ops = to_device(plan.row_ops, device);
-    const at::Tensor d_pixel_ops = to_device(plan.pixel_ops, device);
+    const at::Tensor d_row_ops = to_device(p.plan.row_ops, device);
+    const at::Tensor d_pixel_ops = to_device(p.plan.pixel_ops, device);
 
     DeviceEngine<scalar_t> engine;
     engine.buffers = reinterpret_cast<const Buffer*>(d_buffers.const_data_ptr());
@@ -207,30 +180,20 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     engine.strides = reinterpret_cast<const int64_t*>(d_strides.const_data_ptr());
     engine.weights = reinterpret_cast<const scalar_t* const*>(d_weights.const_data_ptr());
     engine.row_ops = reinterpret_cast<const Op*>(d_row_ops.const_data_ptr());
-    engine.num_row_ops = static_cast<int64_t>(plan.row_ops.size());
+    engine.num_row_ops = static_cast<int64_t>(p.plan.row_ops.size());
     engine.pixel_ops = reinterpret_cast<const Op*>(d_pixel_ops.const_data_ptr());
-    engine.num_pixel_ops = static_cast<int64_t>(plan.pixel_ops.size());
-    engine.channels = channels;
-    engine.height = height;
-    engine.width = width;
-    engine.levels = levels;
-    engine.temperature = temperature;
-    engine.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
-    engine.image_in = image.const_data_ptr<int64_t>();
-    engine.known = known.const_data_ptr<bool>();
-    engine.uniforms = uniforms.const_data_ptr<double>();
-    engine.image_out = out.mutable_data_ptr<int64_t>();
-    engine.logits_out = record_logits ? logits.mutable_data_ptr<scalar_t>() : nullptr;
+    engine.num_pixel_ops = static_cast<int64_t>(p.plan.pixel_ops.size());
+    engine.io = io_of<scalar_t>(p);
     engine.error = error.mutable_data_ptr<int>();
 
     auto stream = c10::cuda::getCurrentCUDAStream();
-    engine_kernel<scalar_t><<<static_cast<unsigned int>(batch), kThreads, 0, stream>>>(engine);
+    engine_kernel<scalar_t><<<static_cast<unsigned int>(p.image.size(0)), kThreads, 0, stream>>>(engine);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  // Reading the flag waits for the kernel, which also keeps the plan's device copies alive.
+  // Reading the flag waits for the kernel.
   TORCH_CHECK(error.cpu().item<int>() == 0,
               "sample_cached: the model produced non-finite logits (NaN or inf)");
-  return {out, logits};
+  return {p.out, p.logits};
 }
 
 }  // namespace

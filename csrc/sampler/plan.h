@@ -60,6 +60,20 @@ struct Op {
   int64_t table;
 };
 
+// What one engine call reads and writes besides its buffers: sizes and raw tensor data, the same
+// for the CPU and the CUDA engine.
+template <typename T>
+struct EngineIO {
+  int64_t channels, height, width, levels;
+  double temperature;
+  const int64_t* labels;    // [B] or null
+  const int64_t* image_in;  // [B, C, H, W]: the known levels
+  const bool* known;        // [B, C, H, W]
+  const double* uniforms;   // [B, C, H, W]: one uniform per sub-pixel
+  int64_t* image_out;       // [B, C, H, W]
+  T* logits_out;            // [B, levels, C, H, W], or null
+};
+
 // Input channels [0, prefix) that the centre tap of output group g reads (contiguous colour groups).
 PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {
   if (centre == kNoCentre) return 0;
