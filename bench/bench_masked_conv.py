@@ -52,6 +52,12 @@ def bench_forward_backward(benchmark, case, impl):
     benchmark.group = f"masked_conv2d forward+backward, {case}"
     benchmark.extra_info["impl"] = impl
 
+    # Each op gets its gradient in its own output's layout, as the next layer of its kind would
+    # hand it back (channels-last for the fused op, contiguous for the reference).
+    with torch.no_grad():
+        layout = fn(x, weight, bias, mask_type, 3)
+    grad_out = torch.empty_like(layout).copy_(grad_out)
+
     def run():
         out = fn(x, weight, bias, mask_type, 3)
         out.backward(grad_out)

@@ -90,6 +90,14 @@ def test_channels_last_input_and_weight():
     assert_matches_reference(x, weight, bias, "B", 3)
 
 
+def test_output_and_input_grad_are_channels_last_so_stacks_convert_nothing():
+    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 3, torch.float32)
+    out = masked_conv2d(x, weight, bias, "A", 3)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad_x, _, _ = torch.ops.pixelfast.masked_conv2d_backward(out, x, weight, "A", 3, [True, True])
+    assert grad_x.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_only_weight_grad_when_input_is_data():
     x, weight, bias = make_inputs(2, 3, 6, 5, 5, 7, torch.float64)
     w = weight.clone().requires_grad_(True)

@@ -96,6 +96,8 @@ at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
 
 // The blocks run in channels-last layout: oneDNN (and cuDNN) are markedly faster there, above all
 // backward, and the centre tap becomes a plain strided GEMM over [pixels, channels] with no copy.
+// The output and the input gradient stay channels-last, so a stack of masked convolutions never
+// converts layouts between layers.
 at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, c10::string_view mask_type,
                    int64_t color_groups) {
@@ -125,7 +127,7 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
     out_matrix.narrow(1, g * group_out, group_out)
         .addmm_(x_matrix.narrow(1, 0, prefix), centre_weight(weight, p, g, prefix).t());
   }
-  return out.contiguous();
+  return out;  // channels-last, like a convolution of a channels-last input
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out_in,
@@ -185,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_o
           .copy_(go_g.t().mm(x_matrix.narrow(1, 0, prefix)));
     }
   }
-  return {grad_x.contiguous(), grad_weight, grad_out_in.sum({0, 2, 3})};
+  return {grad_x, grad_weight, grad_out_in.sum({0, 2, 3})};
 }
 
 }  // namespace masked_conv

@@ -98,7 +98,8 @@ def masked_conv2d(
     """Masked 'same' convolution, stride 1; equal to :func:`masked_conv2d_ref`, without the masked work.
 
     ``weight`` is the full ``[out, in, k, k]`` tensor; its masked entries are ignored and get a
-    gradient of exactly zero.
+    gradient of exactly zero. The result is channels-last (the layout the kernel computes in, so
+    stacked layers convert nothing): use ``.reshape``, not ``.view``, to flatten it.
     """
     check_masked_conv_args(x, weight, bias, mask_type, color_groups)
     require_library()
@@ -123,12 +124,13 @@ if LOADED:
 
     @torch.library.register_fake("pixelfast::masked_conv2d")
     def _masked_conv2d_fake(x, weight, bias, mask_type, color_groups):
-        return x.new_empty(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+        shape = (x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+        return x.new_empty(shape).contiguous(memory_format=torch.channels_last)
 
     @torch.library.register_fake("pixelfast::masked_conv2d_backward")
     def _masked_conv2d_backward_fake(grad_out, x, weight, mask_type, color_groups, output_mask):
         return (
-            x.new_empty(x.shape),
+            x.new_empty(x.shape).contiguous(memory_format=torch.channels_last),
             weight.new_empty(weight.shape),
             weight.new_empty(weight.shape[0]),
         )
