@@ -16,16 +16,10 @@ from pixelfast.checkpoint import (
     save_checkpoint,
 )
 
-pytest.importorskip("pixelfast.models")
-
 
 @pytest.fixture
 def model():
-    from pixelfast import ops
     from pixelfast.models import GatedPixelCNN
-
-    if not ops.LOADED:
-        pytest.skip("the compiled library is not built")
     torch.manual_seed(0)
     return GatedPixelCNN(in_channels=1, levels=4, hidden_channels=4, num_layers=2, num_classes=3, image_size=(5, 6))
 
@@ -148,3 +142,10 @@ def test_missing_file_and_error_type(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "nope.pt")
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_saved_checkpoint_has_a_normal_file_mode(saved):
+    path, _, _ = saved
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

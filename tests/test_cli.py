@@ -13,14 +13,6 @@ from pixelfast.checkpoint import load_checkpoint, save_checkpoint
 TINY_ARGS = ["--hidden-channels", "6", "--num-layers", "2", "--levels", "4"]
 
 
-@pytest.fixture(autouse=True)
-def needs_library():
-    from pixelfast import ops
-
-    if not ops.LOADED:
-        pytest.skip("the compiled library is not built")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A class-conditional GatedPixelCNN trained one epoch on 64 digits by the CLI itself."""

@@ -310,10 +310,6 @@ def test_cached_refuses_a_model_it_cannot_run_and_auto_falls_back_to_naive():
 
 
 def _tiny_gated(num_classes=3):
-    from pixelfast import ops
-
-    if not ops.LOADED:
-        pytest.skip("the compiled library is not built")
     from pixelfast.models import GatedPixelCNN
 
     torch.manual_seed(0)

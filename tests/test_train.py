@@ -24,14 +24,6 @@ def digits():
     return train_set, test_set
 
 
-@pytest.fixture(autouse=True)
-def needs_library():
-    from pixelfast import ops
-
-    if not ops.LOADED:
-        pytest.skip("the compiled library is not built")
-
-
 def run(digits, out, epochs, resume=False, seed=0, model_config=None, log=None):
     train_set, test_set = digits
     return train("GatedPixelCNN", train_set, test_data=test_set, model_config={**TINY, **(model_config or {})},
