@@ -33,7 +33,7 @@ namespace sampler {
 
 namespace {
 
-constexpr int64_t kOpHeader = 11;
+constexpr int64_t kOpHeader = 18;
 
 void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& weights) {
   const Buffer& src = plan.buffers[op.src];
@@ -44,8 +44,9 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
               "sample_cached: a conv has ", op.num_segments, " segments (at most ", kMaxSegments, ")");
   for (int64_t s = 0; s < op.num_segments; ++s) {
     const Segment& seg = op.segments[s];
-    TORCH_CHECK(seg.dy <= 0 && -seg.dy < src.rows, "sample_cached: segment row offset ", seg.dy,
-                " is outside its source's ring of ", src.rows, " rows");
+    TORCH_CHECK(seg.dy <= 0 && src.rows >= 1 - seg.dy - op.row_offset,
+                "sample_cached: segment row offset ", seg.dy, " is outside its source's ring of ",
+                src.rows, " rows");
     TORCH_CHECK(seg.cols >= 1 && seg.dx >= -src.pad && seg.dx + seg.cols - 1 <= src.pad,
                 "sample_cached: segment columns [", seg.dx, ", ", seg.dx + seg.cols,
                 ") exceed the source's padding ", src.pad);
@@ -112,7 +113,14 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     op.centre_weight = f[7];
     op.bias = f[8];
     op.table = f[9];
-    op.num_segments = f[10];
+    op.accumulate = static_cast<int32_t>(f[10]);
+    op.src_dy = f[11];
+    op.row_offset = f[12];
+    op.reverse = static_cast<int32_t>(f[13]);
+    op.cell = f[14];
+    op.prev_dy = f[15];
+    op.prev_dx = f[16];
+    op.num_segments = f[17];
     TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments &&
                     length == kOpHeader + 4 * op.num_segments,
                 "sample_cached: op at position ", at, " has a bad length");
@@ -128,6 +136,14 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
                 "sample_cached: a pixel-phase op must have one group per colour (", channels, "), got ",
                 op.groups);
+    TORCH_CHECK(op.row_offset <= 0 && (op.phase == kRowPhase || (op.row_offset == 0 && op.reverse == 0)),
+                "sample_cached: only row-phase ops may run on an earlier row or in reverse");
+    TORCH_CHECK(op.src_dy <= 0 && (op.code == kAdd || op.src_dy == 0),
+                "sample_cached: only add may read its source on an earlier row");
+    if (op.code != kClassBias && op.src >= 0) {
+      TORCH_CHECK(plan.buffers[op.src].rows >= 1 - op.row_offset - op.src_dy,
+                  "sample_cached: an op reads rows its source's ring does not keep");
+    }
     const Buffer& dst = plan.buffers[op.dst];
     switch (op.code) {
       case kConv:
@@ -150,6 +166,20 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         TORCH_CHECK(t.dim() == 2 && t.size(1) == dst.channels && dst.channels % op.groups == 0,
                     "sample_cached: class table has shape ", t.sizes(), ", expected [classes, ",
                     dst.channels, "]");
+        break;
+      }
+      case kLstmCell: {
+        TORCH_CHECK(op.cell >= 0 && op.cell < num_buffers, "sample_cached: cell buffer out of range");
+        const Buffer& cell = plan.buffers[op.cell];
+        TORCH_CHECK(plan.buffers[op.src].channels == 4 * dst.channels &&
+                        cell.channels == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: an LSTM cell needs gates of 4x the hidden channels and a cell "
+                    "buffer of the hidden channels");
+        TORCH_CHECK(op.prev_dy <= 0 && cell.rows >= 1 - op.prev_dy - op.row_offset &&
+                        op.prev_dx >= -cell.pad && op.prev_dx <= cell.pad,
+                    "sample_cached: the previous cell state lies outside the cell buffer");
+        TORCH_CHECK(op.phase == kRowPhase || op.prev_dy < 0 || op.prev_dx < 0,
+                    "sample_cached: a pixel-phase cell may only read an earlier cell state");
         break;
       }
       case kSample:
@@ -263,7 +293,7 @@ struct CpuEngine {
     const scalar_t* bias = op.bias >= 0 ? weights[op.bias] + g * n : nullptr;
     for (int64_t b = 0; b < m; ++b) {
       scalar_t* o = out + b * strides[op.dst];
-      for (int64_t t = 0; t < n; ++t) o[t] = bias ? bias[t] : scalar_t(0);
+      for (int64_t t = 0; t < n; ++t) o[t] = (op.accumulate ? o[t] : scalar_t(0)) + (bias ? bias[t] : scalar_t(0));
     }
     for (int64_t s = 0; s < op.num_segments; ++s) {
       const Segment& seg = op.segments[s];
@@ -289,8 +319,19 @@ struct CpuEngine {
           break;
         }
         case kAdd: {
-          const scalar_t* in = at(op.src, b, i, j) + g * n;
+          if (i + op.src_dy < 0) break;  // rows above the image are zero
+          const scalar_t* in = at(op.src, b, i + op.src_dy, j) + g * n;
           for (int64_t t = 0; t < n; ++t) out[t] += in[t];
+          break;
+        }
+        case kLstmCell: {
+          const scalar_t* gates = at(op.src, b, i, j) + g * 4 * n;
+          scalar_t* cell = at(op.cell, b, i, j) + g * n;
+          const scalar_t* prev =
+              i + op.prev_dy >= 0 ? at(op.cell, b, i + op.prev_dy, j + op.prev_dx) + g * n : nullptr;
+          for (int64_t t = 0; t < n; ++t) {
+            cell[t] = lstm_cell(gates + t, n, prev ? prev[t] : scalar_t(0), out + t);
+          }
           break;
         }
         case kGate: {
@@ -344,8 +385,11 @@ struct CpuEngine {
   void run_images(int64_t b0, int64_t b1) const {
     for (int64_t i = 0; i < io.height; ++i) {
       for (const Op& op : plan.row_ops) {
-        for (int64_t j = 0; j < io.width; ++j) {
-          for (int64_t g = 0; g < op.groups; ++g) run(op, b0, b1, i, j, g);
+        const int64_t r = i + op.row_offset;
+        if (r < 0) continue;
+        for (int64_t c = 0; c < io.width; ++c) {
+          const int64_t j = op.reverse ? io.width - 1 - c : c;
+          for (int64_t g = 0; g < op.groups; ++g) run(op, b0, b1, r, j, g);
         }
       }
       for (int64_t j = 0; j < io.width; ++j) {

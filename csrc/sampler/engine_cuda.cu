@@ -51,7 +51,7 @@ struct DeviceEngine {
     const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
     T* out = at(op.dst, b, i, j) + g * n;
     for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-      T sum = op.bias >= 0 ? weights[op.bias][g * n + t] : T(0);
+      T sum = (op.accumulate ? out[t] : T(0)) + (op.bias >= 0 ? weights[op.bias][g * n + t] : T(0));
       for (int64_t s = 0; s < op.num_segments; ++s) {
         const Segment& seg = op.segments[s];
         if (i + seg.dy < 0) continue;  // rows above the image are zero padding
@@ -78,8 +78,13 @@ struct DeviceEngine {
           out[t] = relu(at(op.src, b, i, j)[g * n + t]);
           break;
         case kAdd:
-          out[t] += at(op.src, b, i, j)[g * n + t];
+          if (i + op.src_dy >= 0) out[t] += at(op.src, b, i + op.src_dy, j)[g * n + t];
           break;
+        case kLstmCell: {
+          const T prev = i + op.prev_dy >= 0 ? at(op.cell, b, i + op.prev_dy, j + op.prev_dx)[g * n + t] : T(0);
+          at(op.cell, b, i, j)[g * n + t] = lstm_cell(at(op.src, b, i, j) + g * 4 * n + t, n, prev, out + t);
+          break;
+        }
         case kGate: {
           const T* in = at(op.src, b, i, j) + g * 2 * n;
           out[t] = gate(in[t], in[n + t]);
@@ -132,8 +137,11 @@ __global__ void engine_kernel(DeviceEngine<T> engine) {
   for (int64_t i = 0; i < engine.io.height; ++i) {
     for (int64_t o = 0; o < engine.num_row_ops; ++o) {
       const Op& op = engine.row_ops[o];
-      for (int64_t j = 0; j < engine.io.width; ++j) {
-        for (int64_t g = 0; g < op.groups; ++g) engine.run(op, b, i, j, g);
+      const int64_t r = i + op.row_offset;
+      if (r < 0) continue;
+      for (int64_t c = 0; c < engine.io.width; ++c) {
+        const int64_t j = op.reverse ? engine.io.width - 1 - c : c;
+        for (int64_t g = 0; g < op.groups; ++g) engine.run(op, b, r, j, g);
       }
     }
     for (int64_t j = 0; j < engine.io.width; ++j) {

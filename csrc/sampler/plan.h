@@ -7,9 +7,10 @@
 //     sum over buffers of  rows x (W + 2 pad) x channels   values per image,
 // i.e. O(layers x kernel rows x width x channels), independent of the image height.
 //
-// Ops run at one position (i, j) for one channel group g. Row-phase ops run once per image row,
-// before the row's pixels, for every column and group (the Gated PixelCNN's vertical stack);
-// pixel-phase ops run per pixel and per colour sub-step g (the model's colour groups).
+// Ops run at one position (r, j) for one channel group g. Row-phase ops run once per image row i,
+// before the row's pixels, for every column and group, at row r = i + row_offset (the Gated
+// PixelCNN's vertical stack at r = i; a right-to-left LSTM scan of the finished row r = i - 1,
+// columns in reverse); pixel-phase ops run per pixel (r = i) and per colour sub-step g.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,7 @@ enum OpCode : int32_t {
   kAdd = 4,        // dst[g] += src[g]
   kClassBias = 5,  // dst[g] += table[label][g]
   kSample = 6,     // draw (or teacher-force) colour g from the logits in src[g]; write it to dst
+  kLstmCell = 7,   // LSTM cell: gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c)
 };
 
 enum Phase : int32_t { kRowPhase = 0, kPixelPhase = 1 };
@@ -50,14 +52,21 @@ struct Op {
   int32_t code;
   int32_t phase;
   int64_t dst, src, groups;
+  int64_t row_offset;  // row-phase ops: run at row i + row_offset (<= 0)
+  int32_t reverse;     // row-phase ops: columns right to left
   // kConv
   int32_t centre;         // CentreMask
+  int32_t accumulate;     // add into dst instead of overwriting it
   int64_t centre_weight;  // [in_channels, out_channels], or -1
   int64_t bias;           // [out_channels], or -1
   int64_t num_segments;
   Segment segments[kMaxSegments];
   // kClassBias: table [num_classes, channels]
   int64_t table;
+  // kAdd: src is read at row r + src_dy (<= 0; rows above the image add nothing)
+  int64_t src_dy;
+  // kLstmCell: the cell-state buffer, and where the previous cell state sits relative to (r, j)
+  int64_t cell, prev_dy, prev_dx;
 };
 
 // What one engine call reads and writes besides its buffers: sizes and raw tensor data, the same

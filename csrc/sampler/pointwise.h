@@ -26,6 +26,19 @@ PF_HD T gate(T a, T b) {
   return tanh(a) * sigmoid(b);
 }
 
+// The LSTM cell of channel t of group g (m channels per group): gates [i, f, o, g] at gates[0],
+// gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state.
+template <typename T>
+PF_HD T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
+  const T i = sigmoid(gates[0]);
+  const T f = sigmoid(gates[m]);
+  const T o = sigmoid(gates[2 * m]);
+  const T g = tanh(gates[3 * m]);
+  const T c = f * c_prev + i * g;
+  *h = o * tanh(c);
+  return c;
+}
+
 // Level for a uniform draw u in [0, 1) from softmax(logits / temperature): the smallest level whose
 // cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double so the result does not
 // depend on float rounding of a long sum; pixelfast/sampling/categorical.py is its Python twin.

@@ -25,7 +25,7 @@ from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
 
 # Op codes, phases and centre masks: the same numbers as csrc/sampler/plan.h.
-CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE = 1, 2, 3, 4, 5, 6
+CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE, LSTM_CELL = 1, 2, 3, 4, 5, 6, 7
 ROW, PIXEL = 0, 1
 NO_CENTRE, CENTRE_A, CENTRE_B = 0, 1, 2
 MAX_SEGMENTS = 8
@@ -74,34 +74,43 @@ class PlanBuilder:
         self.plan.weights.append(tensor.detach().to(self.device, self.dtype).contiguous())
         return len(self.plan.weights) - 1
 
-    def _reads(self, src: int, dy: int, dx: int, cols: int) -> None:
-        """Grow ``src``'s ring and padding so a segment can read it."""
+    def _reads(self, src: int, dy: int, dx: int, cols: int, row_offset: int = 0) -> None:
+        """Grow ``src``'s ring and padding so an op on row ``i + row_offset`` can read row
+        ``i + row_offset + dy``, columns ``j + dx .. j + dx + cols - 1``."""
         buffer = self.plan.buffers[src]
-        buffer[1] = max(buffer[1], 1 - dy)
+        buffer[1] = max(buffer[1], 1 - dy - row_offset)
         buffer[2] = max(buffer[2], -dx, dx + cols - 1)
 
-    def _op(self, code, phase, dst, src, groups, centre=NO_CENTRE, centre_weight=-1, bias=-1, table=-1, segments=()):
+    def _op(self, code, phase, dst, src, groups, centre=NO_CENTRE, centre_weight=-1, bias=-1, table=-1,
+            segments=(), accumulate=False, src_dy=0, row_offset=0, reverse=False, cell=-1, prev=(0, 0)):
+        """One op record, laid out as csrc/sampler/engine_cpu.cpp decodes it (kOpHeader fields)."""
         if len(segments) > MAX_SEGMENTS:
             raise UnsupportedModelError(f"a kernel with {len(segments)} rows exceeds the engine's {MAX_SEGMENTS}")
-        fields = [code, phase, dst, src, groups, centre, centre_weight, bias, table, len(segments)]
+        fields = [code, phase, dst, src, groups, centre, centre_weight, bias, table, int(accumulate), src_dy,
+                  row_offset, int(reverse), cell, prev[0], prev[1], len(segments)]
         for segment in segments:
             fields.extend(segment)
         self.plan.program.extend([len(fields) + 1] + fields)
 
     # --- ops -----------------------------------------------------------------------------------
 
-    def conv(self, dst, src, phase, groups, taps, centre=None, mask=NO_CENTRE, bias=None):
-        """``taps``: ``(dy, dx, weight [out, in, cols])`` runs of one kernel row; ``centre``: ``[out, in]``."""
+    def conv(self, dst, src, phase, groups, taps, centre=None, mask=NO_CENTRE, bias=None,
+             accumulate=False, row_offset=0, reverse=False):
+        """``taps``: ``(dy, dx, weight [out, in, cols])`` runs of one kernel row; ``centre``: ``[out, in]``.
+        ``accumulate`` adds into ``dst``; ``row_offset``/``reverse``: see :meth:`lstm_cell`."""
         segments = []
+        self._reads(src, 0, 0, 1, row_offset)
+        self._reads(dst, 0, 0, 1, row_offset)
         for dy, dx, w in taps:
             cols = w.shape[2]
-            self._reads(src, dy, dx, cols)
+            self._reads(src, dy, dx, cols, row_offset)
             packed = w.permute(2, 1, 0).reshape(cols * w.shape[1], w.shape[0])  # [(tap, in), out]
             segments.append((dy, dx, cols, self.weight(packed)))
         centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
         bias_index = self.weight(bias) if bias is not None else -1
         self._op(CONV, phase, dst, src, groups, mask if centre_index >= 0 else NO_CENTRE,
-                 centre_index, bias_index, segments=segments)
+                 centre_index, bias_index, segments=segments, accumulate=accumulate,
+                 row_offset=row_offset, reverse=reverse)
 
     def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL):
         w, k = layer.weight, layer.kernel_size
@@ -125,14 +134,28 @@ class PlanBuilder:
     def relu(self, dst, src, groups, phase=PIXEL):
         self._op(RELU, phase, dst, src, groups)
 
-    def add(self, dst, src, groups, phase=PIXEL):
-        self._op(ADD, phase, dst, src, groups)
+    def add(self, dst, src, groups, phase=PIXEL, src_dy=0):
+        """``dst += src``, ``src`` read ``-src_dy`` rows up (zero above the image)."""
+        self._reads(src, src_dy, 0, 1)
+        self._op(ADD, phase, dst, src, groups, src_dy=src_dy)
+
+    def lstm_cell(self, hidden, gates, cell, groups, prev, phase=PIXEL, row_offset=0, reverse=False):
+        """``hidden, cell <- LSTM(gates, cell at (r + prev[0], j + prev[1]))`` at ``(r, j)``.
+
+        Row-phase ops run at row ``r = i + row_offset`` (``-1``: the row just finished), columns
+        right to left when ``reverse``: a right-to-left scan of a finished row.
+        """
+        self._reads(cell, prev[0], min(prev[1], 0), abs(prev[1]) + 1, row_offset)
+        self._reads(hidden, 0, 0, 1, row_offset)
+        self._op(LSTM_CELL, phase, hidden, gates, groups, cell=cell, prev=prev, row_offset=row_offset,
+                 reverse=reverse)
 
     def gate(self, dst, src, groups, phase=PIXEL):
         self._op(GATE, phase, dst, src, groups)
 
-    def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL):
-        self._op(CLASS_BIAS, phase, dst, -1, groups, table=self.weight(embedding.weight))
+    def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL, row_offset=0, reverse=False):
+        self._op(CLASS_BIAS, phase, dst, -1, groups, table=self.weight(embedding.weight),
+                 row_offset=row_offset, reverse=reverse)
 
     def head(self, features: int, head: OutputHead, groups: int) -> None:
         hidden_in = self.buffer(self.plan.buffers[features][0])
