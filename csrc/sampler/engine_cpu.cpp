@@ -318,10 +318,11 @@ struct CpuEngine {
           for (int64_t t = 0; t < n; ++t) out[t] = relu(in[t]);
           break;
         }
-        case kAdd: {
-          if (i + op.src_dy < 0) break;  // rows above the image are zero
-          const scalar_t* in = at(op.src, b, i + op.src_dy, j) + g * n;
-          for (int64_t t = 0; t < n; ++t) out[t] += in[t];
+        case kAdd: {  // dst (+)= src, src from row i + src_dy (rows above the image are zero)
+          const scalar_t* in = i + op.src_dy >= 0 ? at(op.src, b, i + op.src_dy, j) + g * n : nullptr;
+          for (int64_t t = 0; t < n; ++t) {
+            out[t] = (op.accumulate ? out[t] : scalar_t(0)) + (in ? in[t] : scalar_t(0));
+          }
           break;
         }
         case kLstmCell: {

@@ -77,8 +77,9 @@ struct DeviceEngine {
         case kRelu:
           out[t] = relu(at(op.src, b, i, j)[g * n + t]);
           break;
-        case kAdd:
-          if (i + op.src_dy >= 0) out[t] += at(op.src, b, i + op.src_dy, j)[g * n + t];
+        case kAdd:  // dst (+)= src, src from row i + src_dy (rows above the image are zero)
+          out[t] = (op.accumulate ? out[t] : T(0)) +
+                   (i + op.src_dy >= 0 ? at(op.src, b, i + op.src_dy, j)[g * n + t] : T(0));
           break;
         case kLstmCell: {
           const T prev = i + op.prev_dy >= 0 ? at(op.cell, b, i + op.prev_dy, j + op.prev_dx)[g * n + t] : T(0);

@@ -26,7 +26,7 @@ enum OpCode : int32_t {
   kConv = 1,       // dst[g] = bias[g] + sum over segments (+ centre tap) of W . src
   kRelu = 2,       // dst[g] = max(src[g], 0)
   kGate = 3,       // dst[g] = tanh(a) * sigmoid(b), src group g = [a, b]
-  kAdd = 4,        // dst[g] += src[g]
+  kAdd = 4,        // dst[g] += src[g] (or = src[g], a copy, when not accumulating)
   kClassBias = 5,  // dst[g] += table[label][g]
   kSample = 6,     // draw (or teacher-force) colour g from the logits in src[g]; write it to dst
   kLstmCell = 7,   // LSTM cell: gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c)
@@ -56,7 +56,7 @@ struct Op {
   int32_t reverse;     // row-phase ops: columns right to left
   // kConv
   int32_t centre;         // CentreMask
-  int32_t accumulate;     // add into dst instead of overwriting it
+  int32_t accumulate;     // kConv, kAdd: add into dst instead of overwriting it
   int64_t centre_weight;  // [in_channels, out_channels], or -1
   int64_t bias;           // [out_channels], or -1
   int64_t num_segments;

@@ -112,14 +112,15 @@ class PlanBuilder:
                  centre_index, bias_index, segments=segments, accumulate=accumulate,
                  row_offset=row_offset, reverse=reverse)
 
-    def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL):
+    def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL, row_offset=0, reverse=False):
         w, k = layer.weight, layer.kernel_size
         c = k // 2
         taps = [(r - c, -c, w[:, :, r, :]) for r in range(c)]
         if c > 0:
             taps.append((0, -c, w[:, :, c, :c]))
         mask = CENTRE_A if layer.mask_type == "A" else CENTRE_B
-        self.conv(dst, src, phase, layer.color_groups, taps, w[:, :, c, c], mask, layer.bias)
+        self.conv(dst, src, phase, layer.color_groups, taps, w[:, :, c, c], mask, layer.bias,
+                  row_offset=row_offset, reverse=reverse)
 
     def vertical_conv(self, dst, src, layer: VerticalConv2d):
         w, p = layer.weight, layer.kernel_size // 2
@@ -134,10 +135,11 @@ class PlanBuilder:
     def relu(self, dst, src, groups, phase=PIXEL):
         self._op(RELU, phase, dst, src, groups)
 
-    def add(self, dst, src, groups, phase=PIXEL, src_dy=0):
-        """``dst += src``, ``src`` read ``-src_dy`` rows up (zero above the image)."""
+    def add(self, dst, src, groups, phase=PIXEL, src_dy=0, copy=False):
+        """``dst += src`` (``dst = src`` when ``copy``), ``src`` read ``-src_dy`` rows up (zero above
+        the image)."""
         self._reads(src, src_dy, 0, 1)
-        self._op(ADD, phase, dst, src, groups, src_dy=src_dy)
+        self._op(ADD, phase, dst, src, groups, src_dy=src_dy, accumulate=not copy)
 
     def lstm_cell(self, hidden, gates, cell, groups, prev, phase=PIXEL, row_offset=0, reverse=False):
         """``hidden, cell <- LSTM(gates, cell at (r + prev[0], j + prev[1]))`` at ``(r, j)``.
