@@ -284,27 +284,34 @@ struct CpuEngine {
            position_offset(plan.buffers[buffer], io.width, row, column);
   }
 
+  // The off-centre taps do not depend on the current pixel: colour sub-step 0 computes them (and
+  // the bias) for every output group in one product; each sub-step g then adds only group g's
+  // centre tap, over its input prefix.
   void conv(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
     const Buffer& src = plan.buffers[op.src];
     const Buffer& dst = plan.buffers[op.dst];
     const int64_t n = dst.channels / op.groups;
     const int64_t m = b1 - b0;
-    scalar_t* out = at(op.dst, b0, i, j) + g * n;
-    const scalar_t* bias = op.bias >= 0 ? weights[op.bias] + g * n : nullptr;
-    for (int64_t b = 0; b < m; ++b) {
-      scalar_t* o = out + b * strides[op.dst];
-      for (int64_t t = 0; t < n; ++t) o[t] = (op.accumulate ? o[t] : scalar_t(0)) + (bias ? bias[t] : scalar_t(0));
-    }
-    for (int64_t s = 0; s < op.num_segments; ++s) {
-      const Segment& seg = op.segments[s];
-      if (i + seg.dy < 0) continue;  // rows above the image are zero padding
-      gemm_rows(m, n, seg.cols * src.channels, at(op.src, b0, i + seg.dy, j + seg.dx), strides[op.src],
-                weights[seg.weight] + g * n, dst.channels, out, strides[op.dst]);
+    scalar_t* out = at(op.dst, b0, i, j);
+    if (g == 0) {
+      const scalar_t* bias = op.bias >= 0 ? weights[op.bias] : nullptr;
+      for (int64_t b = 0; b < m; ++b) {
+        scalar_t* o = out + b * strides[op.dst];
+        for (int64_t t = 0; t < dst.channels; ++t) {
+          o[t] = (op.accumulate ? o[t] : scalar_t(0)) + (bias ? bias[t] : scalar_t(0));
+        }
+      }
+      for (int64_t s = 0; s < op.num_segments; ++s) {
+        const Segment& seg = op.segments[s];
+        if (i + seg.dy < 0) continue;  // rows above the image are zero padding
+        gemm_rows(m, dst.channels, seg.cols * src.channels, at(op.src, b0, i + seg.dy, j + seg.dx),
+                  strides[op.src], weights[seg.weight], dst.channels, out, strides[op.dst]);
+      }
     }
     const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
     if (prefix > 0) {
       gemm_rows(m, n, prefix, at(op.src, b0, i, j), strides[op.src], weights[op.centre_weight] + g * n,
-                dst.channels, out, strides[op.dst]);
+                dst.channels, out + g * n, strides[op.dst]);
     }
   }
 

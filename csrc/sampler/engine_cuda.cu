@@ -44,25 +44,32 @@ struct DeviceEngine {
     return data[buffer] + image * strides[buffer] + position_offset(buffers[buffer], io.width, row, column);
   }
 
+  // As on the CPU: sub-step 0 computes the bias and the off-centre taps of every output group,
+  // each sub-step g adds group g's centre tap over its input prefix.
   __device__ void conv(const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) const {
     const Buffer& src = buffers[op.src];
     const Buffer& dst = buffers[op.dst];
     const int64_t n = dst.channels / op.groups;
     const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
-    T* out = at(op.dst, b, i, j) + g * n;
-    for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-      T sum = (op.accumulate ? out[t] : T(0)) + (op.bias >= 0 ? weights[op.bias][g * n + t] : T(0));
-      for (int64_t s = 0; s < op.num_segments; ++s) {
-        const Segment& seg = op.segments[s];
-        if (i + seg.dy < 0) continue;  // rows above the image are zero padding
-        const T* a = at(op.src, b, i + seg.dy, j + seg.dx);
-        const T* w = weights[seg.weight] + g * n + t;
-        const int64_t k = seg.cols * src.channels;
-        for (int64_t q = 0; q < k; ++q) sum += a[q] * w[q * dst.channels];
+    T* out = at(op.dst, b, i, j);
+    const int64_t first = g == 0 ? 0 : g * n;
+    const int64_t last = g == 0 ? dst.channels : (g + 1) * n;
+    for (int64_t t = first + threadIdx.x; t < last; t += blockDim.x) {
+      T sum = out[t];
+      if (g == 0) {
+        sum = (op.accumulate ? sum : T(0)) + (op.bias >= 0 ? weights[op.bias][t] : T(0));
+        for (int64_t s = 0; s < op.num_segments; ++s) {
+          const Segment& seg = op.segments[s];
+          if (i + seg.dy < 0) continue;  // rows above the image are zero padding
+          const T* a = at(op.src, b, i + seg.dy, j + seg.dx);
+          const T* w = weights[seg.weight] + t;
+          const int64_t k = seg.cols * src.channels;
+          for (int64_t q = 0; q < k; ++q) sum += a[q] * w[q * dst.channels];
+        }
       }
-      if (prefix > 0) {
+      if (prefix > 0 && t >= g * n && t < (g + 1) * n) {
         const T* a = at(op.src, b, i, j);
-        const T* w = weights[op.centre_weight] + g * n + t;
+        const T* w = weights[op.centre_weight] + t;
         for (int64_t q = 0; q < prefix; ++q) sum += a[q] * w[q * dst.channels];
       }
       out[t] = sum;
