@@ -18,6 +18,19 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+  // LSTM scans (csrc/lstm): gates [B, 4h, H, W] -> (h, c, acts); only h is differentiable, c and
+  // acts (the activated gates) are kept for the backward. Row LSTM outputs are contiguous,
+  // Diagonal LSTM outputs channels-last.
+  m.def("row_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "row_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
+      "int color_groups) -> (Tensor, Tensor, Tensor)");
+  m.def("diagonal_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "diagonal_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
+      "int color_groups) -> (Tensor, Tensor, Tensor)");
   // The incremental-cache sampler: runs a plan (pixelfast/sampling/plan.py) over the whole image.
   // Returns the levels [B, C, H, W] and, when record_logits, the logits [B, levels, C, H, W].
   m.def(

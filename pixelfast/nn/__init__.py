@@ -2,6 +2,7 @@
 
 from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
 from pixelfast.nn.head import OutputHead
+from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
 
@@ -13,4 +14,7 @@ __all__ = [
     "GatedActivation",
     "GatedBlock",
     "OutputHead",
+    "RowLSTM",
+    "DiagonalLSTM",
+    "DiagonalBiLSTM",
 ]

@@ -1,6 +1,13 @@
 """The custom ops: thin Python faces over the compiled kernels, each beside its plain-PyTorch twin."""
 
 from pixelfast.ops._library import LOADED, WITH_CUDA, require_library
+from pixelfast.ops.lstm import (
+    diagonal_lstm,
+    diagonal_lstm_ref,
+    gate_index,
+    row_lstm,
+    row_lstm_ref,
+)
 from pixelfast.ops.masked_conv import (
     centre_prefix,
     masked_conv2d,
@@ -16,4 +23,9 @@ __all__ = [
     "masked_conv2d_ref",
     "make_mask",
     "centre_prefix",
+    "row_lstm",
+    "row_lstm_ref",
+    "diagonal_lstm",
+    "diagonal_lstm_ref",
+    "gate_index",
 ]

@@ -1,0 +1,796 @@
+// LSTM scans: argument checks, the device-generic drivers (lstm_op.h) and the CPU kernels.
+//
+// Row LSTM (one step per image row i, top to bottom):
+//   a(i, j) = gates(i, j) + bias + sum_s weight[:, :, s] . h(i - 1, j + s - k/2)
+//   c(i, j) = f * c(i - 1, j) + i * g,   h(i, j) = o * tanh(c(i, j))
+// Diagonal LSTM (one step per skewed column t = i + j, left to right; the skewed map's 2x1
+// state-to-state column conv reads rows i - 1 and i of column t - 1, i.e. pixels (i - 1, j) and
+// (i, j - 1)):
+//   a(i, j) = gates(i, j) + bias + weight[:, :, 0] . h(i - 1, j) + weight[:, :, 1] . h(i, j - 1)
+//   c(i, j) = f * c(i, j - 1) + i * g,   h(i, j) = o * tanh(c(i, j))
+// Everything outside the image (h and c of row -1, column -1) is zero. Skewing is only the index
+// map pixel (i, j) <-> step t = i + j; nothing skewed is ever materialised.
+//
+// The cell loops vectorise only if gcc may if-convert the float comparisons of exp_approx (a
+// comparison could raise an FP exception flag that nobody reads); torch itself is built with
+// -fno-trapping-math too. Set for the whole file so that inlining across ATen's parallel_for is
+// not blocked by differing options.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cell.h"
+#include "lstm_op.h"
+
+namespace pixelfast {
+namespace lstm {
+namespace {
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+struct Shape {
+  int64_t batch, hidden, height, width, taps;
+};
+
+void check_float_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                      const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but ", ref_name, " has ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name,
+              " is on ", ref.device());
+}
+
+// `diagonal`: the weight must be [4h, h, 2]; else [4h, h, k] with k odd.
+Shape check_forward(const char* op, const at::Tensor& gates, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, int64_t groups, bool diagonal,
+                    const char* gates_name = "gates") {
+  TORCH_CHECK(gates.dim() == 4, op, ": ", gates_name, " must be 4-D [B, 4h, H, W], got ",
+              gates.dim(), "-D");
+  TORCH_CHECK(gates.scalar_type() == at::kFloat || gates.scalar_type() == at::kDouble, op, ": ",
+              gates_name, " must be float32 or float64, got ", gates.scalar_type());
+  TORCH_CHECK(groups == 1 || groups == 3, op, ": color_groups must be 1 or 3, got ", groups);
+  const int64_t channels = gates.size(1);
+  TORCH_CHECK(channels > 0 && channels % (4 * groups) == 0, op, ": ", gates_name,
+              " must have 4h channels with h divisible by color_groups=", groups, ", got ",
+              channels, " channels");
+  TORCH_CHECK(gates.size(2) >= 1 && gates.size(3) >= 1, op, ": ", gates_name,
+              " must have H, W >= 1, got ", gates.sizes());
+  const int64_t hidden = channels / 4;
+  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == channels && weight.size(1) == hidden, op,
+              ": weight must be [4h, h, ", diagonal ? "2" : "k", "] = [", channels, ", ", hidden,
+              ", ", diagonal ? "2" : "k", "], got ", weight.sizes());
+  if (diagonal) {
+    TORCH_CHECK(weight.size(2) == 2, op, ": weight must have 2 taps (above, left), got ",
+                weight.size(2));
+  } else {
+    TORCH_CHECK(weight.size(2) % 2 == 1, op, ": kernel size must be odd, got ", weight.size(2));
+  }
+  check_float_like(op, "weight", weight, gates, gates_name);
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == channels, op, ": bias must have shape [",
+                channels, "], got ", bias->sizes());
+    check_float_like(op, "bias", *bias, gates, gates_name);
+  }
+  return Shape{gates.size(0), hidden, gates.size(2), gates.size(3), weight.size(2)};
+}
+
+Shape check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor& weight,
+                     const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts,
+                     int64_t groups, bool diagonal) {
+  const Shape s = check_forward(op, acts, weight, std::nullopt, groups, diagonal, "acts");
+  const std::vector<int64_t> state{s.batch, s.hidden, s.height, s.width};
+  const auto check_state = [&](const char* name, const at::Tensor& t) {
+    TORCH_CHECK(t.sizes() == at::IntArrayRef(state), op, ": ", name, " must have shape ",
+                at::IntArrayRef(state), ", got ", t.sizes());
+    check_float_like(op, name, t, acts, "acts");
+  };
+  check_state("grad_h", grad_h);
+  check_state("h", h);
+  check_state("c", c);
+  return s;
+}
+
+
+// Row LSTM GEMM operand: WmT[q, s * h + c] = weight[q, c, s], [4h, k * h].
+at::Tensor row_weight_matrix(const at::Tensor& weight) {
+  return weight.permute({0, 2, 1}).reshape({weight.size(0), weight.size(2) * weight.size(1)}).contiguous();
+}
+
+at::Tensor row_weight_from_matrix(const at::Tensor& wmt, const Shape& s) {
+  return wmt.view({4 * s.hidden, s.taps, s.hidden}).permute({0, 2, 1}).contiguous();
+}
+
+// Diagonal LSTM GEMM operand: Wm[s * h + c, q] = weight[q, c, s], [2h, 4h].
+at::Tensor diag_weight_matrix(const at::Tensor& weight) {
+  return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)}).contiguous();
+}
+
+at::Tensor diag_weight_from_matrix(const at::Tensor& wm, const Shape& s) {
+  return wm.view({s.taps, s.hidden, 4 * s.hidden}).permute({2, 1, 0}).contiguous();
+}
+
+// The first `n` elements of a flat buffer as a contiguous [rows, n / rows] matrix.
+at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return buffer.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ drivers
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
+                                                           const at::Tensor& gates_in,
+                                                           const at::Tensor& weight,
+                                                           const std::optional<at::Tensor>& bias,
+                                                           int64_t groups) {
+  const Shape s = check_forward("row_lstm", gates_in, weight, bias, groups, false);
+  const at::Tensor gates = gates_in.contiguous();
+  const auto opts = gates.options();
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts);
+  at::Tensor c = at::empty_like(h);
+  at::Tensor acts = at::empty_like(gates);
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
+  const at::Tensor wmt = row_weight_matrix(weight);
+  const int64_t cols = s.batch * s.width;
+  at::Tensor xt = at::empty({s.taps * s.hidden, cols}, opts);
+  at::Tensor pre = at::empty({4 * s.hidden, cols}, opts);
+  for (int64_t i = 0; i < s.height; ++i) {
+    const bool has_prev = i > 0;
+    if (has_prev) {
+      kernels.row_gather(h, xt, i, s.taps);
+      at::mm_out(pre, wmt, xt);
+    }
+    kernels.row_cell_forward(gates, b, pre, has_prev, h, c, acts, i, groups);
+  }
+  return {h, c, acts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
+    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
+    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
+  const Shape s =
+      check_backward("row_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups, false);
+  const at::Tensor grad_h = grad_h_in.contiguous();
+  const at::Tensor h = h_in.contiguous();
+  const at::Tensor c = c_in.contiguous();
+  const at::Tensor acts = acts_in.contiguous();
+  const auto opts = acts.options();
+  at::Tensor grad_gates = at::empty_like(acts);
+  const at::Tensor wmt = row_weight_matrix(weight);
+  at::Tensor grad_wmt = at::zeros_like(wmt);
+  const int64_t cols = s.batch * s.width;
+  at::Tensor xt = at::empty({s.taps * s.hidden, cols}, opts);
+  at::Tensor dxt = at::empty({s.taps * s.hidden, cols}, opts);
+  at::Tensor dpre = at::empty({4 * s.hidden, cols}, opts);
+  // dc * f flows from row i + 1 to row i: read one buffer, write the other.
+  at::Tensor dc_next = at::empty({s.hidden, cols}, opts);
+  at::Tensor dc_this = at::empty({s.hidden, cols}, opts);
+  for (int64_t i = s.height - 1; i >= 0; --i) {
+    kernels.row_cell_backward(grad_h, dxt, i + 1 < s.height, acts, c, dc_next, dc_this, dpre,
+                              grad_gates, i, s.taps, groups);
+    if (i > 0) {
+      at::mm_out(dxt, wmt.t(), dpre);  // gradient w.r.t. X of row i, i.e. h of row i - 1
+      kernels.row_gather(h, xt, i, s.taps);
+      at::addmm_out(grad_wmt, grad_wmt, dpre, xt.t());
+    }
+    std::swap(dc_next, dc_this);
+  }
+  return {grad_gates, row_weight_from_matrix(grad_wmt, s), grad_gates.sum({0, 2, 3})};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
+    const Kernels& kernels, const at::Tensor& gates_in, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, int64_t groups) {
+  const Shape s = check_forward("diagonal_lstm", gates_in, weight, bias, groups, true);
+  const at::Tensor gates = kernels.channels_last(gates_in);
+  const auto opts = gates.options();
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor c = at::empty_like(h, kChannelsLast);
+  at::Tensor acts = at::empty_like(gates, kChannelsLast);
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
+  const at::Tensor wm = diag_weight_matrix(weight);
+  const int64_t max_rows = s.batch * std::min(s.height, s.width);
+  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
+  for (int64_t t = 0; t < diag_steps(s.height, s.width); ++t) {
+    const int64_t rows = diag_len(t, s.height, s.width) * s.batch;
+    kernels.diag_gather(h, x, b, pre, t);  // pre = bias, then += X . Wm
+    if (t > 0) {
+      at::Tensor out = matrix(pre, rows, 4 * s.hidden);
+      at::addmm_out(out, out, matrix(x, rows, 2 * s.hidden), wm);
+    }
+    kernels.diag_cell_forward(gates, pre, h, c, acts, t, groups);
+  }
+  return {h, c, acts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
+    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
+    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
+  const Shape s = check_backward("diagonal_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in,
+                                 groups, true);
+  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
+  const at::Tensor h = kernels.channels_last(h_in);
+  const at::Tensor c = kernels.channels_last(c_in);
+  const at::Tensor acts = kernels.channels_last(acts_in);
+  const auto opts = acts.options();
+  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
+  const at::Tensor wm = diag_weight_matrix(weight);
+  at::Tensor grad_wm = at::zeros_like(wm);
+  const int64_t max_rows = s.batch * std::min(s.height, s.width);
+  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor dx = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor dpre = at::empty({max_rows * 4 * s.hidden}, opts);
+  // dc * f flows from column t + 1 to column t, whose rows are numbered differently: two buffers.
+  at::Tensor dc_next = at::empty({max_rows, s.hidden}, opts);
+  at::Tensor dc_this = at::empty({max_rows, s.hidden}, opts);
+  const int64_t steps = diag_steps(s.height, s.width);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    kernels.diag_cell_backward(grad_h, dx, t + 1 < steps, acts, c, dc_next, dc_this, dpre,
+                               grad_gates, t, groups);
+    if (t > 0) {
+      const int64_t rows = diag_len(t, s.height, s.width) * s.batch;
+      const at::Tensor dpre_rows = matrix(dpre, rows, 4 * s.hidden);
+      at::Tensor dx_rows = matrix(dx, rows, 2 * s.hidden);
+      at::mm_out(dx_rows, dpre_rows, wm.t());
+      kernels.diag_gather(h, x, at::Tensor(), at::Tensor(), t);
+      at::addmm_out(grad_wm, grad_wm, matrix(x, rows, 2 * s.hidden).t(), dpre_rows);
+    }
+    std::swap(dc_next, dc_this);
+  }
+  return {grad_gates, diag_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+}
+
+// ---------------------------------------------------------------------------- CPU kernels
+//
+// Each kernel runs at::parallel_for over independent strips of one step; a strip is processed by
+// a "chunk" function compiled twice, for the baseline ISA and for AVX2 + FMA (picked at run time),
+// because the cell loops are dominated by exp and division and gain 2x from the wider vectors.
+
+namespace {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define PF_TARGET_AVX2 __attribute__((target("avx2,fma")))
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#else
+#define PF_TARGET_AVX2
+bool use_avx2() { return false; }
+#endif
+
+#if defined(__GNUC__)
+#define PF_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PF_ALWAYS_INLINE inline
+#endif
+
+// name(args, begin, end) runs name##_impl compiled for AVX2 + FMA when the CPU has them.
+#define PF_ISA_DISPATCH(name)                                                        \
+  template <typename Args>                                                           \
+  PF_TARGET_AVX2 void name##_avx2(const Args& args, int64_t begin, int64_t end) {    \
+    name##_impl(args, begin, end);                                                   \
+  }                                                                                  \
+  template <typename Args>                                                           \
+  void name(const Args& args, int64_t begin, int64_t end) {                          \
+    if (use_avx2()) {                                                                \
+      name##_avx2(args, begin, end);                                                 \
+    } else {                                                                         \
+      name##_impl(args, begin, end);                                                 \
+    }                                                                                \
+  }
+
+// Strips (or pixels) per parallel_for task: enough cells to pay for a task.
+int64_t grain(int64_t cells_per_item) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cells_per_item));
+}
+
+// ---- cell loops. "strip": n pixels of one hidden channel, each operand contiguous (Row LSTM,
+// channels-first). "pixel": all hidden channels of one pixel, channels contiguous (Diagonal LSTM,
+// channels-last), the inner loop over one colour group's m channels.
+
+template <typename T, bool kHasPre, bool kHasCPrev, typename Bias>
+PF_ALWAYS_INLINE void cell_forward_strip(
+    int64_t n, const T* __restrict__ g_i, const T* __restrict__ g_f, const T* __restrict__ g_o,
+    const T* __restrict__ g_g, Bias b_i, Bias b_f, Bias b_o, Bias b_g, const T* __restrict__ p_i,
+    const T* __restrict__ p_f, const T* __restrict__ p_o, const T* __restrict__ p_g,
+    const T* __restrict__ c_prev, T* __restrict__ o_i, T* __restrict__ o_f, T* __restrict__ o_o,
+    T* __restrict__ o_g, T* __restrict__ c, T* __restrict__ h) {
+  for (int64_t j = 0; j < n; ++j) {
+    T a_i = g_i[j] + b_i, a_f = g_f[j] + b_f, a_o = g_o[j] + b_o, a_g = g_g[j] + b_g;
+    if (kHasPre) {
+      a_i += p_i[j];
+      a_f += p_f[j];
+      a_o += p_o[j];
+      a_g += p_g[j];
+    }
+    cell_forward(a_i, a_f, a_o, a_g, kHasCPrev ? c_prev[j] : T(0), &o_i[j], &o_f[j], &o_o[j],
+                 &o_g[j], &c[j], &h[j]);
+  }
+}
+
+template <typename T, bool kHasCPrev>
+PF_ALWAYS_INLINE void cell_backward_strip(
+    int64_t n, const T* __restrict__ a_i, const T* __restrict__ a_f, const T* __restrict__ a_o,
+    const T* __restrict__ a_g, const T* __restrict__ c, const T* __restrict__ c_prev,
+    const T* __restrict__ dh, const T* __restrict__ dc_in, T* __restrict__ dc_out,
+    T* __restrict__ d_i, T* __restrict__ d_f, T* __restrict__ d_o, T* __restrict__ d_g) {
+  for (int64_t j = 0; j < n; ++j) {
+    cell_backward(a_i[j], a_f[j], a_o[j], a_g[j], c[j], kHasCPrev ? c_prev[j] : T(0), dh[j],
+                  dc_in[j], &d_i[j], &d_f[j], &d_o[j], &d_g[j], &dc_out[j]);
+  }
+}
+
+// pre: the state-to-state product plus the bias (the Diagonal LSTM folds the bias into it).
+template <typename T, bool kHasCPrev>
+PF_ALWAYS_INLINE void cell_forward_pixel(const T* __restrict__ gin, const T* __restrict__ pre,
+                                         const T* __restrict__ c_prev, T* __restrict__ act,
+                                         T* __restrict__ c, T* __restrict__ h, int64_t hidden,
+                                         int64_t groups) {
+  const int64_t m = hidden / groups;
+  const T* cp = kHasCPrev ? c_prev : c;  // never read when absent
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    const int64_t gb = grp * 4 * m;  // this group's gate block
+    const int64_t hb = grp * m;      // and its hidden channels
+    cell_forward_strip<T, true, kHasCPrev>(
+        m, gin + gb, gin + gb + m, gin + gb + 2 * m, gin + gb + 3 * m, T(0), T(0), T(0), T(0),
+        pre + gb, pre + gb + m, pre + gb + 2 * m, pre + gb + 3 * m, cp + hb, act + gb,
+        act + gb + m, act + gb + 2 * m, act + gb + 3 * m, c + hb, h + hb);
+  }
+}
+
+template <typename T, bool kHasCPrev>
+PF_ALWAYS_INLINE void cell_backward_pixel(const T* __restrict__ act, const T* __restrict__ c,
+                                          const T* __restrict__ c_prev, const T* __restrict__ dh,
+                                          const T* __restrict__ dc_in, T* __restrict__ dc_out,
+                                          T* __restrict__ dpre, int64_t hidden, int64_t groups) {
+  const int64_t m = hidden / groups;
+  const T* cp = kHasCPrev ? c_prev : c;  // never read when absent
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    const int64_t gb = grp * 4 * m;
+    const int64_t hb = grp * m;
+    cell_backward_strip<T, kHasCPrev>(m, act + gb, act + gb + m, act + gb + 2 * m,
+                                      act + gb + 3 * m, c + hb, cp + hb, dh + hb,
+                                      dc_in + hb, dc_out + hb, dpre + gb, dpre + gb + m,
+                                      dpre + gb + 2 * m, dpre + gb + 3 * m);
+  }
+}
+
+// ---- channels-last copies (Diagonal LSTM inputs), by 16 x 16 tiles: ATen's generic strided
+// copy reads one element per cache line here and is ~8x slower than a plain copy.
+
+template <typename T>
+struct TransposeArgs {
+  const T* src;  // [B, C, P] (P = H * W)
+  T* dst;        // [B, P, C]
+  int64_t channels, pixels, channel_tiles, pixel_tiles;
+};
+
+constexpr int64_t kTile = 16;
+
+template <typename Args>
+PF_ALWAYS_INLINE void transpose_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t tiles = a.channel_tiles * a.pixel_tiles;
+    const int64_t b = item / tiles, ct = item % tiles / a.pixel_tiles, pt = item % a.pixel_tiles;
+    const int64_t c0 = ct * kTile, c1 = std::min(a.channels, c0 + kTile);
+    const int64_t p0 = pt * kTile, p1 = std::min(a.pixels, p0 + kTile);
+    const auto* src = a.src + b * a.channels * a.pixels;
+    auto* dst = a.dst + b * a.channels * a.pixels;
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t ch = c0; ch < c1; ++ch) dst[p * a.channels + ch] = src[ch * a.pixels + p];
+    }
+  }
+}
+PF_ISA_DISPATCH(transpose_chunk)
+
+at::Tensor channels_last_cpu(const at::Tensor& t) {
+  if (t.is_contiguous(kChannelsLast)) return t;
+  const at::Tensor src = t.contiguous();
+  at::Tensor dst = at::empty_like(src, kChannelsLast);
+  const int64_t batch = src.size(0), channels = src.size(1), pixels = src.size(2) * src.size(3);
+  const int64_t channel_tiles = (channels + kTile - 1) / kTile;
+  const int64_t pixel_tiles = (pixels + kTile - 1) / kTile;
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "lstm_channels_last", [&] {
+    const TransposeArgs<scalar_t> args{src.const_data_ptr<scalar_t>(),
+                                       dst.mutable_data_ptr<scalar_t>(), channels, pixels,
+                                       channel_tiles, pixel_tiles};
+    at::parallel_for(0, batch * channel_tiles * pixel_tiles, 16,
+                     [&](int64_t begin, int64_t end) { transpose_chunk(args, begin, end); });
+  });
+  return dst;
+}
+
+// ---- Row LSTM (channels-first: every [B, C, H, W] tensor contiguous; scan buffers are
+// [channels, B * W] with column b * W + j, so a (channel, b) strip of W pixels is contiguous in
+// every operand).
+
+template <typename T>
+struct RowGatherArgs {
+  const T* h;
+  T* xt;
+  int64_t batch, hidden, height, width, i, k;
+};
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_const_t<std::remove_pointer_t<decltype(a.h)>>;
+  const int64_t p = a.k / 2, w = a.width;
+  for (int64_t item = begin; item < end; ++item) {  // item = (s * hidden + c) * batch + b
+    const int64_t s = item / (a.hidden * a.batch), ch = item / a.batch % a.hidden,
+                  b = item % a.batch;
+    const T* src = a.h + ((b * a.hidden + ch) * a.height + a.i - 1) * w;
+    T* dst = a.xt + (s * a.hidden + ch) * a.batch * w + b * w;
+    const int64_t shift = s - p;  // dst[j] = src[j + shift]
+    const int64_t lo = std::min(w, std::max<int64_t>(0, -shift));
+    const int64_t hi = std::max(lo, std::min(w, w - shift));
+    std::fill(dst, dst + lo, T(0));
+    std::copy(src + lo + shift, src + hi + shift, dst + lo);
+    std::fill(dst + hi, dst + w, T(0));
+  }
+}
+PF_ISA_DISPATCH(row_gather_chunk)
+
+void row_gather_cpu(const at::Tensor& h, const at::Tensor& xt, int64_t i, int64_t k) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather", [&] {
+    const RowGatherArgs<scalar_t> args{h.const_data_ptr<scalar_t>(), xt.mutable_data_ptr<scalar_t>(),
+                                       h.size(0), h.size(1), h.size(2), h.size(3), i, k};
+    at::parallel_for(0, k * h.size(1) * h.size(0), grain(h.size(3)),
+                     [&](int64_t begin, int64_t end) { row_gather_chunk(args, begin, end); });
+  });
+}
+
+template <typename T>
+struct RowCellArgs {
+  const T* gates;  // forward: gates;            backward: grad_h
+  const T* bias;   // forward: bias;             backward: dx (row i + 1's, [k * h, B * W])
+  const T* pre;    // forward: pre [4h, B * W];  backward: dc_in [h, B * W]
+  T* h;            // forward: h;                backward: dc_out [h, B * W]
+  T* c;            // c (read-only in the backward)
+  T* acts;         // acts (read-only in the backward)
+  T* dpre;         // backward: dpre [4h, B * W]
+  T* grad_gates;   // backward
+  int64_t batch, hidden, height, width, i, k, groups;
+  bool flag;       // forward: has_prev; backward: has_next
+};
+
+constexpr int64_t kPrefetchAhead = 2;  // strips
+
+template <typename T>
+PF_ALWAYS_INLINE void prefetch_strip(const T* p, int64_t n) {
+#if defined(__GNUC__)
+  for (int64_t k = 0; k < n; k += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + k);
+#endif
+}
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t w = a.width, cols = a.batch * w, hw = a.height * w;
+  for (int64_t item = begin; item < end; ++item) {  // item = c * batch + b
+    const int64_t ch = item / a.batch, b = item % a.batch;
+    if (item + kPrefetchAhead < end) {
+      // The gate strips of one row sit H * W apart: too far for the hardware prefetcher.
+      const int64_t ahead = item + kPrefetchAhead;
+      for (int q = 0; q < 4; ++q) {
+        const int64_t g = gate_index(q, ahead / a.batch, a.hidden, a.groups);
+        prefetch_strip(a.gates + (ahead % a.batch * 4 * a.hidden + g) * hw + a.i * w, w);
+      }
+    }
+    int64_t gidx[4];
+    const T* gin[4];
+    const T* pre[4];
+    T* act[4];
+    for (int q = 0; q < 4; ++q) {
+      gidx[q] = gate_index(q, ch, a.hidden, a.groups);
+      const int64_t at = (b * 4 * a.hidden + gidx[q]) * hw + a.i * w;
+      gin[q] = a.gates + at;
+      act[q] = a.acts + at;
+      pre[q] = a.pre + gidx[q] * cols + b * w;
+    }
+    const int64_t at = (b * a.hidden + ch) * hw + a.i * w;
+    const T* b_ = a.bias;
+    if (a.flag) {
+      cell_forward_strip<T, true, true>(w, gin[0], gin[1], gin[2], gin[3], b_[gidx[0]],
+                                           b_[gidx[1]], b_[gidx[2]], b_[gidx[3]], pre[0], pre[1],
+                                           pre[2], pre[3], a.c + at - w, act[0], act[1], act[2],
+                                           act[3], a.c + at, a.h + at);
+    } else {  // row 0: no state above (pre and c_prev are never read)
+      cell_forward_strip<T, false, false>(w, gin[0], gin[1], gin[2], gin[3], b_[gidx[0]],
+                                             b_[gidx[1]], b_[gidx[2]], b_[gidx[3]], gin[0], gin[1],
+                                             gin[2], gin[3], gin[0], act[0], act[1], act[2],
+                                             act[3], a.c + at, a.h + at);
+    }
+  }
+}
+PF_ISA_DISPATCH(row_forward_chunk)
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t w = a.width, cols = a.batch * w, hw = a.height * w, p = a.k / 2;
+  std::vector<T> dh(w);
+  const std::vector<T> zeros(w, T(0));
+  for (int64_t item = begin; item < end; ++item) {  // item = c * batch + b
+    const int64_t ch = item / a.batch, b = item % a.batch;
+    const int64_t at = (b * a.hidden + ch) * hw + a.i * w;
+    std::copy(a.gates + at, a.gates + at + w, dh.begin());
+    if (a.flag) {
+      // Row i + 1's pixel jn read h(i, jn + s - p) through tap s: h(i, j) reaches jn = j - s + p.
+      for (int64_t s = 0; s < a.k; ++s) {
+        const T* src = a.bias + (s * a.hidden + ch) * cols + b * w;
+        const int64_t lo = std::max<int64_t>(0, s - p), hi = std::min(w, w + s - p);
+        for (int64_t j = lo; j < hi; ++j) dh[j] += src[j - s + p];
+      }
+    }
+    const T* dc_in = a.flag ? a.pre + ch * cols + b * w : zeros.data();
+    T* dc_out = a.h + ch * cols + b * w;
+    int64_t gidx[4];
+    const T* act[4];
+    T* dpre[4];
+    for (int q = 0; q < 4; ++q) {
+      gidx[q] = gate_index(q, ch, a.hidden, a.groups);
+      act[q] = a.acts + (b * 4 * a.hidden + gidx[q]) * hw + a.i * w;
+      dpre[q] = a.dpre + gidx[q] * cols + b * w;
+    }
+    if (a.i > 0) {
+      cell_backward_strip<T, true>(w, act[0], act[1], act[2], act[3], a.c + at, a.c + at - w,
+                                   dh.data(), dc_in, dc_out, dpre[0], dpre[1], dpre[2], dpre[3]);
+    } else {
+      cell_backward_strip<T, false>(w, act[0], act[1], act[2], act[3], a.c + at, a.c + at,
+                                    dh.data(), dc_in, dc_out, dpre[0], dpre[1], dpre[2], dpre[3]);
+    }
+    for (int q = 0; q < 4; ++q) {
+      std::copy(dpre[q], dpre[q] + w, a.grad_gates + (b * 4 * a.hidden + gidx[q]) * hw + a.i * w);
+    }
+  }
+}
+PF_ISA_DISPATCH(row_backward_chunk)
+
+void row_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& pre,
+                          bool has_prev, const at::Tensor& h, const at::Tensor& c,
+                          const at::Tensor& acts, int64_t i, int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell", [&] {
+    const RowCellArgs<scalar_t> args{
+        gates.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
+        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
+        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
+        nullptr,                          nullptr,
+        h.size(0), h.size(1), h.size(2), h.size(3), i, 0, groups, has_prev};
+    at::parallel_for(0, h.size(1) * h.size(0), grain(h.size(3)),
+                     [&](int64_t begin, int64_t end) { row_forward_chunk(args, begin, end); });
+  });
+}
+
+void row_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                           const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                           const at::Tensor& dc_out, const at::Tensor& dpre,
+                           const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward", [&] {
+    const RowCellArgs<scalar_t> args{
+        grad_h.const_data_ptr<scalar_t>(),
+        dx.const_data_ptr<scalar_t>(),
+        dc_in.const_data_ptr<scalar_t>(),
+        dc_out.mutable_data_ptr<scalar_t>(),
+        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
+        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
+        dpre.mutable_data_ptr<scalar_t>(),
+        grad_gates.mutable_data_ptr<scalar_t>(),
+        c.size(0), c.size(1), c.size(2), c.size(3), i, k, groups, has_next};
+    at::parallel_for(0, c.size(1) * c.size(0), grain(c.size(3)),
+                     [&](int64_t begin, int64_t end) { row_backward_chunk(args, begin, end); });
+  });
+}
+
+// ---- Diagonal LSTM (channels-last [B, H, W, C] tensors; scan buffers [rows, C] with row
+// (i - first_row(t)) * B + b for pixel (i, t - i)).
+
+template <typename T>
+struct DiagArgs {
+  const T* gates;  // forward: gates;            backward: grad_h;   gather: h
+  const T* bias;   // backward: dx (column t + 1's);                 gather: bias
+  const T* pre;    // forward: pre;              backward: dc_in (column t + 1's)
+  T* h;            // forward: h;                backward: dc_out;   gather: x
+  T* pre_out;      // gather: pre, set to the bias (nullptr: leave it)
+  T* c;
+  T* acts;
+  T* dpre;
+  T* grad_gates;
+  int64_t batch, hidden, height, width, t, groups;
+  bool flag;  // forward: has_prev; backward: has_next
+};
+
+template <typename Args>
+PF_ALWAYS_INLINE void diag_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t i0 = first_row(a.t, a.width), hid = a.hidden;
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t pix = (b * a.height + i) * a.width + j;
+    T* dst = a.h + n * 2 * hid;
+    if (i > 0) {
+      std::copy(a.gates + (pix - a.width) * hid, a.gates + (pix - a.width + 1) * hid, dst);
+    } else {
+      std::fill(dst, dst + hid, T(0));
+    }
+    if (j > 0) {
+      std::copy(a.gates + (pix - 1) * hid, a.gates + pix * hid, dst + hid);
+    } else {
+      std::fill(dst + hid, dst + 2 * hid, T(0));
+    }
+    if (a.pre_out != nullptr) std::copy(a.bias, a.bias + 4 * hid, a.pre_out + n * 4 * hid);
+  }
+}
+PF_ISA_DISPATCH(diag_gather_chunk)
+
+template <typename Args>
+PF_ALWAYS_INLINE void diag_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t i0 = first_row(a.t, a.width), hid = a.hidden;
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t pix = (b * a.height + i) * a.width + j;
+    const T* gin = a.gates + pix * 4 * hid;
+    const T* pre = a.pre + n * 4 * hid;
+    T* act = a.acts + pix * 4 * hid;
+    T* c = a.c + pix * hid;
+    T* h = a.h + pix * hid;
+    if (j > 0) {
+      cell_forward_pixel<T, true>(gin, pre, c - hid, act, c, h, hid, a.groups);
+    } else {
+      cell_forward_pixel<T, false>(gin, pre, nullptr, act, c, h, hid, a.groups);
+    }
+  }
+}
+PF_ISA_DISPATCH(diag_forward_chunk)
+
+template <typename Args>
+PF_ALWAYS_INLINE void diag_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t i0 = first_row(a.t, a.width), i0_next = first_row(a.t + 1, a.width);
+  const int64_t hid = a.hidden;
+  std::vector<T> dh(hid);
+  const std::vector<T> zeros(hid, T(0));
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t pix = (b * a.height + i) * a.width + j;
+    std::copy(a.gates + pix * hid, a.gates + (pix + 1) * hid, dh.begin());
+    // Column t + 1 read h(i, j) as "above" of (i + 1, j) and as "left" of (i, j + 1).
+    if (a.flag && i + 1 < a.height) {
+      const T* src = a.bias + ((i + 1 - i0_next) * a.batch + b) * 2 * hid;
+      for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
+    }
+    const T* dc_in = zeros.data();
+    if (a.flag && j + 1 < a.width) {
+      const int64_t row = (i - i0_next) * a.batch + b;
+      const T* src = a.bias + row * 2 * hid + hid;
+      for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
+      dc_in = a.pre + row * hid;  // the cell path runs along the image row
+    }
+    const T* act = a.acts + pix * 4 * hid;
+    const T* c = a.c + pix * hid;
+    T* dpre = a.dpre + n * 4 * hid;
+    if (j > 0) {
+      cell_backward_pixel<T, true>(act, c, c - hid, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+                                   a.groups);
+    } else {
+      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+                                    a.groups);
+    }
+    std::copy(dpre, dpre + 4 * hid, a.grad_gates + pix * 4 * hid);
+  }
+}
+PF_ISA_DISPATCH(diag_backward_chunk)
+
+void diag_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                     const at::Tensor& pre, int64_t t) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_gather", [&] {
+    const DiagArgs<scalar_t> args{
+        h.const_data_ptr<scalar_t>(),
+        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+        nullptr,
+        x.mutable_data_ptr<scalar_t>(),
+        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr,
+        nullptr, nullptr, nullptr, nullptr,
+        h.size(0), h.size(1), h.size(2), h.size(3), t, 1, false};
+    at::parallel_for(0, diag_len(t, h.size(2), h.size(3)) * h.size(0), grain(2 * h.size(1)),
+                     [&](int64_t begin, int64_t end) { diag_gather_chunk(args, begin, end); });
+  });
+}
+
+void diag_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+                           const at::Tensor& c, const at::Tensor& acts, int64_t t, int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_cell", [&] {
+    const DiagArgs<scalar_t> args{
+        gates.const_data_ptr<scalar_t>(), nullptr,
+        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
+        nullptr,
+        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
+        nullptr,                          nullptr,
+        h.size(0), h.size(1), h.size(2), h.size(3), t, groups, true};
+    at::parallel_for(0, diag_len(t, h.size(2), h.size(3)) * h.size(0), grain(h.size(1)),
+                     [&](int64_t begin, int64_t end) { diag_forward_chunk(args, begin, end); });
+  });
+}
+
+void diag_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                            const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                            const at::Tensor& dc_out, const at::Tensor& dpre,
+                            const at::Tensor& grad_gates, int64_t t, int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "diagonal_lstm_cell_backward", [&] {
+    const DiagArgs<scalar_t> args{
+        grad_h.const_data_ptr<scalar_t>(),
+        dx.const_data_ptr<scalar_t>(),
+        dc_in.const_data_ptr<scalar_t>(),
+        dc_out.mutable_data_ptr<scalar_t>(),
+        nullptr,
+        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
+        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
+        dpre.mutable_data_ptr<scalar_t>(),
+        grad_gates.mutable_data_ptr<scalar_t>(),
+        c.size(0), c.size(1), c.size(2), c.size(3), t, groups, has_next};
+    at::parallel_for(0, diag_len(t, c.size(2), c.size(3)) * c.size(0), grain(c.size(1)),
+                     [&](int64_t begin, int64_t end) { diag_backward_chunk(args, begin, end); });
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward_cpu(
+    const at::Tensor& gates, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    int64_t groups) {
+  return row_forward(cpu_kernels(), gates, weight, bias, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h, const at::Tensor& c,
+    const at::Tensor& acts, int64_t groups) {
+  return row_backward(cpu_kernels(), grad_h, weight, h, c, acts, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward_cpu(
+    const at::Tensor& gates, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    int64_t groups) {
+  return diagonal_forward(cpu_kernels(), gates, weight, bias, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h, const at::Tensor& c,
+    const at::Tensor& acts, int64_t groups) {
+  return diagonal_backward(cpu_kernels(), grad_h, weight, h, c, acts, groups);
+}
+
+}  // namespace
+
+const Kernels& cpu_kernels() {
+  static const Kernels kernels{channels_last_cpu,   row_gather_cpu,
+                               row_cell_forward_cpu, row_cell_backward_cpu,
+                               diag_gather_cpu,     diag_cell_forward_cpu,
+                               diag_cell_backward_cpu};
+  return kernels;
+}
+
+}  // namespace lstm
+}  // namespace pixelfast
+
+TORCH_LIBRARY_IMPL(pixelfast, CPU, m) {
+  m.impl("row_lstm", &pixelfast::lstm::row_forward_cpu);
+  m.impl("row_lstm_backward", &pixelfast::lstm::row_backward_cpu);
+  m.impl("diagonal_lstm", &pixelfast::lstm::diagonal_forward_cpu);
+  m.impl("diagonal_lstm_backward", &pixelfast::lstm::diagonal_backward_cpu);
+}

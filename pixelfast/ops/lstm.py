@@ -1,0 +1,283 @@
+"""Fused LSTM scans of PixelRNN (Row LSTM, Diagonal LSTM) and their plain-PyTorch loop twins.
+
+Both scans take precomputed input-to-state gates ``gates [B, 4h, H, W]`` and run the whole
+recurrence of one layer in one op call, forward and backward (C++/CUDA, ``csrc/lstm``).
+
+Gate layout: ``color_groups`` (1, or 3 for R, G, B) contiguous blocks of ``4m`` channels
+(``m = h / color_groups``), each block ``[i, f, o, g]`` of ``m`` channels. Hidden channel ``c``
+(colour group ``c // m``) uses gate channels ``(c // m) * 4m + q * m + c % m`` for
+``q = 0, 1, 2, 3`` = i, f, o, g; with ``color_groups=1`` this is the usual ``[i, f, o, g]``. So a
+masked convolution whose output colour groups are contiguous blocks (``MaskedConv2d``,
+``HorizontalConv2d``) yields the gates of each colour group's hidden channels from that group's
+inputs. The cell is the standard one: ``i, f, o = sigmoid``, ``g = tanh``,
+``c = f * c_prev + i * g``, ``h = o * tanh(c)``; states outside the image are zero.
+
+* :func:`row_lstm`: rows top to bottom;
+  ``a(i, j) = gates(i, j) + bias + sum_s weight[:, :, s] @ h(i - 1, j + s - k // 2)``,
+  ``c_prev = c(i - 1, j)``. ``weight [4h, h, k]``: a ``k x 1`` conv along the previous row.
+* :func:`diagonal_lstm`: the skewed map (row ``i`` shifted right by ``i``, ``H x (H + W - 1)``) is
+  scanned column by column, left to right, with a 2x1 column conv over the previous skewed column:
+  ``a(i, j) = gates(i, j) + bias + weight[:, :, 0] @ h(i - 1, j) + weight[:, :, 1] @ h(i, j - 1)``,
+  ``c_prev = c(i, j - 1)``. ``weight [4h, h, 2]``: tap 0 = row ``i - 1`` of the previous skewed
+  column (the pixel above), tap 1 = row ``i`` (the pixel to the left). The kernel never builds the
+  skewed map: step ``t`` simply visits the pixels ``(i, t - i)``.
+
+Only ``h`` is differentiable. :func:`row_lstm` returns a contiguous ``[B, h, H, W]`` tensor,
+:func:`diagonal_lstm` a channels-last one (its kernel works pixel by pixel along anti-diagonals).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixelfast.ops._library import LOADED, require_library
+
+COLOR_GROUPS = (1, 3)
+
+
+def gate_index(q: int, c: int, hidden: int, color_groups: int) -> int:
+    """The gate channel of gate ``q`` (0=i, 1=f, 2=o, 3=g) of hidden channel ``c``."""
+    m = hidden // color_groups
+    return (c // m) * 4 * m + q * m + c % m
+
+
+def check_lstm_args(
+    op: str, gates: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, color_groups: int, diagonal: bool
+) -> None:
+    """Raise a clear Python error for anything the scan kernels do not accept."""
+    if not isinstance(gates, torch.Tensor) or gates.dim() != 4:
+        shape = tuple(gates.shape) if isinstance(gates, torch.Tensor) else type(gates).__name__
+        raise ValueError(f"{op}: gates must be a 4-D tensor [B, 4h, H, W], got {shape}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: weight must be a torch.Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{op}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    if isinstance(color_groups, bool) or color_groups not in COLOR_GROUPS:
+        raise ValueError(f"{op}: color_groups must be 1 or 3, got {color_groups!r}")
+    if gates.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{op}: gates must be float32 or float64, got {gates.dtype}")
+    if weight.dtype != gates.dtype or (bias is not None and bias.dtype != gates.dtype):
+        raise TypeError(
+            f"{op}: gates, weight and bias must share one dtype, got gates {gates.dtype}, weight {weight.dtype}"
+            + ("" if bias is None else f", bias {bias.dtype}")
+        )
+    if weight.device != gates.device or (bias is not None and bias.device != gates.device):
+        raise ValueError(
+            f"{op}: gates, weight and bias must be on one device, got gates on {gates.device}, "
+            f"weight on {weight.device}" + ("" if bias is None else f", bias on {bias.device}")
+        )
+    channels = gates.shape[1]
+    if channels == 0 or channels % (4 * color_groups):
+        raise ValueError(
+            f"{op}: gates must have 4h channels (i, f, o, g per hidden channel) with h divisible by "
+            f"color_groups={color_groups}, got {channels} channels"
+        )
+    if gates.shape[2] < 1 or gates.shape[3] < 1:
+        raise ValueError(f"{op}: gates must have H, W >= 1, got shape {tuple(gates.shape)}")
+    hidden = channels // 4
+    taps = "2" if diagonal else "k"
+    if weight.dim() != 3 or weight.shape[0] != channels or weight.shape[1] != hidden:
+        raise ValueError(
+            f"{op}: weight must be [4h, h, {taps}] = [{channels}, {hidden}, {taps}] for gates with "
+            f"{channels} channels, got {tuple(weight.shape)}"
+        )
+    if diagonal and weight.shape[2] != 2:
+        raise ValueError(
+            f"{op}: weight must have 2 taps (pixel above, pixel to the left), got {weight.shape[2]}"
+        )
+    if not diagonal and weight.shape[2] % 2 == 0:
+        raise ValueError(f"{op}: kernel size must be odd, got {weight.shape[2]}")
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+
+
+def row_lstm(
+    gates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    color_groups: int = 1,
+    return_cell: bool = False,
+):
+    """The Row LSTM scan as one op: ``h [B, h, H, W]`` (and ``c`` if ``return_cell``).
+
+    ``gates [B, 4h, H, W]``: input-to-state pre-activations (gate layout in the module doc);
+    ``weight [4h, h, k]`` (odd ``k``): state-to-state ``k x 1`` conv over the previous row's ``h``;
+    ``bias [4h]`` or None. Equal to :func:`row_lstm_ref`.
+    """
+    check_lstm_args("row_lstm", gates, weight, bias, color_groups, diagonal=False)
+    require_library()
+    h, c, _ = torch.ops.pixelfast.row_lstm(gates, weight, bias, color_groups)
+    return (h, c) if return_cell else h
+
+
+def diagonal_lstm(
+    gates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    color_groups: int = 1,
+    return_cell: bool = False,
+):
+    """The Diagonal LSTM scan (one direction, left to right) as one op: ``h [B, h, H, W]``.
+
+    ``gates [B, 4h, H, W]`` in image space; ``weight [4h, h, 2]`` (tap 0: pixel above, tap 1: pixel
+    to the left); ``bias [4h]`` or None. The right-to-left direction is this op on the
+    width-flipped gates, flipped back (see :class:`pixelfast.nn.DiagonalBiLSTM`). Equal to
+    :func:`diagonal_lstm_ref`.
+    """
+    check_lstm_args("diagonal_lstm", gates, weight, bias, color_groups, diagonal=True)
+    require_library()
+    h, c, _ = torch.ops.pixelfast.diagonal_lstm(gates, weight, bias, color_groups)
+    return (h, c) if return_cell else h
+
+
+# ------------------------------------------------------------------------------ plain twins
+
+
+def _cell(pre: torch.Tensor, c_prev: torch.Tensor, color_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step on pre-activations ``[B, 4h, *rest]`` in the gate layout: ``(h, c)``."""
+    batch, channels, *rest = pre.shape
+    hidden = channels // 4
+    split = pre.reshape(batch, color_groups, 4, hidden // color_groups, *rest)
+    i, f, o = (torch.sigmoid(split[:, :, q]).reshape(batch, hidden, *rest) for q in range(3))
+    g = torch.tanh(split[:, :, 3]).reshape(batch, hidden, *rest)
+    c = f * c_prev + i * g
+    return o * torch.tanh(c), c
+
+
+def row_lstm_ref(
+    gates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    color_groups: int = 1,
+    return_cell: bool = False,
+):
+    """The plain-PyTorch twin of :func:`row_lstm`: a Python loop over rows, ``F.conv1d`` per row."""
+    check_lstm_args("row_lstm_ref", gates, weight, bias, color_groups, diagonal=False)
+    batch, channels, height, width = gates.shape
+    hidden = channels // 4
+    h = gates.new_zeros(batch, hidden, width)
+    c = gates.new_zeros(batch, hidden, width)
+    hs, cs = [], []
+    for i in range(height):
+        pre = gates[:, :, i] + F.conv1d(h, weight, bias, padding=weight.shape[2] // 2)
+        h, c = _cell(pre, c, color_groups)
+        hs.append(h)
+        cs.append(c)
+    h_out = torch.stack(hs, dim=2)
+    return (h_out, torch.stack(cs, dim=2)) if return_cell else h_out
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, C, H, H + W - 1]``: row ``i`` shifted right by ``i``, zero padded."""
+    batch, channels, height, width = x.shape
+    out = x.new_zeros(batch, channels, height, height + width - 1)
+    for i in range(height):
+        out[:, :, i, i : i + width] = x[:, :, i]
+    return out
+
+
+def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
+    """The inverse of :func:`skew`: ``[B, C, H, H + W - 1] -> [B, C, H, W]``."""
+    return torch.stack([x[:, :, i, i : i + width] for i in range(x.shape[2])], dim=2)
+
+
+def diagonal_lstm_ref(
+    gates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    color_groups: int = 1,
+    return_cell: bool = False,
+):
+    """The plain-PyTorch twin of :func:`diagonal_lstm`, the paper's way.
+
+    Skew the gates explicitly, loop over the skewed map's ``H + W - 1`` columns with a 2x1
+    ``F.conv1d`` over the previous column (row ``i`` reads rows ``i - 1`` and ``i``), unskew. The
+    padding the skew adds is not part of the image: its states are zeroed after each step, so every
+    pixel's neighbours outside the image read as zero, as in the fused kernel.
+    """
+    check_lstm_args("diagonal_lstm_ref", gates, weight, bias, color_groups, diagonal=True)
+    batch, channels, height, width = gates.shape
+    hidden = channels // 4
+    skewed = skew(gates)
+    inside = skew(gates.new_ones(1, 1, height, width))[0, 0]  # [H, H + W - 1]: 1 on image pixels
+    h = gates.new_zeros(batch, hidden, height)
+    c = gates.new_zeros(batch, hidden, height)
+    hs, cs = [], []
+    for t in range(height + width - 1):
+        # Pad one row on top: output row i reads rows i - 1 (tap 0) and i (tap 1).
+        pre = skewed[:, :, :, t] + F.conv1d(F.pad(h, (1, 0)), weight, bias)
+        h, c = _cell(pre, c, color_groups)
+        h = h * inside[:, t]
+        c = c * inside[:, t]
+        hs.append(h)
+        cs.append(c)
+    h_out = unskew(torch.stack(hs, dim=3), width)
+    return (h_out, unskew(torch.stack(cs, dim=3), width)) if return_cell else h_out
+
+
+# ------------------------------------------------------------------ fake tensors and autograd
+
+if LOADED:
+
+    # The Row LSTM runs channels-first (contiguous outputs), the Diagonal LSTM channels-last (a
+    # step visits an anti-diagonal, so it wants each pixel's channels contiguous).
+    _MEMORY_FORMAT = {"row_lstm": torch.contiguous_format, "diagonal_lstm": torch.channels_last}
+
+    def _image_like(like: torch.Tensor, channels: int, memory_format: torch.memory_format) -> torch.Tensor:
+        batch, _, height, width = like.shape
+        return torch.empty(
+            (batch, channels, height, width), dtype=like.dtype, device=like.device, memory_format=memory_format
+        )
+
+    def _make_fakes(memory_format):
+        def scan_fake(gates, weight, bias, color_groups):
+            hidden = gates.shape[1] // 4
+            return (
+                _image_like(gates, hidden, memory_format),
+                _image_like(gates, hidden, memory_format),
+                _image_like(gates, 4 * hidden, memory_format),
+            )
+
+        def scan_backward_fake(grad_h, weight, h, c, acts, color_groups):
+            return (
+                _image_like(acts, acts.shape[1], memory_format),
+                weight.new_empty(weight.shape),
+                weight.new_empty(weight.shape[0]),
+            )
+
+        return scan_fake, scan_backward_fake
+
+    def _setup_context(ctx, inputs, output):
+        _, weight, _, color_groups = inputs
+        h, c, acts = output
+        ctx.save_for_backward(weight, h, c, acts)
+        ctx.color_groups = color_groups
+        ctx.mark_non_differentiable(c, acts)  # kept for the backward only
+        ctx.set_materialize_grads(False)  # no zero gradients for them either
+
+    def _make_backward(backward_op):
+        def backward(ctx, grad_h, grad_c, grad_acts):
+            weight, h, c, acts = ctx.saved_tensors
+            if grad_h is None:  # h unused: nothing flows back
+                grad_h = torch.zeros_like(h)
+            need_gates, need_weight, need_bias = ctx.needs_input_grad[:3]
+            grad_gates, grad_weight, grad_bias = backward_op(grad_h, weight, h, c, acts, ctx.color_groups)
+            return (
+                grad_gates if need_gates else None,
+                grad_weight if need_weight else None,
+                grad_bias if need_bias else None,
+                None,
+            )
+
+        return backward
+
+    for _name, _format in _MEMORY_FORMAT.items():
+        _fake, _backward_fake = _make_fakes(_format)
+        torch.library.register_fake(f"pixelfast::{_name}")(_fake)
+        torch.library.register_fake(f"pixelfast::{_name}_backward")(_backward_fake)
+        torch.library.register_autograd(
+            f"pixelfast::{_name}",
+            _make_backward(getattr(torch.ops.pixelfast, f"{_name}_backward")),
+            setup_context=_setup_context,
+        )
