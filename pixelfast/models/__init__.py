@@ -9,8 +9,13 @@ from torch import nn
 from pixelfast.models.base import PixelModel
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
+from pixelfast.models.pixelrnn import PixelRNN
 
-MODELS: dict[str, type[PixelModel]] = {"PixelCNN": PixelCNN, "GatedPixelCNN": GatedPixelCNN}
+MODELS: dict[str, type[PixelModel]] = {
+    "PixelCNN": PixelCNN,
+    "GatedPixelCNN": GatedPixelCNN,
+    "PixelRNN": PixelRNN,
+}
 
 
 def build_model(name: str, config: dict) -> nn.Module:
@@ -30,4 +35,4 @@ def build_model(name: str, config: dict) -> nn.Module:
     return cls(**config)
 
 
-__all__ = ["MODELS", "PixelModel", "PixelCNN", "GatedPixelCNN", "build_model"]
+__all__ = ["MODELS", "PixelModel", "PixelCNN", "GatedPixelCNN", "PixelRNN", "build_model"]

@@ -1,0 +1,134 @@
+"""``PixelRNN``: the Row LSTM and Diagonal BiLSTM models of "Pixel Recurrent Neural Networks"."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelfast.models.base import PixelModel, check_divisible, check_int
+from pixelfast.nn.head import OutputHead
+from pixelfast.nn.lstm import DiagonalBiLSTM, RowLSTM
+from pixelfast.nn.masked_conv import MaskedConv2d
+
+KINDS = ("row", "diagonal")
+
+
+class PixelRNNBlock(nn.Module):
+    """One residual LSTM layer: ``x + proj(lstm(x))`` on ``2h`` features.
+
+    * ``lstm``: ``RowLSTM(2h, h, kernel_size)`` or ``DiagonalBiLSTM(2h, h)``
+    * ``proj``: ``MaskedConv2d(h, 2h, 1, "B")``, back to ``2h`` features
+
+    both with the block's ``color_groups``; with ``num_classes`` the LSTM adds per-class gate
+    offsets (so ``forward`` needs ``labels``).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        hidden_channels: int,
+        color_groups: int = 1,
+        kernel_size: int = 3,
+        num_classes: int | None = None,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind == "row":
+            self.lstm = RowLSTM(channels, hidden_channels, kernel_size, color_groups, num_classes, fused)
+        elif kind == "diagonal":
+            self.lstm = DiagonalBiLSTM(channels, hidden_channels, color_groups, num_classes, fused)
+        else:
+            raise ValueError(f"PixelRNNBlock: kind must be one of {KINDS}, got {kind!r}")
+        self.proj = MaskedConv2d(hidden_channels, channels, 1, "B", color_groups)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.proj(self.lstm(x, labels))
+
+
+class PixelRNN(PixelModel):
+    """7x7 mask-A conv -> ``num_layers`` residual LSTM layers -> output head; logits ``[B, levels, C, H, W]``.
+
+    * ``input_conv``: ``MaskedConv2d(in_channels, 2h, 7, "A")`` on the scaled image
+    * ``blocks[l]``:  :class:`PixelRNNBlock` (``kind="row"``: :class:`~pixelfast.nn.RowLSTM` with
+      ``kernel_size``; ``kind="diagonal"``: :class:`~pixelfast.nn.DiagonalBiLSTM`), 2h -> h -> 2h,
+      added to its input
+    * ``head``:       ``OutputHead(2h, head_channels, in_channels, levels)`` (ReLU + 1x1 mask B, twice)
+
+    ``h = hidden_channels``; for RGB every layer is colour grouped (``h`` and ``head_channels``
+    divisible by 3). ``head_channels=None`` means ``2h``. With ``num_classes`` set every LSTM adds a
+    learned per-class offset to its gates and ``forward`` needs ``labels``.
+
+    ``fused`` (not part of ``config``: the architecture and outputs are the same) picks the fused
+    scan ops or their plain-PyTorch loop twins; it can be changed later through ``model.fused``.
+    The Diagonal BiLSTM sees every earlier pixel; the Row LSTM a triangle above each pixel.
+    """
+
+    name = "PixelRNN"
+
+    def __init__(
+        self,
+        kind: str = "diagonal",
+        in_channels: int = 1,
+        levels: int = 256,
+        hidden_channels: int = 48,
+        num_layers: int = 7,
+        kernel_size: int = 3,
+        head_channels: int | None = None,
+        num_classes: int | None = None,
+        image_size: tuple[int, int] | None = None,
+        fused: bool = True,
+    ) -> None:
+        super().__init__(in_channels, levels, num_classes, image_size)
+        owner = type(self).__name__
+        if kind not in KINDS:
+            raise ValueError(f"{owner}: kind must be 'row' or 'diagonal', got {kind!r}")
+        self.kind = kind
+        h = check_int(owner, "hidden_channels", hidden_channels, 1)
+        self.hidden_channels = h
+        self.num_layers = check_int(owner, "num_layers", num_layers, 0)
+        self.kernel_size = check_int(owner, "kernel_size", kernel_size, 3)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"{owner}: kernel_size must be odd, got {kernel_size}")
+        self.head_channels = 2 * h if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
+        check_divisible(owner, "hidden_channels", h, self.color_groups)
+        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+
+        g = self.color_groups
+        self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
+        self.blocks = nn.ModuleList(
+            PixelRNNBlock(kind, 2 * h, h, g, self.kernel_size, self.num_classes, fused)
+            for _ in range(self.num_layers)
+        )
+        self.head = OutputHead(2 * h, self.head_channels, self.in_channels, self.levels)
+        self._fused = bool(fused)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the LSTM layers run the fused scan ops (else the plain-PyTorch loops)."""
+        return self._fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self._fused = bool(value)
+        for block in self.blocks:
+            block.lstm.fused = self._fused
+
+    @property
+    def config(self) -> dict:
+        return {
+            **self.base_config(),
+            "kind": self.kind,
+            "hidden_channels": self.hidden_channels,
+            "num_layers": self.num_layers,
+            "kernel_size": self.kernel_size,
+            "head_channels": self.head_channels,
+        }
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: levels ``[B, C, H, W]`` (integers, or floats holding whole numbers); ``labels``: ``[B]``."""
+        x, labels = self.prepare(x, labels)
+        features = self.input_conv(x)
+        for block in self.blocks:
+            features = block(features, labels)
+        return self.head(features)
