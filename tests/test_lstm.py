@@ -81,11 +81,19 @@ def pixel_loop(kind, gates, weight, bias, groups):
 # ------------------------------------------------------------------------------- against the twins
 
 
+def channels_last(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("kind", list(SCANS))
-def test_matches_reference(kind, groups, dtype):
+def test_matches_reference(kind, groups, dtype, layout):
+    # The Row LSTM has a channels-first and a channels-last path, picked by the gates' layout.
     gates, weight, bias = make_inputs(2, 6, 5, 7, SCANS[kind][2], dtype)
+    if layout == "channels_last":
+        gates = channels_last(gates)
     assert_matches_reference(kind, gates, weight, bias, groups)
 
 
@@ -94,6 +102,7 @@ def test_matches_reference(kind, groups, dtype):
 def test_odd_sizes_and_batch_one(kind, size):
     gates, weight, bias = make_inputs(1, 3, *size, SCANS[kind][2], torch.float64)
     assert_matches_reference(kind, gates, weight, bias, 3)
+    assert_matches_reference(kind, channels_last(gates), weight, bias, 3)
 
 
 @settings(max_examples=30, deadline=None)
@@ -105,12 +114,15 @@ def test_odd_sizes_and_batch_one(kind, size):
     width=st.integers(1, 6),
     groups=st.sampled_from([1, 3]),
     bias=st.booleans(),
+    layout=st.sampled_from(["contiguous", "channels_last"]),
     seed=st.integers(0, 2**16),
 )
-def test_many_shapes(kind, batch, hidden_per_group, height, width, groups, bias, seed):
+def test_many_shapes(kind, batch, hidden_per_group, height, width, groups, bias, layout, seed):
     gates, weight, b = make_inputs(
         batch, hidden_per_group * groups, height, width, SCANS[kind][2], torch.float64, bias, seed
     )
+    if layout == "channels_last":
+        gates = channels_last(gates)
     assert_matches_reference(kind, gates, weight, b, groups)
 
 
@@ -157,8 +169,10 @@ def test_non_contiguous_and_channels_last_inputs():
 def test_output_layouts():
     gates, weight, bias = make_inputs(2, 3, 4, 5, 3, torch.float32)
     assert row_lstm(gates, weight, bias).is_contiguous()
-    out = diagonal_lstm(gates, weight[:, :, :2].contiguous(), bias)
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert row_lstm(channels_last(gates), weight, bias).is_contiguous(memory_format=torch.channels_last)
+    for g in (gates, channels_last(gates)):
+        out = diagonal_lstm(g, weight[:, :, :2].contiguous(), bias)
+        assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_only_weight_grads_when_gates_are_data():
@@ -177,10 +191,16 @@ def test_cell_state_is_not_differentiable():
     assert h.requires_grad and not c.requires_grad
 
 
-@pytest.mark.parametrize("kind,groups,bias", [("row3", 3, True), ("row1", 1, False), ("diagonal", 3, True), ("diagonal", 1, False)])
-def test_gradcheck(kind, groups, bias):
+@pytest.mark.parametrize(
+    "kind,groups,bias,layout",
+    [("row3", 3, True, "contiguous"), ("row1", 1, False, "contiguous"), ("row3", 3, True, "channels_last"),
+     ("diagonal", 3, True, "contiguous"), ("diagonal", 1, False, "channels_last")],
+)
+def test_gradcheck(kind, groups, bias, layout):
     fn, _, taps = SCANS[kind]
     gates, weight, b = make_inputs(2, 3, 3, 4, taps, torch.float64, bias)
+    if layout == "channels_last":
+        gates = channels_last(gates)
     inputs = tuple(t.requires_grad_(True) for t in (gates, weight) + ((b,) if bias else ()))
 
     def call(*args):
@@ -189,9 +209,15 @@ def test_gradcheck(kind, groups, bias):
     assert torch.autograd.gradcheck(call, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
 
 
-@pytest.mark.parametrize("name,taps,bias", [("row_lstm", 3, True), ("row_lstm", 1, False), ("diagonal_lstm", 2, True)])
-def test_opcheck(name, taps, bias):
+@pytest.mark.parametrize(
+    "name,taps,bias,layout",
+    [("row_lstm", 3, True, "contiguous"), ("row_lstm", 1, False, "contiguous"), ("row_lstm", 3, True, "channels_last"),
+     ("diagonal_lstm", 2, True, "contiguous")],
+)
+def test_opcheck(name, taps, bias, layout):
     gates, weight, b = make_inputs(2, 3, 4, 3, taps, torch.float32, bias)
+    if layout == "channels_last":
+        gates = channels_last(gates)
     args = (gates.requires_grad_(True), weight.requires_grad_(True), b.requires_grad_(True) if bias else None)
     op = getattr(torch.ops.pixelfast, name)
     torch.library.opcheck(op.default, (*args, 3))

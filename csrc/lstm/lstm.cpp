@@ -116,12 +116,13 @@ at::Tensor row_weight_from_matrix(const at::Tensor& wmt, const Shape& s) {
   return wmt.view({4 * s.hidden, s.taps, s.hidden}).permute({0, 2, 1}).contiguous();
 }
 
-// Diagonal LSTM GEMM operand: Wm[s * h + c, q] = weight[q, c, s], [2h, 4h].
-at::Tensor diag_weight_matrix(const at::Tensor& weight) {
+// Channels-last GEMM operand (Diagonal LSTM; Row LSTM on channels-last gates):
+// Wm[s * h + c, q] = weight[q, c, s], [taps * h, 4h].
+at::Tensor pixel_weight_matrix(const at::Tensor& weight) {
   return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)}).contiguous();
 }
 
-at::Tensor diag_weight_from_matrix(const at::Tensor& wm, const Shape& s) {
+at::Tensor pixel_weight_from_matrix(const at::Tensor& wm, const Shape& s) {
   return wm.view({s.taps, s.hidden, 4 * s.hidden}).permute({2, 1, 0}).contiguous();
 }
 
@@ -134,12 +135,75 @@ at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
 
 // ------------------------------------------------------------------------------ drivers
 
+namespace {
+
+// The Row LSTM runs channels-last when its gates are (a channels-last conv made them), else
+// channels-first; its outputs follow.
+bool is_channels_last(const at::Tensor& t) {
+  return t.is_contiguous(kChannelsLast) && !t.is_contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward_channels_last(
+    const Kernels& kernels, const at::Tensor& gates, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, int64_t groups, const Shape& s) {
+  const auto opts = gates.options();
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor c = at::empty_like(h, kChannelsLast);
+  at::Tensor acts = at::empty_like(gates, kChannelsLast);
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
+  const at::Tensor wm = pixel_weight_matrix(weight);
+  const int64_t rows = s.batch * s.width;
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor pre = at::empty({rows, 4 * s.hidden}, opts);
+  for (int64_t i = 0; i < s.height; ++i) {
+    kernels.row_cl_gather(h, x, b, pre, i, s.taps);  // pre = bias, then += X . Wm
+    if (i > 0) at::addmm_out(pre, pre, x, wm);
+    kernels.row_cl_cell_forward(gates, pre, h, c, acts, i, groups);
+  }
+  return {h, c, acts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward_channels_last(
+    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
+    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts, int64_t groups,
+    const Shape& s) {
+  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
+  const at::Tensor h = kernels.channels_last(h_in);
+  const at::Tensor c = kernels.channels_last(c_in);
+  const auto opts = acts.options();
+  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
+  const at::Tensor wm = pixel_weight_matrix(weight);
+  at::Tensor grad_wm = at::zeros_like(wm);
+  const int64_t rows = s.batch * s.width;
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dx = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dpre = at::empty({rows, 4 * s.hidden}, opts);
+  at::Tensor dc_next = at::empty({rows, s.hidden}, opts);
+  at::Tensor dc_this = at::empty({rows, s.hidden}, opts);
+  for (int64_t i = s.height - 1; i >= 0; --i) {
+    kernels.row_cl_cell_backward(grad_h, dx, i + 1 < s.height, acts, c, dc_next, dc_this, dpre,
+                                 grad_gates, i, s.taps, groups);
+    if (i > 0) {
+      at::mm_out(dx, dpre, wm.t());
+      kernels.row_cl_gather(h, x, at::Tensor(), at::Tensor(), i, s.taps);
+      at::addmm_out(grad_wm, grad_wm, x.t(), dpre);
+    }
+    std::swap(dc_next, dc_this);
+  }
+  return {grad_gates, pixel_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
                                                            const at::Tensor& gates_in,
                                                            const at::Tensor& weight,
                                                            const std::optional<at::Tensor>& bias,
                                                            int64_t groups) {
   const Shape s = check_forward("row_lstm", gates_in, weight, bias, groups, false);
+  if (is_channels_last(gates_in)) {
+    return row_forward_channels_last(kernels, gates_in, weight, bias, groups, s);
+  }
   const at::Tensor gates = gates_in.contiguous();
   const auto opts = gates.options();
   at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts);
@@ -166,6 +230,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
     const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
   const Shape s =
       check_backward("row_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups, false);
+  if (is_channels_last(acts_in)) {
+    return row_backward_channels_last(kernels, grad_h_in, weight, h_in, c_in, acts_in, groups, s);
+  }
   const at::Tensor grad_h = grad_h_in.contiguous();
   const at::Tensor h = h_in.contiguous();
   const at::Tensor c = c_in.contiguous();
@@ -204,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
   at::Tensor c = at::empty_like(h, kChannelsLast);
   at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
-  const at::Tensor wm = diag_weight_matrix(weight);
+  const at::Tensor wm = pixel_weight_matrix(weight);
   const int64_t max_rows = s.batch * std::min(s.height, s.width);
   at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
   at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
@@ -231,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
   const at::Tensor acts = kernels.channels_last(acts_in);
   const auto opts = acts.options();
   at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
-  const at::Tensor wm = diag_weight_matrix(weight);
+  const at::Tensor wm = pixel_weight_matrix(weight);
   at::Tensor grad_wm = at::zeros_like(wm);
   const int64_t max_rows = s.batch * std::min(s.height, s.width);
   at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
@@ -254,7 +321,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
     }
     std::swap(dc_next, dc_this);
   }
-  return {grad_gates, diag_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+  return {grad_gates, pixel_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
 }
 
 // ---------------------------------------------------------------------------- CPU kernels
@@ -296,6 +363,17 @@ bool use_avx2() { return false; }
       name##_impl(args, begin, end);                                                 \
     }                                                                                \
   }
+
+// Consecutive strips / pixels of a step lie far apart in memory (a row's channels H * W apart,
+// an anti-diagonal's pixels a row apart), beyond the hardware prefetcher: fetch a few ahead.
+constexpr int64_t kPrefetchAhead = 2;
+
+template <typename T>
+PF_ALWAYS_INLINE void prefetch_strip(const T* p, int64_t n) {
+#if defined(__GNUC__)
+  for (int64_t k = 0; k < n; k += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + k);
+#endif
+}
 
 // Strips (or pixels) per parallel_for task: enough cells to pay for a task.
 int64_t grain(int64_t cells_per_item) {
@@ -394,8 +472,8 @@ PF_ALWAYS_INLINE void transpose_chunk_impl(const Args& a, int64_t begin, int64_t
     const int64_t p0 = pt * kTile, p1 = std::min(a.pixels, p0 + kTile);
     const auto* src = a.src + b * a.channels * a.pixels;
     auto* dst = a.dst + b * a.channels * a.pixels;
-    for (int64_t p = p0; p < p1; ++p) {
-      for (int64_t ch = c0; ch < c1; ++ch) dst[p * a.channels + ch] = src[ch * a.pixels + p];
+    for (int64_t ch = c0; ch < c1; ++ch) {  // contiguous reads, strided writes: the faster order
+      for (int64_t p = p0; p < p1; ++p) dst[p * a.channels + ch] = src[ch * a.pixels + p];
     }
   }
 }
@@ -470,15 +548,6 @@ struct RowCellArgs {
   int64_t batch, hidden, height, width, i, k, groups;
   bool flag;       // forward: has_prev; backward: has_next
 };
-
-constexpr int64_t kPrefetchAhead = 2;  // strips
-
-template <typename T>
-PF_ALWAYS_INLINE void prefetch_strip(const T* p, int64_t n) {
-#if defined(__GNUC__)
-  for (int64_t k = 0; k < n; k += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + k);
-#endif
-}
 
 template <typename Args>
 PF_ALWAYS_INLINE void row_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
@@ -599,6 +668,154 @@ void row_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool 
   });
 }
 
+// ---- Row LSTM, channels-last path (gates given channels-last: the output of a channels-last
+// conv). Scan buffers [B * W, C] with row b * W + j; the bias is folded into pre like the
+// Diagonal LSTM's.
+
+template <typename T>
+struct RowPixelArgs {
+  const T* gates;  // forward: gates;            backward: grad_h;   gather: h
+  const T* bias;   // backward: dx (row i + 1's); gather: bias
+  const T* pre;    // forward: pre;              backward: dc_in (row i + 1's)
+  T* h;            // forward: h;                backward: dc_out;   gather: x
+  T* pre_out;      // gather: pre, set to the bias (nullptr: leave it)
+  T* c;
+  T* acts;
+  T* dpre;
+  T* grad_gates;
+  int64_t batch, hidden, height, width, i, k, groups;
+  bool flag;  // backward: has_next
+};
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_cl_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t hid = a.hidden, p = a.k / 2;
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t b = n / a.width, j = n % a.width;
+    T* dst = a.h + n * a.k * hid;
+    const T* above = a.i > 0 ? a.gates + ((b * a.height + a.i - 1) * a.width) * hid : nullptr;
+    for (int64_t s = 0; s < a.k; ++s) {
+      const int64_t jj = j + s - p;
+      if (above != nullptr && jj >= 0 && jj < a.width) {
+        std::copy(above + jj * hid, above + (jj + 1) * hid, dst + s * hid);
+      } else {
+        std::fill(dst + s * hid, dst + (s + 1) * hid, T(0));
+      }
+    }
+    if (a.pre_out != nullptr) std::copy(a.bias, a.bias + 4 * hid, a.pre_out + n * 4 * hid);
+  }
+}
+PF_ISA_DISPATCH(row_cl_gather_chunk)
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_cl_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t hid = a.hidden;
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t pix = a.i * a.width + n % a.width + n / a.width * a.height * a.width;
+    const T* gin = a.gates + pix * 4 * hid;
+    T* act = a.acts + pix * 4 * hid;
+    T* c = a.c + pix * hid;
+    T* h = a.h + pix * hid;
+    if (a.i > 0) {
+      cell_forward_pixel<T, true>(gin, a.pre + n * 4 * hid, c - a.width * hid, act, c, h, hid,
+                                  a.groups);
+    } else {
+      cell_forward_pixel<T, false>(gin, a.pre + n * 4 * hid, nullptr, act, c, h, hid, a.groups);
+    }
+  }
+}
+PF_ISA_DISPATCH(row_cl_forward_chunk)
+
+template <typename Args>
+PF_ALWAYS_INLINE void row_cl_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  using T = std::remove_pointer_t<decltype(a.h)>;
+  const int64_t hid = a.hidden, p = a.k / 2;
+  std::vector<T> dh(hid);
+  const std::vector<T> zeros(hid, T(0));
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t b = n / a.width, j = n % a.width;
+    const int64_t pix = (b * a.height + a.i) * a.width + j;
+    std::copy(a.gates + pix * hid, a.gates + (pix + 1) * hid, dh.begin());
+    if (a.flag) {
+      // Row i + 1's pixel jn read h(i, jn + s - p) through tap s: h(i, j) reaches jn = j - s + p.
+      for (int64_t s = 0; s < a.k; ++s) {
+        const int64_t jn = j - s + p;
+        if (jn < 0 || jn >= a.width) continue;
+        const T* src = a.bias + (b * a.width + jn) * a.k * hid + s * hid;
+        for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
+      }
+    }
+    const T* dc_in = a.flag ? a.pre + n * hid : zeros.data();  // the cell path runs down column j
+    const T* act = a.acts + pix * 4 * hid;
+    const T* c = a.c + pix * hid;
+    T* dpre = a.dpre + n * 4 * hid;
+    if (a.i > 0) {
+      cell_backward_pixel<T, true>(act, c, c - a.width * hid, dh.data(), dc_in, a.h + n * hid,
+                                   dpre, hid, a.groups);
+    } else {
+      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+                                    a.groups);
+    }
+    std::copy(dpre, dpre + 4 * hid, a.grad_gates + pix * 4 * hid);
+  }
+}
+PF_ISA_DISPATCH(row_cl_backward_chunk)
+
+void row_cl_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                       const at::Tensor& pre, int64_t i, int64_t k) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather", [&] {
+    const RowPixelArgs<scalar_t> args{
+        h.const_data_ptr<scalar_t>(),
+        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+        nullptr,
+        x.mutable_data_ptr<scalar_t>(),
+        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr,
+        nullptr, nullptr, nullptr, nullptr,
+        h.size(0), h.size(1), h.size(2), h.size(3), i, k, 1, false};
+    at::parallel_for(0, h.size(0) * h.size(3), grain(k * h.size(1)),
+                     [&](int64_t begin, int64_t end) { row_cl_gather_chunk(args, begin, end); });
+  });
+}
+
+void row_cl_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+                             const at::Tensor& c, const at::Tensor& acts, int64_t i,
+                             int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell", [&] {
+    const RowPixelArgs<scalar_t> args{
+        gates.const_data_ptr<scalar_t>(), nullptr,
+        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
+        nullptr,
+        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
+        nullptr,                          nullptr,
+        h.size(0), h.size(1), h.size(2), h.size(3), i, 1, groups, false};
+    at::parallel_for(0, h.size(0) * h.size(3), grain(h.size(1)),
+                     [&](int64_t begin, int64_t end) { row_cl_forward_chunk(args, begin, end); });
+  });
+}
+
+void row_cl_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                              const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                              const at::Tensor& dc_out, const at::Tensor& dpre,
+                              const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward", [&] {
+    const RowPixelArgs<scalar_t> args{
+        grad_h.const_data_ptr<scalar_t>(),
+        dx.const_data_ptr<scalar_t>(),
+        dc_in.const_data_ptr<scalar_t>(),
+        dc_out.mutable_data_ptr<scalar_t>(),
+        nullptr,
+        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
+        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
+        dpre.mutable_data_ptr<scalar_t>(),
+        grad_gates.mutable_data_ptr<scalar_t>(),
+        c.size(0), c.size(1), c.size(2), c.size(3), i, k, groups, has_next};
+    at::parallel_for(0, c.size(0) * c.size(3), grain(c.size(1)),
+                     [&](int64_t begin, int64_t end) { row_cl_backward_chunk(args, begin, end); });
+  });
+}
+
 // ---- Diagonal LSTM (channels-last [B, H, W, C] tensors; scan buffers [rows, C] with row
 // (i - first_row(t)) * B + b for pixel (i, t - i)).
 
@@ -647,6 +864,11 @@ PF_ALWAYS_INLINE void diag_forward_chunk_impl(const Args& a, int64_t begin, int6
   for (int64_t n = begin; n < end; ++n) {
     const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
     const int64_t pix = (b * a.height + i) * a.width + j;
+    if (n + kPrefetchAhead < end) {
+      const int64_t na = n + kPrefetchAhead, ia = i0 + na / a.batch;
+      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.t - ia;
+      prefetch_strip(a.gates + ahead * 4 * hid, 4 * hid);
+    }
     const T* gin = a.gates + pix * 4 * hid;
     const T* pre = a.pre + n * 4 * hid;
     T* act = a.acts + pix * 4 * hid;
@@ -671,6 +893,13 @@ PF_ALWAYS_INLINE void diag_backward_chunk_impl(const Args& a, int64_t begin, int
   for (int64_t n = begin; n < end; ++n) {
     const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
     const int64_t pix = (b * a.height + i) * a.width + j;
+    if (n + kPrefetchAhead < end) {
+      const int64_t na = n + kPrefetchAhead, ia = i0 + na / a.batch;
+      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.t - ia;
+      prefetch_strip(a.acts + ahead * 4 * hid, 4 * hid);
+      prefetch_strip(a.gates + ahead * hid, hid);
+      prefetch_strip(a.c + ahead * hid, hid);
+    }
     std::copy(a.gates + pix * hid, a.gates + (pix + 1) * hid, dh.begin());
     // Column t + 1 read h(i, j) as "above" of (i + 1, j) and as "left" of (i, j + 1).
     if (a.flag && i + 1 < a.height) {
@@ -778,10 +1007,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward_cpu(
 }  // namespace
 
 const Kernels& cpu_kernels() {
-  static const Kernels kernels{channels_last_cpu,   row_gather_cpu,
-                               row_cell_forward_cpu, row_cell_backward_cpu,
-                               diag_gather_cpu,     diag_cell_forward_cpu,
-                               diag_cell_backward_cpu};
+  static const Kernels kernels{channels_last_cpu,       row_gather_cpu,
+                               row_cell_forward_cpu,    row_cell_backward_cpu,
+                               row_cl_gather_cpu,       row_cl_cell_forward_cpu,
+                               row_cl_cell_backward_cpu, diag_gather_cpu,
+                               diag_cell_forward_cpu,   diag_cell_backward_cpu};
   return kernels;
 }
 

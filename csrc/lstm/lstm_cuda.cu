@@ -103,6 +103,85 @@ __global__ void row_cell_backward_kernel(const T* __restrict__ grad_h, const T* 
   }
 }
 
+// ---- Row LSTM, channels-last path (scan buffers [B * W, C], row b * W + j)
+
+template <typename T>
+__global__ void row_cl_gather_kernel(const T* __restrict__ h, T* __restrict__ x,
+                                     const T* __restrict__ bias, T* __restrict__ pre,
+                                     int64_t batch, int64_t hidden, int64_t height, int64_t width,
+                                     int64_t i, int64_t k) {
+  const int64_t rows = batch * width, p = k / 2;
+  const int64_t cols = k * hidden > 4 * hidden ? k * hidden : 4 * hidden;
+  PF_GRID_STRIDE(e, rows * cols) {
+    const int64_t n = e / cols, col = e % cols;
+    if (pre != nullptr && col < 4 * hidden) pre[n * 4 * hidden + col] = bias[col];
+    if (col < k * hidden) {
+      const int64_t b = n / width, j = n % width, s = col / hidden, ch = col % hidden;
+      const int64_t jj = j + s - p;
+      x[n * k * hidden + col] = (i > 0 && jj >= 0 && jj < width)
+                                    ? h[((b * height + i - 1) * width + jj) * hidden + ch]
+                                    : T(0);
+    }
+  }
+}
+
+template <typename T>
+__global__ void row_cl_cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ pre,
+                                           T* __restrict__ h, T* __restrict__ c,
+                                           T* __restrict__ acts, int64_t batch, int64_t hidden,
+                                           int64_t height, int64_t width, int64_t i,
+                                           int64_t groups) {
+  PF_GRID_STRIDE(e, batch * width * hidden) {
+    const int64_t n = e / hidden, ch = e % hidden, b = n / width, j = n % width;
+    const int64_t pix = (b * height + i) * width + j;
+    T a[4];
+    int64_t g[4];
+    for (int q = 0; q < 4; ++q) {
+      g[q] = gate_index(q, ch, hidden, groups);
+      a[q] = gates[pix * 4 * hidden + g[q]] + pre[n * 4 * hidden + g[q]];
+    }
+    const T c_prev = i > 0 ? c[(pix - width) * hidden + ch] : T(0);
+    T* act = acts + pix * 4 * hidden;
+    cell_forward(a[kI], a[kF], a[kO], a[kG], c_prev, &act[g[kI]], &act[g[kF]], &act[g[kO]],
+                 &act[g[kG]], &c[pix * hidden + ch], &h[pix * hidden + ch]);
+  }
+}
+
+template <typename T>
+__global__ void row_cl_cell_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ dx,
+                                            bool has_next, const T* __restrict__ acts,
+                                            const T* __restrict__ c, const T* __restrict__ dc_in,
+                                            T* __restrict__ dc_out, T* __restrict__ dpre,
+                                            T* __restrict__ grad_gates, int64_t batch,
+                                            int64_t hidden, int64_t height, int64_t width,
+                                            int64_t i, int64_t k, int64_t groups) {
+  const int64_t p = k / 2;
+  PF_GRID_STRIDE(e, batch * width * hidden) {
+    const int64_t n = e / hidden, ch = e % hidden, b = n / width, j = n % width;
+    const int64_t pix = (b * height + i) * width + j;
+    T dh = grad_h[pix * hidden + ch];
+    T dc_next = T(0);
+    if (has_next) {
+      for (int64_t s = 0; s < k; ++s) {  // row i + 1's pixel jn = j - s + p read h(i, j) via tap s
+        const int64_t jn = j - s + p;
+        if (jn >= 0 && jn < width) dh += dx[(b * width + jn) * k * hidden + s * hidden + ch];
+      }
+      dc_next = dc_in[e];
+    }
+    const T* act = acts + pix * 4 * hidden;
+    int64_t g[4];
+    for (int q = 0; q < 4; ++q) g[q] = gate_index(q, ch, hidden, groups);
+    T da[4];
+    cell_backward(act[g[kI]], act[g[kF]], act[g[kO]], act[g[kG]], c[pix * hidden + ch],
+                  i > 0 ? c[(pix - width) * hidden + ch] : T(0), dh, dc_next, &da[kI], &da[kF],
+                  &da[kO], &da[kG], &dc_out[e]);
+    for (int q = 0; q < 4; ++q) {
+      dpre[n * 4 * hidden + g[q]] = da[q];
+      grad_gates[pix * 4 * hidden + g[q]] = da[q];
+    }
+  }
+}
+
 // ---- Diagonal LSTM (channels-last; scan buffers [rows, C], row (i - first_row(t)) * B + b)
 
 template <typename T>
@@ -239,6 +318,52 @@ void row_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dxt, boo
   });
 }
 
+void row_cl_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                        const at::Tensor& pre, int64_t i, int64_t k) {
+  const int64_t n = h.size(0) * h.size(3) * std::max<int64_t>(k, 4) * h.size(1);
+  if (n == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather_cuda", [&] {
+    row_cl_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+        h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
+        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr, h.size(0), h.size(1),
+        h.size(2), h.size(3), i, k);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void row_cl_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+                              const at::Tensor& c, const at::Tensor& acts, int64_t i,
+                              int64_t groups) {
+  const int64_t n = h.size(0) * h.size(3) * h.size(1);
+  if (n == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell_cuda", [&] {
+    row_cl_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+        gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
+        h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
+        acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), i, groups);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void row_cl_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                               const at::Tensor& acts, const at::Tensor& c,
+                               const at::Tensor& dc_in, const at::Tensor& dc_out,
+                               const at::Tensor& dpre, const at::Tensor& grad_gates, int64_t i,
+                               int64_t k, int64_t groups) {
+  const int64_t n = c.size(0) * c.size(3) * c.size(1);
+  if (n == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward_cuda", [&] {
+    row_cl_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+        grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
+        acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
+        dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
+        dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
+        c.size(1), c.size(2), c.size(3), i, k, groups);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 void diag_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
                       const at::Tensor& pre, int64_t t) {
   const int64_t n = diag_len(t, h.size(2), h.size(3)) * h.size(0) * 4 * h.size(1);
@@ -285,10 +410,11 @@ void diag_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, boo
 }
 
 const Kernels& cuda_kernels() {
-  static const Kernels kernels{channels_last_cuda,    row_gather_cuda,
-                               row_cell_forward_cuda,  row_cell_backward_cuda,
-                               diag_gather_cuda,      diag_cell_forward_cuda,
-                               diag_cell_backward_cuda};
+  static const Kernels kernels{channels_last_cuda,        row_gather_cuda,
+                               row_cell_forward_cuda,     row_cell_backward_cuda,
+                               row_cl_gather_cuda,        row_cl_cell_forward_cuda,
+                               row_cl_cell_backward_cuda, diag_gather_cuda,
+                               diag_cell_forward_cuda,    diag_cell_backward_cuda};
   return kernels;
 }
 

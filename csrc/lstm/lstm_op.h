@@ -5,7 +5,8 @@
 // lstm.cpp, the CUDA ones in lstm_cuda.cu; both are thin loops over the math of cell.h.
 //
 // Layouts.
-// * Row LSTM, channels-first: gates, h, c, acts and the gradients are contiguous [B, C, H, W];
+// * Row LSTM, channels-first (unless its gates are channels-last, see below): gates, h, c, acts
+//   and the gradients are contiguous [B, C, H, W];
 //   scan buffers are [channels, B * W] with column b * W + j, so one (channel, b) strip of a row is
 //   contiguous everywhere and the cell loops vectorise along the row.
 //     XT[s * h + c, b * W + j] = h[b, c, i - 1, j + s - k/2]   (zero outside the image)
@@ -15,7 +16,10 @@
 //   pixel's channels are. Scan buffers are [rows, C], row (i - first_row(t)) * B + b for pixel
 //   (i, t - i), so a step's rows are one contiguous block for the GEMM:
 //     X[row, c] = h[b, c, i - 1, j],   X[row, h + c] = h[b, c, i, j - 1]
-//     pre = X . Wm,   Wm[s * h + c, q] = weight[q, c, s]
+//     pre = bias + X . Wm,   Wm[s * h + c, q] = weight[q, c, s]
+// * Row LSTM given channels-last gates (e.g. from a channels-last conv): the same pixel-major
+//   scheme, buffers [B * W, C] with row b * W + j, X[row, s * h + c] = h[b, c, i - 1, j + s - k/2];
+//   its outputs are channels-last then.
 #pragma once
 
 #include <optional>
@@ -45,6 +49,19 @@ struct Kernels {
                             const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
                             const at::Tensor& dc_out, const at::Tensor& dpre,
                             const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups);
+  // The Row LSTM's channels-last path (gates channels-last), buffers as the Diagonal LSTM's with
+  // row b * W + j: X for row i (zero for i = 0) and, if pre is defined, pre's rows set to the bias;
+  // the cell update; its backward (as row_cell_backward).
+  void (*row_cl_gather)(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                        const at::Tensor& pre, int64_t i, int64_t k);
+  void (*row_cl_cell_forward)(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+                              const at::Tensor& c, const at::Tensor& acts, int64_t i,
+                              int64_t groups);
+  void (*row_cl_cell_backward)(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                               const at::Tensor& acts, const at::Tensor& c,
+                               const at::Tensor& dc_in, const at::Tensor& dc_out,
+                               const at::Tensor& dpre, const at::Tensor& grad_gates, int64_t i,
+                               int64_t k, int64_t groups);
   // X for skewed column t from the pixels above and to the left, and, if pre is defined, pre's
   // rows set to the bias (the GEMM then accumulates onto it).
   void (*diag_gather)(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
@@ -65,7 +82,8 @@ const Kernels& cpu_kernels();
 
 // Forward: (h [B, h, H, W], c [B, h, H, W], acts [B, 4h, H, W]); c and acts (the activated
 // gates i, f, o, g in the gate layout) are what the backward needs. Row LSTM outputs are
-// contiguous, Diagonal LSTM outputs channels-last.
+// channels-last if its gates are (channels-last and not contiguous), else contiguous; Diagonal
+// LSTM outputs are always channels-last.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
                                                            const at::Tensor& gates,
                                                            const at::Tensor& weight,

@@ -22,8 +22,10 @@ inputs. The cell is the standard one: ``i, f, o = sigmoid``, ``g = tanh``,
   column (the pixel above), tap 1 = row ``i`` (the pixel to the left). The kernel never builds the
   skewed map: step ``t`` simply visits the pixels ``(i, t - i)``.
 
-Only ``h`` is differentiable. :func:`row_lstm` returns a contiguous ``[B, h, H, W]`` tensor,
-:func:`diagonal_lstm` a channels-last one (its kernel works pixel by pixel along anti-diagonals).
+Only ``h`` is differentiable. :func:`row_lstm` runs channels-last when its gates are
+channels-last (as a channels-last convolution makes them), else channels-first, and returns ``h``
+in that layout; :func:`diagonal_lstm` always works and returns channels-last (a step visits an
+anti-diagonal, so it wants each pixel's channels contiguous). Inputs in any layout are accepted.
 """
 
 from __future__ import annotations
@@ -220,9 +222,16 @@ def diagonal_lstm_ref(
 
 if LOADED:
 
-    # The Row LSTM runs channels-first (contiguous outputs), the Diagonal LSTM channels-last (a
-    # step visits an anti-diagonal, so it wants each pixel's channels contiguous).
-    _MEMORY_FORMAT = {"row_lstm": torch.contiguous_format, "diagonal_lstm": torch.channels_last}
+    def _row_format(like: torch.Tensor) -> torch.memory_format:
+        # The Row LSTM runs channels-last when its gates are (and are not also contiguous, as
+        # degenerate shapes can be), else channels-first; the C++ op decides the same way.
+        channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+        return torch.channels_last if channels_last else torch.contiguous_format
+
+    def _diagonal_format(like: torch.Tensor) -> torch.memory_format:
+        return torch.channels_last  # a step visits an anti-diagonal: pixel-major is the only fit
+
+    _MEMORY_FORMAT = {"row_lstm": _row_format, "diagonal_lstm": _diagonal_format}
 
     def _image_like(like: torch.Tensor, channels: int, memory_format: torch.memory_format) -> torch.Tensor:
         batch, _, height, width = like.shape
@@ -230,18 +239,18 @@ if LOADED:
             (batch, channels, height, width), dtype=like.dtype, device=like.device, memory_format=memory_format
         )
 
-    def _make_fakes(memory_format):
+    def _make_fakes(memory_format_of):
         def scan_fake(gates, weight, bias, color_groups):
-            hidden = gates.shape[1] // 4
+            hidden, fmt = gates.shape[1] // 4, memory_format_of(gates)
             return (
-                _image_like(gates, hidden, memory_format),
-                _image_like(gates, hidden, memory_format),
-                _image_like(gates, 4 * hidden, memory_format),
+                _image_like(gates, hidden, fmt),
+                _image_like(gates, hidden, fmt),
+                _image_like(gates, 4 * hidden, fmt),
             )
 
         def scan_backward_fake(grad_h, weight, h, c, acts, color_groups):
             return (
-                _image_like(acts, acts.shape[1], memory_format),
+                _image_like(acts, acts.shape[1], memory_format_of(acts)),
                 weight.new_empty(weight.shape),
                 weight.new_empty(weight.shape[0]),
             )
