@@ -366,8 +366,8 @@ def test_constructor_errors(cls, kwargs, error, match):
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match="unknown model 'PixelRNN'.*PixelCNN, GatedPixelCNN"):
-        build_model("PixelRNN", {})
+    with pytest.raises(ValueError, match="unknown model 'PixelSNAIL'.*PixelCNN, GatedPixelCNN, PixelRNN"):
+        build_model("PixelSNAIL", {})
     with pytest.raises(ValueError, match="unknown config keys for PixelCNN: kernel_size"):
         build_model("PixelCNN", {"kernel_size": 3})
     with pytest.raises(TypeError, match="config must be a dict"):
