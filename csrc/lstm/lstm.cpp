@@ -11,9 +11,9 @@
 // Everything outside the image (h and c of row -1, column -1) is zero. Skewing is only the index
 // map pixel (i, j) <-> step t = i + j; nothing skewed is ever materialised.
 //
-// The cell loops vectorise only if gcc may if-convert the float comparisons of exp_approx (a
-// comparison could raise an FP exception flag that nobody reads); torch itself is built with
-// -fno-trapping-math too. Set for the whole file so that inlining across ATen's parallel_for is
+// The cell loops vectorise only if gcc may if-convert the float comparisons of cell.h's sigmoid
+// and tanh (a comparison could raise an FP exception flag that nobody reads); torch itself is
+// built with -fno-trapping-math too. Set for the whole file so that inlining across ATen's parallel_for is
 // not blocked by differing options.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")

@@ -61,7 +61,13 @@ class PixelRNN(PixelModel):
 
     ``fused`` (not part of ``config``: the architecture and outputs are the same) picks the fused
     scan ops or their plain-PyTorch loop twins; it can be changed later through ``model.fused``.
-    The Diagonal BiLSTM sees every earlier pixel; the Row LSTM a triangle above each pixel.
+
+    Receptive field. A Row LSTM layer sees a triangle above each pixel. A Diagonal BiLSTM layer sees
+    its input at every earlier position, so the ``kind="diagonal"`` model sees every earlier
+    sub-pixel but one: for a pixel ``(i, j)`` with ``j < W - 4``, the last colour of pixel
+    ``(i - 1, W - 1)``. The 7x7 mask-A input conv is what puts a sub-pixel into the features, and it
+    puts that one only into features at ``(i, W - 4 .. W - 1)`` and below, all after ``(i, j)`` (the
+    paper's architecture has the same gap; tests pin the exact receptive field).
     """
 
     name = "PixelRNN"
