@@ -149,6 +149,20 @@ def test_gate_layout_on_one_pixel():
         torch.testing.assert_close(out[0, :, 0, 0], expected)
 
 
+@pytest.mark.parametrize("kind", ["row3", "diagonal"])
+def test_saturated_and_nan_pre_activations(kind):
+    # float32 uses branch-free sigmoid/tanh: +-inf and huge gates must saturate like torch's,
+    # and a NaN must come out as NaN (then spread along the recurrence, as in the plain loop).
+    fn, ref, taps = SCANS[kind]
+    gates, weight, bias = make_inputs(1, 3, 4, 4, taps, torch.float32)
+    gates[0, :, 1, 1] = float("inf")
+    gates[0, :6, 2, 0] = -1e30
+    gates[0, 6:, 2, 0] = 1e30
+    gates[0, 0, 3, 2] = float("nan")
+    torch.testing.assert_close(fn(gates, weight, bias, 3), ref(gates, weight, bias, 3), equal_nan=True, **TOLERANCE[torch.float32])
+    assert torch.isnan(fn(gates, weight, bias, 3)[0, :, 3, 2]).any()
+
+
 def test_skew_unskew_round_trip():
     x = torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
     s = skew(x)
