@@ -18,9 +18,8 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
-  // LSTM scans (csrc/lstm): gates [B, 4h, H, W] -> (h, c, acts); only h is differentiable, c and
-  // acts (the activated gates) are kept for the backward. Row LSTM outputs are contiguous,
-  // Diagonal LSTM outputs channels-last.
+  // LSTM scans (csrc/lstm): gates [B, 4h, H, W] -> (h, c, acts), all channels-last; only h is
+  // differentiable, c and acts (the activated gates) are kept for the backward.
   m.def("row_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
         "-> (Tensor, Tensor, Tensor)");
   m.def(

@@ -90,7 +90,6 @@ def channels_last(t):
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("kind", list(SCANS))
 def test_matches_reference(kind, groups, dtype, layout):
-    # The Row LSTM has a channels-first and a channels-last path, picked by the gates' layout.
     gates, weight, bias = make_inputs(2, 6, 5, 7, SCANS[kind][2], dtype)
     if layout == "channels_last":
         gates = channels_last(gates)
@@ -180,11 +179,10 @@ def test_non_contiguous_and_channels_last_inputs():
         assert_matches_reference(kind, gates, weight.transpose(0, 1).contiguous().transpose(0, 1), bias, 1)
 
 
-def test_output_layouts():
+def test_outputs_are_channels_last():
     gates, weight, bias = make_inputs(2, 3, 4, 5, 3, torch.float32)
-    assert row_lstm(gates, weight, bias).is_contiguous()
-    assert row_lstm(channels_last(gates), weight, bias).is_contiguous(memory_format=torch.channels_last)
     for g in (gates, channels_last(gates)):
+        assert row_lstm(g, weight, bias).is_contiguous(memory_format=torch.channels_last)
         out = diagonal_lstm(g, weight[:, :, :2].contiguous(), bias)
         assert out.is_contiguous(memory_format=torch.channels_last)
 

@@ -13,8 +13,8 @@
 //
 // The cell loops vectorise only if gcc may if-convert the float comparisons of cell.h's sigmoid
 // and tanh (a comparison could raise an FP exception flag that nobody reads); torch itself is
-// built with -fno-trapping-math too. Set for the whole file so that inlining across ATen's parallel_for is
-// not blocked by differing options.
+// built with -fno-trapping-math too. Set for the whole file so that inlining across ATen's
+// parallel_for is not blocked by differing options.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
@@ -107,22 +107,12 @@ Shape check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor&
 }
 
 
-// Row LSTM GEMM operand: WmT[q, s * h + c] = weight[q, c, s], [4h, k * h].
-at::Tensor row_weight_matrix(const at::Tensor& weight) {
-  return weight.permute({0, 2, 1}).reshape({weight.size(0), weight.size(2) * weight.size(1)}).contiguous();
-}
-
-at::Tensor row_weight_from_matrix(const at::Tensor& wmt, const Shape& s) {
-  return wmt.view({4 * s.hidden, s.taps, s.hidden}).permute({0, 2, 1}).contiguous();
-}
-
-// Channels-last GEMM operand (Diagonal LSTM; Row LSTM on channels-last gates):
-// Wm[s * h + c, q] = weight[q, c, s], [taps * h, 4h].
-at::Tensor pixel_weight_matrix(const at::Tensor& weight) {
+// The GEMM's right operand: Wm[s * h + c, q] = weight[q, c, s], [taps * h, 4h].
+at::Tensor weight_matrix(const at::Tensor& weight) {
   return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)}).contiguous();
 }
 
-at::Tensor pixel_weight_from_matrix(const at::Tensor& wm, const Shape& s) {
+at::Tensor weight_from_matrix(const at::Tensor& wm, const Shape& s) {
   return wm.view({s.taps, s.hidden, 4 * s.hidden}).permute({2, 1, 0}).contiguous();
 }
 
@@ -135,92 +125,26 @@ at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
 
 // ------------------------------------------------------------------------------ drivers
 
-namespace {
-
-// The Row LSTM runs channels-last when its gates are (a channels-last conv made them), else
-// channels-first; its outputs follow.
-bool is_channels_last(const at::Tensor& t) {
-  return t.is_contiguous(kChannelsLast) && !t.is_contiguous();
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward_channels_last(
-    const Kernels& kernels, const at::Tensor& gates, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, int64_t groups, const Shape& s) {
-  const auto opts = gates.options();
-  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
-  at::Tensor c = at::empty_like(h, kChannelsLast);
-  at::Tensor acts = at::empty_like(gates, kChannelsLast);
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
-  const at::Tensor wm = pixel_weight_matrix(weight);
-  const int64_t rows = s.batch * s.width;
-  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor pre = at::empty({rows, 4 * s.hidden}, opts);
-  for (int64_t i = 0; i < s.height; ++i) {
-    kernels.row_cl_gather(h, x, b, pre, i, s.taps);  // pre = bias, then += X . Wm
-    if (i > 0) at::addmm_out(pre, pre, x, wm);
-    kernels.row_cl_cell_forward(gates, pre, h, c, acts, i, groups);
-  }
-  return {h, c, acts};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward_channels_last(
-    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
-    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts, int64_t groups,
-    const Shape& s) {
-  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
-  const at::Tensor h = kernels.channels_last(h_in);
-  const at::Tensor c = kernels.channels_last(c_in);
-  const auto opts = acts.options();
-  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
-  const at::Tensor wm = pixel_weight_matrix(weight);
-  at::Tensor grad_wm = at::zeros_like(wm);
-  const int64_t rows = s.batch * s.width;
-  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor dx = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor dpre = at::empty({rows, 4 * s.hidden}, opts);
-  at::Tensor dc_next = at::empty({rows, s.hidden}, opts);
-  at::Tensor dc_this = at::empty({rows, s.hidden}, opts);
-  for (int64_t i = s.height - 1; i >= 0; --i) {
-    kernels.row_cl_cell_backward(grad_h, dx, i + 1 < s.height, acts, c, dc_next, dc_this, dpre,
-                                 grad_gates, i, s.taps, groups);
-    if (i > 0) {
-      at::mm_out(dx, dpre, wm.t());
-      kernels.row_cl_gather(h, x, at::Tensor(), at::Tensor(), i, s.taps);
-      at::addmm_out(grad_wm, grad_wm, x.t(), dpre);
-    }
-    std::swap(dc_next, dc_this);
-  }
-  return {grad_gates, pixel_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
                                                            const at::Tensor& gates_in,
                                                            const at::Tensor& weight,
                                                            const std::optional<at::Tensor>& bias,
                                                            int64_t groups) {
   const Shape s = check_forward("row_lstm", gates_in, weight, bias, groups, false);
-  if (is_channels_last(gates_in)) {
-    return row_forward_channels_last(kernels, gates_in, weight, bias, groups, s);
-  }
-  const at::Tensor gates = gates_in.contiguous();
+  const at::Tensor gates = kernels.channels_last(gates_in);
   const auto opts = gates.options();
-  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts);
-  at::Tensor c = at::empty_like(h);
-  at::Tensor acts = at::empty_like(gates);
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor c = at::empty_like(h, kChannelsLast);
+  at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
-  const at::Tensor wmt = row_weight_matrix(weight);
-  const int64_t cols = s.batch * s.width;
-  at::Tensor xt = at::empty({s.taps * s.hidden, cols}, opts);
-  at::Tensor pre = at::empty({4 * s.hidden, cols}, opts);
+  const at::Tensor wm = weight_matrix(weight);
+  const int64_t rows = s.batch * s.width;
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor pre = at::empty({rows, 4 * s.hidden}, opts);
   for (int64_t i = 0; i < s.height; ++i) {
-    const bool has_prev = i > 0;
-    if (has_prev) {
-      kernels.row_gather(h, xt, i, s.taps);
-      at::mm_out(pre, wmt, xt);
-    }
-    kernels.row_cell_forward(gates, b, pre, has_prev, h, c, acts, i, groups);
+    kernels.row_gather(h, x, b, pre, i, s.taps);  // pre = bias, then += X . Wm
+    if (i > 0) at::addmm_out(pre, pre, x, wm);
+    kernels.row_cell_forward(gates, pre, h, c, acts, i, groups);
   }
   return {h, c, acts};
 }
@@ -230,35 +154,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
     const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
   const Shape s =
       check_backward("row_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups, false);
-  if (is_channels_last(acts_in)) {
-    return row_backward_channels_last(kernels, grad_h_in, weight, h_in, c_in, acts_in, groups, s);
-  }
-  const at::Tensor grad_h = grad_h_in.contiguous();
-  const at::Tensor h = h_in.contiguous();
-  const at::Tensor c = c_in.contiguous();
-  const at::Tensor acts = acts_in.contiguous();
+  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
+  const at::Tensor h = kernels.channels_last(h_in);
+  const at::Tensor c = kernels.channels_last(c_in);
+  const at::Tensor acts = kernels.channels_last(acts_in);
   const auto opts = acts.options();
-  at::Tensor grad_gates = at::empty_like(acts);
-  const at::Tensor wmt = row_weight_matrix(weight);
-  at::Tensor grad_wmt = at::zeros_like(wmt);
-  const int64_t cols = s.batch * s.width;
-  at::Tensor xt = at::empty({s.taps * s.hidden, cols}, opts);
-  at::Tensor dxt = at::empty({s.taps * s.hidden, cols}, opts);
-  at::Tensor dpre = at::empty({4 * s.hidden, cols}, opts);
+  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
+  const at::Tensor wm = weight_matrix(weight);
+  at::Tensor grad_wm = at::zeros_like(wm);
+  const int64_t rows = s.batch * s.width;
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dx = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dpre = at::empty({rows, 4 * s.hidden}, opts);
   // dc * f flows from row i + 1 to row i: read one buffer, write the other.
-  at::Tensor dc_next = at::empty({s.hidden, cols}, opts);
-  at::Tensor dc_this = at::empty({s.hidden, cols}, opts);
+  at::Tensor dc_next = at::empty({rows, s.hidden}, opts);
+  at::Tensor dc_this = at::empty({rows, s.hidden}, opts);
   for (int64_t i = s.height - 1; i >= 0; --i) {
-    kernels.row_cell_backward(grad_h, dxt, i + 1 < s.height, acts, c, dc_next, dc_this, dpre,
+    kernels.row_cell_backward(grad_h, dx, i + 1 < s.height, acts, c, dc_next, dc_this, dpre,
                               grad_gates, i, s.taps, groups);
     if (i > 0) {
-      at::mm_out(dxt, wmt.t(), dpre);  // gradient w.r.t. X of row i, i.e. h of row i - 1
-      kernels.row_gather(h, xt, i, s.taps);
-      at::addmm_out(grad_wmt, grad_wmt, dpre, xt.t());
+      at::mm_out(dx, dpre, wm.t());  // gradient w.r.t. X of row i, i.e. h of row i - 1
+      kernels.row_gather(h, x, at::Tensor(), at::Tensor(), i, s.taps);
+      at::addmm_out(grad_wm, grad_wm, x.t(), dpre);
     }
     std::swap(dc_next, dc_this);
   }
-  return {grad_gates, row_weight_from_matrix(grad_wmt, s), grad_gates.sum({0, 2, 3})};
+  return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
@@ -271,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
   at::Tensor c = at::empty_like(h, kChannelsLast);
   at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
-  const at::Tensor wm = pixel_weight_matrix(weight);
+  const at::Tensor wm = weight_matrix(weight);
   const int64_t max_rows = s.batch * std::min(s.height, s.width);
   at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
   at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
@@ -298,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
   const at::Tensor acts = kernels.channels_last(acts_in);
   const auto opts = acts.options();
   at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
-  const at::Tensor wm = pixel_weight_matrix(weight);
+  const at::Tensor wm = weight_matrix(weight);
   at::Tensor grad_wm = at::zeros_like(wm);
   const int64_t max_rows = s.batch * std::min(s.height, s.width);
   at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
@@ -321,14 +242,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
     }
     std::swap(dc_next, dc_this);
   }
-  return {grad_gates, pixel_weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+  return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
 }
 
 // ---------------------------------------------------------------------------- CPU kernels
 //
-// Each kernel runs at::parallel_for over independent strips of one step; a strip is processed by
-// a "chunk" function compiled twice, for the baseline ISA and for AVX2 + FMA (picked at run time),
-// because the cell loops are dominated by exp and division and gain 2x from the wider vectors.
+// Each kernel runs at::parallel_for over the independent pixels of one step; a range of pixels is
+// processed by a "chunk" function compiled twice, for the baseline ISA and for AVX2 + FMA (picked
+// at run time): the cell loops are dominated by exp and division and gain 2x from wider vectors.
 
 namespace {
 
@@ -364,8 +285,8 @@ bool use_avx2() { return false; }
     }                                                                                \
   }
 
-// Consecutive strips / pixels of a step lie far apart in memory (a row's channels H * W apart,
-// an anti-diagonal's pixels a row apart), beyond the hardware prefetcher: fetch a few ahead.
+// Consecutive pixels of an anti-diagonal lie a row (or an image) apart in memory, beyond the
+// hardware prefetcher: fetch a few ahead.
 constexpr int64_t kPrefetchAhead = 2;
 
 template <typename T>
@@ -375,32 +296,25 @@ PF_ALWAYS_INLINE void prefetch_strip(const T* p, int64_t n) {
 #endif
 }
 
-// Strips (or pixels) per parallel_for task: enough cells to pay for a task.
+// Pixels per parallel_for task: enough cells to pay for a task.
 int64_t grain(int64_t cells_per_item) {
   return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cells_per_item));
 }
 
-// ---- cell loops. "strip": n pixels of one hidden channel, each operand contiguous (Row LSTM,
-// channels-first). "pixel": all hidden channels of one pixel, channels contiguous (Diagonal LSTM,
-// channels-last), the inner loop over one colour group's m channels.
+// ---- cell loops over one pixel's channels (contiguous, channels-last), the inner loop over a
+// colour group's m channels so that it vectorises: each gate's m values are contiguous.
 
-template <typename T, bool kHasPre, bool kHasCPrev, typename Bias>
+// Operands that a template flag says are absent (c_prev) are never read.
+template <typename T, bool kHasCPrev>
 PF_ALWAYS_INLINE void cell_forward_strip(
     int64_t n, const T* __restrict__ g_i, const T* __restrict__ g_f, const T* __restrict__ g_o,
-    const T* __restrict__ g_g, Bias b_i, Bias b_f, Bias b_o, Bias b_g, const T* __restrict__ p_i,
-    const T* __restrict__ p_f, const T* __restrict__ p_o, const T* __restrict__ p_g,
-    const T* __restrict__ c_prev, T* __restrict__ o_i, T* __restrict__ o_f, T* __restrict__ o_o,
-    T* __restrict__ o_g, T* __restrict__ c, T* __restrict__ h) {
+    const T* __restrict__ g_g, const T* __restrict__ p_i, const T* __restrict__ p_f,
+    const T* __restrict__ p_o, const T* __restrict__ p_g, const T* __restrict__ c_prev,
+    T* __restrict__ o_i, T* __restrict__ o_f, T* __restrict__ o_o, T* __restrict__ o_g,
+    T* __restrict__ c, T* __restrict__ h) {
   for (int64_t j = 0; j < n; ++j) {
-    T a_i = g_i[j] + b_i, a_f = g_f[j] + b_f, a_o = g_o[j] + b_o, a_g = g_g[j] + b_g;
-    if (kHasPre) {
-      a_i += p_i[j];
-      a_f += p_f[j];
-      a_o += p_o[j];
-      a_g += p_g[j];
-    }
-    cell_forward(a_i, a_f, a_o, a_g, kHasCPrev ? c_prev[j] : T(0), &o_i[j], &o_f[j], &o_o[j],
-                 &o_g[j], &c[j], &h[j]);
+    cell_forward(g_i[j] + p_i[j], g_f[j] + p_f[j], g_o[j] + p_o[j], g_g[j] + p_g[j],
+                 kHasCPrev ? c_prev[j] : T(0), &o_i[j], &o_f[j], &o_o[j], &o_g[j], &c[j], &h[j]);
   }
 }
 
@@ -416,7 +330,7 @@ PF_ALWAYS_INLINE void cell_backward_strip(
   }
 }
 
-// pre: the state-to-state product plus the bias (the Diagonal LSTM folds the bias into it).
+// pre: the state-to-state product plus the bias.
 template <typename T, bool kHasCPrev>
 PF_ALWAYS_INLINE void cell_forward_pixel(const T* __restrict__ gin, const T* __restrict__ pre,
                                          const T* __restrict__ c_prev, T* __restrict__ act,
@@ -427,13 +341,16 @@ PF_ALWAYS_INLINE void cell_forward_pixel(const T* __restrict__ gin, const T* __r
   for (int64_t grp = 0; grp < groups; ++grp) {
     const int64_t gb = grp * 4 * m;  // this group's gate block
     const int64_t hb = grp * m;      // and its hidden channels
-    cell_forward_strip<T, true, kHasCPrev>(
-        m, gin + gb, gin + gb + m, gin + gb + 2 * m, gin + gb + 3 * m, T(0), T(0), T(0), T(0),
-        pre + gb, pre + gb + m, pre + gb + 2 * m, pre + gb + 3 * m, cp + hb, act + gb,
-        act + gb + m, act + gb + 2 * m, act + gb + 3 * m, c + hb, h + hb);
+    cell_forward_strip<T, kHasCPrev>(m, gin + gb, gin + gb + m, gin + gb + 2 * m,
+                                     gin + gb + 3 * m, pre + gb, pre + gb + m, pre + gb + 2 * m,
+                                     pre + gb + 3 * m, cp + hb, act + gb, act + gb + m,
+                                     act + gb + 2 * m, act + gb + 3 * m, c + hb, h + hb);
   }
 }
 
+// dh: this pixel's full hidden gradient; dc_in: dc * f of the next pixel on this pixel's cell
+// path; dc_out receives this pixel's dc * f. Writes dpre; the caller copies it to grad_gates (a
+// second store in this loop stops gcc from vectorising it).
 template <typename T, bool kHasCPrev>
 PF_ALWAYS_INLINE void cell_backward_pixel(const T* __restrict__ act, const T* __restrict__ c,
                                           const T* __restrict__ c_prev, const T* __restrict__ dh,
@@ -445,14 +362,14 @@ PF_ALWAYS_INLINE void cell_backward_pixel(const T* __restrict__ act, const T* __
     const int64_t gb = grp * 4 * m;
     const int64_t hb = grp * m;
     cell_backward_strip<T, kHasCPrev>(m, act + gb, act + gb + m, act + gb + 2 * m,
-                                      act + gb + 3 * m, c + hb, cp + hb, dh + hb,
-                                      dc_in + hb, dc_out + hb, dpre + gb, dpre + gb + m,
-                                      dpre + gb + 2 * m, dpre + gb + 3 * m);
+                                      act + gb + 3 * m, c + hb, cp + hb, dh + hb, dc_in + hb,
+                                      dc_out + hb, dpre + gb, dpre + gb + m, dpre + gb + 2 * m,
+                                      dpre + gb + 3 * m);
   }
 }
 
-// ---- channels-last copies (Diagonal LSTM inputs), by 16 x 16 tiles: ATen's generic strided
-// copy reads one element per cache line here and is ~8x slower than a plain copy.
+// ---- channels-last copies of inputs that come in another layout, by 16 x 16 tiles: ATen's
+// generic strided copy is ~3x slower here.
 
 template <typename T>
 struct TransposeArgs {
@@ -496,181 +413,7 @@ at::Tensor channels_last_cpu(const at::Tensor& t) {
   return dst;
 }
 
-// ---- Row LSTM (channels-first: every [B, C, H, W] tensor contiguous; scan buffers are
-// [channels, B * W] with column b * W + j, so a (channel, b) strip of W pixels is contiguous in
-// every operand).
-
-template <typename T>
-struct RowGatherArgs {
-  const T* h;
-  T* xt;
-  int64_t batch, hidden, height, width, i, k;
-};
-
-template <typename Args>
-PF_ALWAYS_INLINE void row_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_const_t<std::remove_pointer_t<decltype(a.h)>>;
-  const int64_t p = a.k / 2, w = a.width;
-  for (int64_t item = begin; item < end; ++item) {  // item = (s * hidden + c) * batch + b
-    const int64_t s = item / (a.hidden * a.batch), ch = item / a.batch % a.hidden,
-                  b = item % a.batch;
-    const T* src = a.h + ((b * a.hidden + ch) * a.height + a.i - 1) * w;
-    T* dst = a.xt + (s * a.hidden + ch) * a.batch * w + b * w;
-    const int64_t shift = s - p;  // dst[j] = src[j + shift]
-    const int64_t lo = std::min(w, std::max<int64_t>(0, -shift));
-    const int64_t hi = std::max(lo, std::min(w, w - shift));
-    std::fill(dst, dst + lo, T(0));
-    std::copy(src + lo + shift, src + hi + shift, dst + lo);
-    std::fill(dst + hi, dst + w, T(0));
-  }
-}
-PF_ISA_DISPATCH(row_gather_chunk)
-
-void row_gather_cpu(const at::Tensor& h, const at::Tensor& xt, int64_t i, int64_t k) {
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather", [&] {
-    const RowGatherArgs<scalar_t> args{h.const_data_ptr<scalar_t>(), xt.mutable_data_ptr<scalar_t>(),
-                                       h.size(0), h.size(1), h.size(2), h.size(3), i, k};
-    at::parallel_for(0, k * h.size(1) * h.size(0), grain(h.size(3)),
-                     [&](int64_t begin, int64_t end) { row_gather_chunk(args, begin, end); });
-  });
-}
-
-template <typename T>
-struct RowCellArgs {
-  const T* gates;  // forward: gates;            backward: grad_h
-  const T* bias;   // forward: bias;             backward: dx (row i + 1's, [k * h, B * W])
-  const T* pre;    // forward: pre [4h, B * W];  backward: dc_in [h, B * W]
-  T* h;            // forward: h;                backward: dc_out [h, B * W]
-  T* c;            // c (read-only in the backward)
-  T* acts;         // acts (read-only in the backward)
-  T* dpre;         // backward: dpre [4h, B * W]
-  T* grad_gates;   // backward
-  int64_t batch, hidden, height, width, i, k, groups;
-  bool flag;       // forward: has_prev; backward: has_next
-};
-
-template <typename Args>
-PF_ALWAYS_INLINE void row_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
-  const int64_t w = a.width, cols = a.batch * w, hw = a.height * w;
-  for (int64_t item = begin; item < end; ++item) {  // item = c * batch + b
-    const int64_t ch = item / a.batch, b = item % a.batch;
-    if (item + kPrefetchAhead < end) {
-      // The gate strips of one row sit H * W apart: too far for the hardware prefetcher.
-      const int64_t ahead = item + kPrefetchAhead;
-      for (int q = 0; q < 4; ++q) {
-        const int64_t g = gate_index(q, ahead / a.batch, a.hidden, a.groups);
-        prefetch_strip(a.gates + (ahead % a.batch * 4 * a.hidden + g) * hw + a.i * w, w);
-      }
-    }
-    int64_t gidx[4];
-    const T* gin[4];
-    const T* pre[4];
-    T* act[4];
-    for (int q = 0; q < 4; ++q) {
-      gidx[q] = gate_index(q, ch, a.hidden, a.groups);
-      const int64_t at = (b * 4 * a.hidden + gidx[q]) * hw + a.i * w;
-      gin[q] = a.gates + at;
-      act[q] = a.acts + at;
-      pre[q] = a.pre + gidx[q] * cols + b * w;
-    }
-    const int64_t at = (b * a.hidden + ch) * hw + a.i * w;
-    const T* b_ = a.bias;
-    if (a.flag) {
-      cell_forward_strip<T, true, true>(w, gin[0], gin[1], gin[2], gin[3], b_[gidx[0]],
-                                           b_[gidx[1]], b_[gidx[2]], b_[gidx[3]], pre[0], pre[1],
-                                           pre[2], pre[3], a.c + at - w, act[0], act[1], act[2],
-                                           act[3], a.c + at, a.h + at);
-    } else {  // row 0: no state above (pre and c_prev are never read)
-      cell_forward_strip<T, false, false>(w, gin[0], gin[1], gin[2], gin[3], b_[gidx[0]],
-                                             b_[gidx[1]], b_[gidx[2]], b_[gidx[3]], gin[0], gin[1],
-                                             gin[2], gin[3], gin[0], act[0], act[1], act[2],
-                                             act[3], a.c + at, a.h + at);
-    }
-  }
-}
-PF_ISA_DISPATCH(row_forward_chunk)
-
-template <typename Args>
-PF_ALWAYS_INLINE void row_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
-  const int64_t w = a.width, cols = a.batch * w, hw = a.height * w, p = a.k / 2;
-  std::vector<T> dh(w);
-  const std::vector<T> zeros(w, T(0));
-  for (int64_t item = begin; item < end; ++item) {  // item = c * batch + b
-    const int64_t ch = item / a.batch, b = item % a.batch;
-    const int64_t at = (b * a.hidden + ch) * hw + a.i * w;
-    std::copy(a.gates + at, a.gates + at + w, dh.begin());
-    if (a.flag) {
-      // Row i + 1's pixel jn read h(i, jn + s - p) through tap s: h(i, j) reaches jn = j - s + p.
-      for (int64_t s = 0; s < a.k; ++s) {
-        const T* src = a.bias + (s * a.hidden + ch) * cols + b * w;
-        const int64_t lo = std::max<int64_t>(0, s - p), hi = std::min(w, w + s - p);
-        for (int64_t j = lo; j < hi; ++j) dh[j] += src[j - s + p];
-      }
-    }
-    const T* dc_in = a.flag ? a.pre + ch * cols + b * w : zeros.data();
-    T* dc_out = a.h + ch * cols + b * w;
-    int64_t gidx[4];
-    const T* act[4];
-    T* dpre[4];
-    for (int q = 0; q < 4; ++q) {
-      gidx[q] = gate_index(q, ch, a.hidden, a.groups);
-      act[q] = a.acts + (b * 4 * a.hidden + gidx[q]) * hw + a.i * w;
-      dpre[q] = a.dpre + gidx[q] * cols + b * w;
-    }
-    if (a.i > 0) {
-      cell_backward_strip<T, true>(w, act[0], act[1], act[2], act[3], a.c + at, a.c + at - w,
-                                   dh.data(), dc_in, dc_out, dpre[0], dpre[1], dpre[2], dpre[3]);
-    } else {
-      cell_backward_strip<T, false>(w, act[0], act[1], act[2], act[3], a.c + at, a.c + at,
-                                    dh.data(), dc_in, dc_out, dpre[0], dpre[1], dpre[2], dpre[3]);
-    }
-    for (int q = 0; q < 4; ++q) {
-      std::copy(dpre[q], dpre[q] + w, a.grad_gates + (b * 4 * a.hidden + gidx[q]) * hw + a.i * w);
-    }
-  }
-}
-PF_ISA_DISPATCH(row_backward_chunk)
-
-void row_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& pre,
-                          bool has_prev, const at::Tensor& h, const at::Tensor& c,
-                          const at::Tensor& acts, int64_t i, int64_t groups) {
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell", [&] {
-    const RowCellArgs<scalar_t> args{
-        gates.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
-        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
-        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
-        nullptr,                          nullptr,
-        h.size(0), h.size(1), h.size(2), h.size(3), i, 0, groups, has_prev};
-    at::parallel_for(0, h.size(1) * h.size(0), grain(h.size(3)),
-                     [&](int64_t begin, int64_t end) { row_forward_chunk(args, begin, end); });
-  });
-}
-
-void row_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
-                           const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
-                           const at::Tensor& dc_out, const at::Tensor& dpre,
-                           const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward", [&] {
-    const RowCellArgs<scalar_t> args{
-        grad_h.const_data_ptr<scalar_t>(),
-        dx.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(),
-        dc_out.mutable_data_ptr<scalar_t>(),
-        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
-        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
-        dpre.mutable_data_ptr<scalar_t>(),
-        grad_gates.mutable_data_ptr<scalar_t>(),
-        c.size(0), c.size(1), c.size(2), c.size(3), i, k, groups, has_next};
-    at::parallel_for(0, c.size(1) * c.size(0), grain(c.size(3)),
-                     [&](int64_t begin, int64_t end) { row_backward_chunk(args, begin, end); });
-  });
-}
-
-// ---- Row LSTM, channels-last path (gates given channels-last: the output of a channels-last
-// conv). Scan buffers [B * W, C] with row b * W + j; the bias is folded into pre like the
-// Diagonal LSTM's.
+// ---- Row LSTM (scan buffers [B * W, C], row b * W + j).
 
 template <typename T>
 struct RowPixelArgs {
@@ -688,7 +431,7 @@ struct RowPixelArgs {
 };
 
 template <typename Args>
-PF_ALWAYS_INLINE void row_cl_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+PF_ALWAYS_INLINE void row_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
   using T = std::remove_pointer_t<decltype(a.h)>;
   const int64_t hid = a.hidden, p = a.k / 2;
   for (int64_t n = begin; n < end; ++n) {
@@ -706,14 +449,14 @@ PF_ALWAYS_INLINE void row_cl_gather_chunk_impl(const Args& a, int64_t begin, int
     if (a.pre_out != nullptr) std::copy(a.bias, a.bias + 4 * hid, a.pre_out + n * 4 * hid);
   }
 }
-PF_ISA_DISPATCH(row_cl_gather_chunk)
+PF_ISA_DISPATCH(row_gather_chunk)
 
 template <typename Args>
-PF_ALWAYS_INLINE void row_cl_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+PF_ALWAYS_INLINE void row_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
   using T = std::remove_pointer_t<decltype(a.h)>;
   const int64_t hid = a.hidden;
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t pix = a.i * a.width + n % a.width + n / a.width * a.height * a.width;
+    const int64_t pix = (n / a.width * a.height + a.i) * a.width + n % a.width;
     const T* gin = a.gates + pix * 4 * hid;
     T* act = a.acts + pix * 4 * hid;
     T* c = a.c + pix * hid;
@@ -726,10 +469,10 @@ PF_ALWAYS_INLINE void row_cl_forward_chunk_impl(const Args& a, int64_t begin, in
     }
   }
 }
-PF_ISA_DISPATCH(row_cl_forward_chunk)
+PF_ISA_DISPATCH(row_forward_chunk)
 
 template <typename Args>
-PF_ALWAYS_INLINE void row_cl_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+PF_ALWAYS_INLINE void row_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
   using T = std::remove_pointer_t<decltype(a.h)>;
   const int64_t hid = a.hidden, p = a.k / 2;
   std::vector<T> dh(hid);
@@ -761,9 +504,9 @@ PF_ALWAYS_INLINE void row_cl_backward_chunk_impl(const Args& a, int64_t begin, i
     std::copy(dpre, dpre + 4 * hid, a.grad_gates + pix * 4 * hid);
   }
 }
-PF_ISA_DISPATCH(row_cl_backward_chunk)
+PF_ISA_DISPATCH(row_backward_chunk)
 
-void row_cl_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+void row_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
                        const at::Tensor& pre, int64_t i, int64_t k) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather", [&] {
     const RowPixelArgs<scalar_t> args{
@@ -775,11 +518,11 @@ void row_cl_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tenso
         nullptr, nullptr, nullptr, nullptr,
         h.size(0), h.size(1), h.size(2), h.size(3), i, k, 1, false};
     at::parallel_for(0, h.size(0) * h.size(3), grain(k * h.size(1)),
-                     [&](int64_t begin, int64_t end) { row_cl_gather_chunk(args, begin, end); });
+                     [&](int64_t begin, int64_t end) { row_gather_chunk(args, begin, end); });
   });
 }
 
-void row_cl_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+void row_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
                              const at::Tensor& c, const at::Tensor& acts, int64_t i,
                              int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell", [&] {
@@ -791,11 +534,11 @@ void row_cl_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, con
         nullptr,                          nullptr,
         h.size(0), h.size(1), h.size(2), h.size(3), i, 1, groups, false};
     at::parallel_for(0, h.size(0) * h.size(3), grain(h.size(1)),
-                     [&](int64_t begin, int64_t end) { row_cl_forward_chunk(args, begin, end); });
+                     [&](int64_t begin, int64_t end) { row_forward_chunk(args, begin, end); });
   });
 }
 
-void row_cl_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+void row_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
                               const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
                               const at::Tensor& dc_out, const at::Tensor& dpre,
                               const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
@@ -812,7 +555,7 @@ void row_cl_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bo
         grad_gates.mutable_data_ptr<scalar_t>(),
         c.size(0), c.size(1), c.size(2), c.size(3), i, k, groups, has_next};
     at::parallel_for(0, c.size(0) * c.size(3), grain(c.size(1)),
-                     [&](int64_t begin, int64_t end) { row_cl_backward_chunk(args, begin, end); });
+                     [&](int64_t begin, int64_t end) { row_backward_chunk(args, begin, end); });
   });
 }
 
@@ -1007,11 +750,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward_cpu(
 }  // namespace
 
 const Kernels& cpu_kernels() {
-  static const Kernels kernels{channels_last_cpu,       row_gather_cpu,
-                               row_cell_forward_cpu,    row_cell_backward_cpu,
-                               row_cl_gather_cpu,       row_cl_cell_forward_cpu,
-                               row_cl_cell_backward_cpu, diag_gather_cpu,
-                               diag_cell_forward_cpu,   diag_cell_backward_cpu};
+  static const Kernels kernels{channels_last_cpu,     row_gather_cpu,        row_cell_forward_cpu,
+                               row_cell_backward_cpu, diag_gather_cpu,       diag_cell_forward_cpu,
+                               diag_cell_backward_cpu};
   return kernels;
 }
 

@@ -1,5 +1,5 @@
-// CUDA kernels of the LSTM scans: the pointwise steps of lstm_op.h, one thread per element, over
-// the math of cell.h. The drivers (lstm.cpp) are device-generic: they launch these per step and do
+// CUDA kernels of the LSTM scans: the pointwise steps of lstm_op.h (channels-last tensors, one
+// thread per element), over the math of cell.h. The drivers (lstm.cpp) are device-generic: they launch these per step and do
 // the state-to-state GEMMs through ATen (cuBLAS), all on the current stream.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -27,86 +27,10 @@ int blocks_for(int64_t n) {
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < (n); \
        index += int64_t(blockDim.x) * gridDim.x)
 
-// ---- Row LSTM (channels-first; scan buffers [channels, B * W], column b * W + j)
+// ---- Row LSTM (channels-last; scan buffers [B * W, C], row b * W + j)
 
 template <typename T>
-__global__ void row_gather_kernel(const T* __restrict__ h, T* __restrict__ xt, int64_t batch,
-                                  int64_t hidden, int64_t height, int64_t width, int64_t i,
-                                  int64_t k) {
-  const int64_t cols = batch * width, p = k / 2;
-  PF_GRID_STRIDE(e, k * hidden * cols) {
-    const int64_t row = e / cols, col = e % cols;  // row = s * hidden + c
-    const int64_t s = row / hidden, ch = row % hidden, b = col / width, j = col % width;
-    const int64_t jj = j + s - p;
-    xt[e] = (jj >= 0 && jj < width) ? h[((b * hidden + ch) * height + i - 1) * width + jj] : T(0);
-  }
-}
-
-template <typename T>
-__global__ void row_cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ bias,
-                                        const T* __restrict__ pre, bool has_prev,
-                                        T* __restrict__ h, T* __restrict__ c,
-                                        T* __restrict__ acts, int64_t batch, int64_t hidden,
-                                        int64_t height, int64_t width, int64_t i, int64_t groups) {
-  const int64_t cols = batch * width, hw = height * width;
-  PF_GRID_STRIDE(e, hidden * cols) {
-    const int64_t ch = e / cols, col = e % cols, b = col / width, j = col % width;
-    T a[4];
-    int64_t at[4];
-    for (int q = 0; q < 4; ++q) {
-      const int64_t g = gate_index(q, ch, hidden, groups);
-      at[q] = (b * 4 * hidden + g) * hw + i * width + j;
-      a[q] = gates[at[q]] + bias[g] + (has_prev ? pre[g * cols + col] : T(0));
-    }
-    const int64_t hc = (b * hidden + ch) * hw + i * width + j;
-    const T c_prev = has_prev ? c[hc - width] : T(0);
-    cell_forward(a[kI], a[kF], a[kO], a[kG], c_prev, &acts[at[kI]], &acts[at[kF]],
-                 &acts[at[kO]], &acts[at[kG]], &c[hc], &h[hc]);
-  }
-}
-
-template <typename T>
-__global__ void row_cell_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ dxt,
-                                         bool has_next, const T* __restrict__ acts,
-                                         const T* __restrict__ c, const T* __restrict__ dc_in,
-                                         T* __restrict__ dc_out, T* __restrict__ dpre,
-                                         T* __restrict__ grad_gates, int64_t batch,
-                                         int64_t hidden, int64_t height, int64_t width, int64_t i,
-                                         int64_t k, int64_t groups) {
-  const int64_t cols = batch * width, hw = height * width, p = k / 2;
-  PF_GRID_STRIDE(e, hidden * cols) {
-    const int64_t ch = e / cols, col = e % cols, b = col / width, j = col % width;
-    const int64_t hc = (b * hidden + ch) * hw + i * width + j;
-    T dh = grad_h[hc];
-    T dc_next = T(0);
-    if (has_next) {
-      // Row i + 1's pixel jn read h(i, j) through tap s when jn = j - s + p.
-      for (int64_t s = 0; s < k; ++s) {
-        const int64_t jn = j - s + p;
-        if (jn >= 0 && jn < width) dh += dxt[(s * hidden + ch) * cols + b * width + jn];
-      }
-      dc_next = dc_in[e];
-    }
-    int64_t g[4], at[4];
-    for (int q = 0; q < 4; ++q) {
-      g[q] = gate_index(q, ch, hidden, groups);
-      at[q] = (b * 4 * hidden + g[q]) * hw + i * width + j;
-    }
-    T da[4];
-    cell_backward(acts[at[kI]], acts[at[kF]], acts[at[kO]], acts[at[kG]], c[hc],
-                  i > 0 ? c[hc - width] : T(0), dh, dc_next, &da[kI], &da[kF], &da[kO], &da[kG],
-                  &dc_out[e]);
-    for (int q = 0; q < 4; ++q) {
-      dpre[g[q] * cols + col] = da[q];
-      grad_gates[at[q]] = da[q];
-    }
-  }
-}
-
-// ---- Row LSTM, channels-last path (scan buffers [B * W, C], row b * W + j)
-
-template <typename T>
-__global__ void row_cl_gather_kernel(const T* __restrict__ h, T* __restrict__ x,
+__global__ void row_gather_kernel(const T* __restrict__ h, T* __restrict__ x,
                                      const T* __restrict__ bias, T* __restrict__ pre,
                                      int64_t batch, int64_t hidden, int64_t height, int64_t width,
                                      int64_t i, int64_t k) {
@@ -126,7 +50,7 @@ __global__ void row_cl_gather_kernel(const T* __restrict__ h, T* __restrict__ x,
 }
 
 template <typename T>
-__global__ void row_cl_cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ pre,
+__global__ void row_cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ pre,
                                            T* __restrict__ h, T* __restrict__ c,
                                            T* __restrict__ acts, int64_t batch, int64_t hidden,
                                            int64_t height, int64_t width, int64_t i,
@@ -148,7 +72,7 @@ __global__ void row_cl_cell_forward_kernel(const T* __restrict__ gates, const T*
 }
 
 template <typename T>
-__global__ void row_cl_cell_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ dx,
+__global__ void row_cell_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ dx,
                                             bool has_next, const T* __restrict__ acts,
                                             const T* __restrict__ c, const T* __restrict__ dc_in,
                                             T* __restrict__ dc_out, T* __restrict__ dpre,
@@ -275,55 +199,12 @@ at::Tensor channels_last_cuda(const at::Tensor& t) {
   return t.contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-void row_gather_cuda(const at::Tensor& h, const at::Tensor& xt, int64_t i, int64_t k) {
-  const int64_t n = xt.numel();
-  if (n == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather_cuda", [&] {
-    row_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        h.const_data_ptr<scalar_t>(), xt.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1),
-        h.size(2), h.size(3), i, k);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void row_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& bias, const at::Tensor& pre,
-                           bool has_prev, const at::Tensor& h, const at::Tensor& c,
-                           const at::Tensor& acts, int64_t i, int64_t groups) {
-  const int64_t n = h.size(0) * h.size(1) * h.size(3);
-  if (n == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell_cuda", [&] {
-    row_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        gates.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
-        pre.const_data_ptr<scalar_t>(), has_prev, h.mutable_data_ptr<scalar_t>(),
-        c.mutable_data_ptr<scalar_t>(), acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1),
-        h.size(2), h.size(3), i, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void row_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dxt, bool has_next,
-                            const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
-                            const at::Tensor& dc_out, const at::Tensor& dpre,
-                            const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
-  const int64_t n = c.size(0) * c.size(1) * c.size(3);
-  if (n == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward_cuda", [&] {
-    row_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        grad_h.const_data_ptr<scalar_t>(), dxt.const_data_ptr<scalar_t>(), has_next,
-        acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
-        dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
-        c.size(1), c.size(2), c.size(3), i, k, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void row_cl_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+void row_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
                         const at::Tensor& pre, int64_t i, int64_t k) {
   const int64_t n = h.size(0) * h.size(3) * std::max<int64_t>(k, 4) * h.size(1);
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather_cuda", [&] {
-    row_cl_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+    row_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
         h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
         pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
         pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr, h.size(0), h.size(1),
@@ -332,13 +213,13 @@ void row_cl_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tens
   });
 }
 
-void row_cl_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+void row_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
                               const at::Tensor& c, const at::Tensor& acts, int64_t i,
                               int64_t groups) {
   const int64_t n = h.size(0) * h.size(3) * h.size(1);
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell_cuda", [&] {
-    row_cl_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+    row_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
         gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
         h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
         acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), i, groups);
@@ -346,7 +227,7 @@ void row_cl_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, co
   });
 }
 
-void row_cl_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+void row_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
                                const at::Tensor& acts, const at::Tensor& c,
                                const at::Tensor& dc_in, const at::Tensor& dc_out,
                                const at::Tensor& dpre, const at::Tensor& grad_gates, int64_t i,
@@ -354,7 +235,7 @@ void row_cl_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, b
   const int64_t n = c.size(0) * c.size(3) * c.size(1);
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward_cuda", [&] {
-    row_cl_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
+    row_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
         grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
         acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
         dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
@@ -410,11 +291,10 @@ void diag_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, boo
 }
 
 const Kernels& cuda_kernels() {
-  static const Kernels kernels{channels_last_cuda,        row_gather_cuda,
-                               row_cell_forward_cuda,     row_cell_backward_cuda,
-                               row_cl_gather_cuda,        row_cl_cell_forward_cuda,
-                               row_cl_cell_backward_cuda, diag_gather_cuda,
-                               diag_cell_forward_cuda,    diag_cell_backward_cuda};
+  static const Kernels kernels{channels_last_cuda,     row_gather_cuda,
+                               row_cell_forward_cuda,  row_cell_backward_cuda,
+                               diag_gather_cuda,       diag_cell_forward_cuda,
+                               diag_cell_backward_cuda};
   return kernels;
 }
 

@@ -22,10 +22,10 @@ inputs. The cell is the standard one: ``i, f, o = sigmoid``, ``g = tanh``,
   column (the pixel above), tap 1 = row ``i`` (the pixel to the left). The kernel never builds the
   skewed map: step ``t`` simply visits the pixels ``(i, t - i)``.
 
-Only ``h`` is differentiable. :func:`row_lstm` runs channels-last when its gates are
-channels-last (as a channels-last convolution makes them), else channels-first, and returns ``h``
-in that layout; :func:`diagonal_lstm` always works and returns channels-last (a step visits an
-anti-diagonal, so it wants each pixel's channels contiguous). Inputs in any layout are accepted.
+Only ``h`` is differentiable. Both kernels work pixel-major: a step visits a row or an
+anti-diagonal and wants each pixel's channels contiguous, so they run on channels-last tensors
+(inputs in another layout are converted once) and return channels-last ``[B, h, H, W]`` tensors;
+pixelfast's convolutions produce and accept that layout, so stacked layers convert nothing.
 """
 
 from __future__ import annotations
@@ -222,40 +222,19 @@ def diagonal_lstm_ref(
 
 if LOADED:
 
-    def _row_format(like: torch.Tensor) -> torch.memory_format:
-        # The Row LSTM runs channels-last when its gates are (and are not also contiguous, as
-        # degenerate shapes can be), else channels-first; the C++ op decides the same way.
-        channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
-        return torch.channels_last if channels_last else torch.contiguous_format
-
-    def _diagonal_format(like: torch.Tensor) -> torch.memory_format:
-        return torch.channels_last  # a step visits an anti-diagonal: pixel-major is the only fit
-
-    _MEMORY_FORMAT = {"row_lstm": _row_format, "diagonal_lstm": _diagonal_format}
-
-    def _image_like(like: torch.Tensor, channels: int, memory_format: torch.memory_format) -> torch.Tensor:
+    def _image_like(like: torch.Tensor, channels: int) -> torch.Tensor:
         batch, _, height, width = like.shape
         return torch.empty(
-            (batch, channels, height, width), dtype=like.dtype, device=like.device, memory_format=memory_format
+            (batch, channels, height, width), dtype=like.dtype, device=like.device,
+            memory_format=torch.channels_last,
         )
 
-    def _make_fakes(memory_format_of):
-        def scan_fake(gates, weight, bias, color_groups):
-            hidden, fmt = gates.shape[1] // 4, memory_format_of(gates)
-            return (
-                _image_like(gates, hidden, fmt),
-                _image_like(gates, hidden, fmt),
-                _image_like(gates, 4 * hidden, fmt),
-            )
+    def _scan_fake(gates, weight, bias, color_groups):
+        hidden = gates.shape[1] // 4
+        return _image_like(gates, hidden), _image_like(gates, hidden), _image_like(gates, 4 * hidden)
 
-        def scan_backward_fake(grad_h, weight, h, c, acts, color_groups):
-            return (
-                _image_like(acts, acts.shape[1], memory_format_of(acts)),
-                weight.new_empty(weight.shape),
-                weight.new_empty(weight.shape[0]),
-            )
-
-        return scan_fake, scan_backward_fake
+    def _scan_backward_fake(grad_h, weight, h, c, acts, color_groups):
+        return _image_like(acts, acts.shape[1]), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
 
     def _setup_context(ctx, inputs, output):
         _, weight, _, color_groups = inputs
@@ -281,10 +260,9 @@ if LOADED:
 
         return backward
 
-    for _name, _format in _MEMORY_FORMAT.items():
-        _fake, _backward_fake = _make_fakes(_format)
-        torch.library.register_fake(f"pixelfast::{_name}")(_fake)
-        torch.library.register_fake(f"pixelfast::{_name}_backward")(_backward_fake)
+    for _name in ("row_lstm", "diagonal_lstm"):
+        torch.library.register_fake(f"pixelfast::{_name}")(_scan_fake)
+        torch.library.register_fake(f"pixelfast::{_name}_backward")(_scan_backward_fake)
         torch.library.register_autograd(
             f"pixelfast::{_name}",
             _make_backward(getattr(torch.ops.pixelfast, f"{_name}_backward")),
