@@ -56,7 +56,8 @@ class PixelRNN(PixelModel):
     * ``head``:       ``OutputHead(2h, head_channels, in_channels, levels)`` (ReLU + 1x1 mask B, twice)
 
     ``h = hidden_channels``; for RGB every layer is colour grouped (``h`` and ``head_channels``
-    divisible by 3). ``head_channels=None`` means ``2h``. With ``num_classes`` set every LSTM adds a
+    divisible by 3). ``head_channels=None`` means ``2h``. ``kernel_size`` is the Row LSTM's ``k``
+    (its input-to-state and state-to-state convs); the diagonal kind ignores it. With ``num_classes`` set every LSTM adds a
     learned per-class offset to its gates and ``forward`` needs ``labels``.
 
     ``fused`` (not part of ``config``: the architecture and outputs are the same) picks the fused
