@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pixelfast
-from pixelfast.models import GatedPixelCNN, PixelCNN
+from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.nn import HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import masked_conv2d_ref
 from pixelfast.sampling.cached import run_engine
@@ -89,6 +89,28 @@ def test_gated_incremental_logits_equal_forward(
         first_kernel_size=first_kernel, num_classes=classes,
     )
     model = jitter(model, seed=seed)
+    x = random_image(model, batch, height, width, seed)
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(["row", "diagonal"]),
+    channels=st.sampled_from([1, 3]),
+    levels=st.sampled_from([2, 6, 256]),
+    hidden=st.integers(1, 3),
+    layers=st.integers(0, 3),
+    kernel=st.sampled_from([3, 5]),
+    classes=st.sampled_from([None, 3]),
+    height=st.integers(1, 7),
+    width=st.integers(1, 7),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 1000),
+)
+def test_pixelrnn_incremental_logits_equal_forward(kind, channels, levels, hidden, layers, kernel, classes, height, width, batch, seed):
+    model = PixelRNN(kind, channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
+                     num_classes=classes)
+    model = jitter(model, scale=0.3, seed=seed)
     x = random_image(model, batch, height, width, seed)
     assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
 
@@ -215,10 +237,19 @@ def test_cache_size_does_not_grow_with_height():
 # --- the cached sampler -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_type", [PixelCNN, GatedPixelCNN])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c: PixelCNN(c, 6, hidden_channels=6, num_layers=2, num_classes=3),
+        lambda c: GatedPixelCNN(c, 6, hidden_channels=6, num_layers=2, num_classes=3),
+        lambda c: PixelRNN("row", c, 6, hidden_channels=6, num_layers=2, num_classes=3),
+        lambda c: PixelRNN("diagonal", c, 6, hidden_channels=6, num_layers=2, num_classes=3),
+    ],
+    ids=["PixelCNN", "GatedPixelCNN", "RowLSTM", "DiagonalBiLSTM"],
+)
 @pytest.mark.parametrize("channels", [1, 3])
-def test_cached_draws_the_same_images_as_naive(model_type, channels):
-    model = jitter(model_type(channels, 6, hidden_channels=6, num_layers=2, num_classes=3), scale=0.5)
+def test_cached_draws_the_same_images_as_naive(make, channels):
+    model = jitter(make(channels), scale=0.5)
     kwargs = dict(size=(4, 5), labels=[0, 1, 2], generator=11, progress=False)
     naive = pixelfast.sample(model, 3, method="naive", **kwargs)
     cached = pixelfast.sample(model, 3, method="cached", **kwargs)

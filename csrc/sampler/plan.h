@@ -53,7 +53,7 @@ struct Op {
   int32_t phase;
   int64_t dst, src, groups;
   int64_t row_offset;  // row-phase ops: run at row i + row_offset (<= 0)
-  int32_t reverse;     // row-phase ops: columns right to left
+  int32_t reverse;     // row-phase ops: columns right to left, as one scan (see row_ops_end)
   // kConv
   int32_t centre;         // CentreMask
   int32_t accumulate;     // kConv, kAdd: add into dst instead of overwriting it
@@ -82,6 +82,16 @@ struct EngineIO {
   int64_t* image_out;       // [B, C, H, W]
   T* logits_out;            // [B, levels, C, H, W], or null
 };
+
+// Row-phase ops run in runs: a run of consecutive reversed ops is one right-to-left scan, executed
+// column by column (each column's ops read the column to its right); any other op is a run of its
+// own, executed for every column before the next op reads them. Returns the end of the run at o.
+PF_HD int64_t row_ops_end(const Op* ops, int64_t count, int64_t o) {
+  if (!ops[o].reverse) return o + 1;
+  int64_t end = o + 1;
+  while (end < count && ops[end].reverse && ops[end].row_offset == ops[o].row_offset) ++end;
+  return end;
+}
 
 // Input channels [0, prefix) that the centre tap of output group g reads (contiguous colour groups).
 PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {

@@ -16,6 +16,12 @@ REBUILD_HINT = (
     "(--no-build-isolation makes pip compile against the torch you have, not a fresh copy.)"
 )
 
+# Every op csrc/pixelfast.cpp declares; a library built from older sources lacks some.
+OPS = (
+    "masked_conv2d", "masked_conv2d_backward", "row_lstm", "row_lstm_backward", "diagonal_lstm",
+    "diagonal_lstm_backward", "sample_cached",
+)
+
 _load_error: str | None = None
 build_info = None
 
@@ -35,6 +41,10 @@ if build_info is not None:
             importlib.import_module("pixelfast._C")
         except (ImportError, OSError) as error:  # missing file, or an ABI mismatch (undefined symbol)
             _load_error = f"pixelfast's compiled library could not be loaded: {error}"
+        else:
+            missing = [op for op in OPS if not hasattr(torch.ops.pixelfast, op)]
+            if missing:
+                _load_error = f"pixelfast's compiled library is out of date: it lacks the ops {missing}."
 
 LOADED = _load_error is None
 WITH_CUDA = bool(LOADED and build_info.WITH_CUDA)

@@ -6,7 +6,8 @@ taps (weights packed ``[taps * in, out]`` so one position is one small matrix pr
 optional colour-masked centre tap. Only the taps a mask lets through are packed.
 
 Row-phase ops run once per image row, before its pixels (the Gated PixelCNN's vertical stack,
-which only sees rows above); pixel-phase ops run per pixel and colour sub-step. The layers are read
+which only sees rows above; the Diagonal BiLSTM's right-to-left scan of the row just finished);
+pixel-phase ops run per pixel and colour sub-step. The layers are read
 as they are; nothing here is imported by a layer or a model.
 """
 
@@ -19,8 +20,10 @@ from torch import nn
 
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
+from pixelfast.models.pixelrnn import PixelRNN, PixelRNNBlock
 from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
 from pixelfast.nn.head import OutputHead
+from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, _ClassGates
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
 
@@ -36,6 +39,10 @@ SUPPORTED_LAYERS = {
     GatedPixelCNN: (
         GatedBlock, VerticalConv2d, HorizontalConv2d, GatedActivation, MaskedConv2d, OutputHead,
         nn.ModuleList, nn.Embedding,
+    ),
+    PixelRNN: (
+        PixelRNNBlock, RowLSTM, DiagonalBiLSTM, DiagonalLSTM, _ClassGates, HorizontalConv2d,
+        MaskedConv2d, OutputHead, nn.ModuleList, nn.Embedding,
     ),
 }
 
@@ -242,7 +249,62 @@ def _lower_gated(model: GatedPixelCNN, b: PlanBuilder) -> None:
     b.head(horizontal, model.head, g)
 
 
-LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated}
+def _lower_row_lstm(lstm: RowLSTM, b: PlanBuilder, features: int, g: int) -> int:
+    """Row LSTM, per pixel: gates from the row's left part (masked) and the previous row's states."""
+    h = lstm.hidden_channels
+    gates, hidden, cell = b.buffer(4 * h), b.buffer(h), b.buffer(h)
+    b.horizontal_conv(gates, features, lstm.input_to_state)
+    p = lstm.kernel_size // 2
+    b.conv(gates, hidden, PIXEL, g, [(-1, -p, lstm.state_to_state)], bias=lstm.bias, accumulate=True)
+    if lstm.class_gates.embedding is not None:
+        b.class_bias(gates, lstm.class_gates.embedding, g)
+    b.lstm_cell(hidden, gates, cell, g, prev=(-1, 0))  # c(i, j) = f c(i - 1, j) + i g
+    return hidden
+
+
+def _lower_diagonal_lstm(lstm: DiagonalLSTM, b: PlanBuilder, features: int, g: int, left_to_right: bool) -> int:
+    """One Diagonal LSTM direction. Left to right it advances per pixel: the state at (i, j) reads
+    (i - 1, j) and (i, j - 1). Right to left (on the mirrored map) the state at (i, j) reads
+    (i - 1, j) and (i, j + 1), so row i can only run once it is finished: a row-phase scan of row
+    i - 1, columns right to left, at the start of row i, which is where it is used (shifted down)."""
+    h = lstm.hidden_channels
+    gates, hidden, cell = b.buffer(4 * h), b.buffer(h), b.buffer(h)
+    side = -1 if left_to_right else 1
+    where = dict(phase=PIXEL) if left_to_right else dict(phase=ROW, row_offset=-1, reverse=True)
+    groups = g if left_to_right else lstm.color_groups
+    b.masked_conv(gates, features, lstm.input_to_state, **where)
+    w = lstm.state_to_state
+    taps = [(-1, 0, w[:, :, 0:1]), (0, side, w[:, :, 1:2])]
+    b.conv(gates, hidden, where["phase"], groups, taps, bias=lstm.bias, accumulate=True,
+           row_offset=where.get("row_offset", 0), reverse=where.get("reverse", False))
+    if lstm.class_gates.embedding is not None:
+        b.class_bias(gates, lstm.class_gates.embedding, groups, **where)
+    b.lstm_cell(hidden, gates, cell, groups, prev=(0, side), **where)
+    return hidden
+
+
+def _lower_pixelrnn(model: PixelRNN, b: PlanBuilder) -> None:
+    g = model.color_groups
+    features = b.buffer(model.input_conv.out_channels)
+    b.masked_conv(features, 0, model.input_conv)
+    for block in model.blocks:
+        lstm = block.lstm
+        if isinstance(lstm, RowLSTM):
+            states = _lower_row_lstm(lstm, b, features, g)
+        else:
+            left = _lower_diagonal_lstm(lstm.left_to_right, b, features, g, left_to_right=True)
+            right = _lower_diagonal_lstm(lstm.right_to_left, b, features, g, left_to_right=False)
+            states = b.buffer(lstm.hidden_channels)
+            b.add(states, left, g, copy=True)
+            b.add(states, right, g, src_dy=-1)  # the right-to-left states, shifted down one row
+        summed = b.buffer(block.proj.out_channels)
+        b.masked_conv(summed, states, block.proj)
+        b.add(summed, features, g)
+        features = summed
+    b.head(features, model.head, g)
+
+
+LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated, PixelRNN: _lower_pixelrnn}
 
 
 def lower(model: nn.Module) -> Plan:
