@@ -75,13 +75,16 @@ cuda_sources = sorted(
     os.path.relpath(path, HERE) for path in glob.glob(os.path.join(HERE, "csrc", "**", "*.cu"), recursive=True)
 )
 
-extra_compile_args = {"cxx": ["-O3", "-g0"]}
+# -fopenmp: the sampling engine runs its own thread team (the same OpenMP runtime as libtorch).
+extra_compile_args = {"cxx": ["-O3", "-g0", "-fopenmp"]}
+extra_link_args = ["-fopenmp"]
 if with_cuda:
     extra_compile_args["nvcc"] = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xcompiler", "-g0"]
     extension = CUDAExtension(
         "pixelfast._C",
         cpp_sources + cuda_sources,
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         define_macros=[("PIXELFAST_WITH_CUDA", "1")],
         py_limited_api=True,
     )
@@ -90,6 +93,7 @@ else:
         "pixelfast._C",
         cpp_sources,
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         py_limited_api=True,
     )
 

@@ -13,7 +13,11 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "engine.h"
 #include "pointwise.h"
@@ -271,6 +275,29 @@ inline void gemm_rows(int64_t m, int64_t n, int64_t k, const double* a, int64_t 
   gemm_rows(dgemm_, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
+// A spin barrier for the engine's thread team: one wait per op, a few hundred thousand per image,
+// so it must cost well under a microsecond.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int threads) : threads_(threads) {}
+  void wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins > 4096) std::this_thread::yield();  // oversubscribed: let the other thread run
+    }
+  }
+
+ private:
+  const int threads_;
+  std::atomic<int> arrived_{0};
+  std::atomic<int> generation_{0};
+};
+
 template <typename scalar_t>
 struct CpuEngine {
   const Plan& plan;
@@ -278,6 +305,17 @@ struct CpuEngine {
   std::vector<scalar_t*> data;   // per buffer: [B][rows][Wp][channels]
   std::vector<int64_t> strides;  // per buffer: values per image
   EngineIO<scalar_t> io;
+  // The thread team: every op's output channels are split over the team (each thread streams
+  // its share of the weights once per position, with the whole batch as the rows of its matrix
+  // products), and the team meets at a barrier after every op.
+  int rank = 0, team = 1;
+  SpinBarrier* barrier = nullptr;
+  std::atomic<bool>* non_finite = nullptr;
+
+  // This thread's share [first, last) of the channel range [lo, hi).
+  std::pair<int64_t, int64_t> share(int64_t lo, int64_t hi) const {
+    return {lo + (hi - lo) * rank / team, lo + (hi - lo) * (rank + 1) / team};
+  }
 
   scalar_t* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
     return data[buffer] + image * strides[buffer] +
@@ -294,40 +332,50 @@ struct CpuEngine {
     const int64_t m = b1 - b0;
     scalar_t* out = at(op.dst, b0, i, j);
     if (g == 0) {
+      const auto [c0, c1] = share(0, dst.channels);
       const scalar_t* bias = op.bias >= 0 ? weights[op.bias] : nullptr;
       for (int64_t b = 0; b < m; ++b) {
         scalar_t* o = out + b * strides[op.dst];
-        for (int64_t t = 0; t < dst.channels; ++t) {
+        for (int64_t t = c0; t < c1; ++t) {
           o[t] = (op.accumulate ? o[t] : scalar_t(0)) + (bias ? bias[t] : scalar_t(0));
         }
       }
-      for (int64_t s = 0; s < op.num_segments; ++s) {
+      for (int64_t s = 0; s < op.num_segments && c1 > c0; ++s) {
         const Segment& seg = op.segments[s];
         if (i + seg.dy < 0) continue;  // rows above the image are zero padding
-        gemm_rows(m, dst.channels, seg.cols * src.channels, at(op.src, b0, i + seg.dy, j + seg.dx),
-                  strides[op.src], weights[seg.weight], dst.channels, out, strides[op.dst]);
+        gemm_rows(m, c1 - c0, seg.cols * src.channels, at(op.src, b0, i + seg.dy, j + seg.dx),
+                  strides[op.src], weights[seg.weight] + c0, dst.channels, out + c0, strides[op.dst]);
       }
     }
     const int64_t prefix = centre_prefix(src.channels, op.groups, op.centre, g);
-    if (prefix > 0) {
-      gemm_rows(m, n, prefix, at(op.src, b0, i, j), strides[op.src], weights[op.centre_weight] + g * n,
-                dst.channels, out + g * n, strides[op.dst]);
+    // At sub-step 0 a thread adds the centre only to the columns it just initialised (no barrier
+    // between the two); later sub-steps split group g's columns evenly.
+    auto [c0, c1] = share(g * n, (g + 1) * n);
+    if (g == 0) {
+      const auto [own0, own1] = share(0, dst.channels);
+      c0 = std::max<int64_t>(own0, 0);
+      c1 = std::min<int64_t>(own1, n);
+    }
+    if (prefix > 0 && c1 > c0) {
+      gemm_rows(m, c1 - c0, prefix, at(op.src, b0, i, j), strides[op.src],
+                weights[op.centre_weight] + c0, dst.channels, out + c0, strides[op.dst]);
     }
   }
 
   void pointwise(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
     const int64_t n = plan.buffers[op.dst].channels / op.groups;
+    const auto [t0, t1] = share(0, n);
     for (int64_t b = b0; b < b1; ++b) {
       scalar_t* out = at(op.dst, b, i, j) + g * n;
       switch (op.code) {
         case kRelu: {
           const scalar_t* in = at(op.src, b, i, j) + g * n;
-          for (int64_t t = 0; t < n; ++t) out[t] = relu(in[t]);
+          for (int64_t t = t0; t < t1; ++t) out[t] = relu(in[t]);
           break;
         }
         case kAdd: {  // dst (+)= src, src from row i + src_dy (rows above the image are zero)
           const scalar_t* in = i + op.src_dy >= 0 ? at(op.src, b, i + op.src_dy, j) + g * n : nullptr;
-          for (int64_t t = 0; t < n; ++t) {
+          for (int64_t t = t0; t < t1; ++t) {
             out[t] = (op.accumulate ? out[t] : scalar_t(0)) + (in ? in[t] : scalar_t(0));
           }
           break;
@@ -337,20 +385,20 @@ struct CpuEngine {
           scalar_t* cell = at(op.cell, b, i, j) + g * n;
           const scalar_t* prev =
               i + op.prev_dy >= 0 ? at(op.cell, b, i + op.prev_dy, j + op.prev_dx) + g * n : nullptr;
-          for (int64_t t = 0; t < n; ++t) {
+          for (int64_t t = t0; t < t1; ++t) {
             cell[t] = lstm_cell(gates + t, n, prev ? prev[t] : scalar_t(0), out + t);
           }
           break;
         }
         case kGate: {
           const scalar_t* in = at(op.src, b, i, j) + g * 2 * n;
-          for (int64_t t = 0; t < n; ++t) out[t] = gate(in[t], in[n + t]);
+          for (int64_t t = t0; t < t1; ++t) out[t] = gate(in[t], in[n + t]);
           break;
         }
         case kClassBias: {
           const int64_t channels_total = plan.buffers[op.dst].channels;
           const scalar_t* row = weights[op.table] + io.labels[b] * channels_total + g * n;
-          for (int64_t t = 0; t < n; ++t) out[t] += row[t];
+          for (int64_t t = t0; t < t1; ++t) out[t] += row[t];
           break;
         }
         default:
@@ -366,11 +414,13 @@ struct CpuEngine {
     for (int64_t b = b0; b < b1; ++b) {
       const scalar_t* logits = at(op.src, b, i, j) + g * io.levels;
       const int64_t index = ((b * io.channels + g) * io.height + i) * io.width + j;
-      const int64_t level = io.known[index] ? io.image_in[index]
+      int64_t level = io.known[index] ? io.image_in[index]
                                             : categorical(logits, io.levels, 1, io.temperature,
                                                           io.uniforms[index]);
-      TORCH_CHECK(level >= 0, "sample_cached: the model produced non-finite logits (NaN or inf) at "
-                  "image ", b, ", colour ", g, ", pixel (", i, ", ", j, ")");
+      if (level < 0) {  // reported after the loop: a throw here would strand the team at a barrier
+        non_finite->store(true, std::memory_order_relaxed);
+        level = 0;
+      }
       io.image_out[index] = level;
       *(at(op.dst, b, i, j) + g) = scale_level<scalar_t>(level, io.levels);
       if (io.logits_out != nullptr) {
@@ -384,10 +434,11 @@ struct CpuEngine {
     if (op.code == kConv) {
       conv(op, b0, b1, i, j, g);
     } else if (op.code == kSample) {
-      sample(op, b0, b1, i, j, g);
+      if (rank == 0) sample(op, b0, b1, i, j, g);
     } else {
       pointwise(op, b0, b1, i, j, g);
     }
+    if (team > 1) barrier->wait();  // the next op reads what this one wrote
   }
 
   void run_images(int64_t b0, int64_t b1) const {
@@ -420,6 +471,28 @@ struct CpuEngine {
     }
   }
 };
+
+// All threads run the whole raster loop over the whole batch, each computing its share of every
+// op's channels. (Splitting the batch instead makes every thread stream all the weights per
+// position: slower here than one thread.) Outside AT_DISPATCH: a pragma cannot sit in a macro.
+template <typename scalar_t>
+void run_team(const CpuEngine<scalar_t>& engine, int64_t batch) {
+  const int wanted = static_cast<int>(std::max<int64_t>(1, at::get_num_threads()));
+  SpinBarrier barrier(wanted);
+#pragma omp parallel num_threads(wanted)
+  {
+    CpuEngine<scalar_t> mine = engine;
+    mine.rank = omp_get_thread_num();
+    mine.team = omp_get_num_threads();
+    mine.barrier = &barrier;
+    if (mine.team == wanted) {
+      mine.run_images(0, batch);
+    } else if (mine.rank == 0) {  // a smaller team than asked for (nested parallelism): one thread
+      mine.team = 1;
+      mine.run_images(0, batch);
+    }
+  }
+}
 
 }  // namespace
 
@@ -463,16 +536,10 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     engine.data = buffer_data<scalar_t>(p);
     engine.strides = p.strides;
     engine.io = io_of<scalar_t>(p);
-    // Split the batch evenly over the threads; each runs the whole raster loop for its images.
-    const int64_t batch = p.image.size(0);
-    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch));
-    const int64_t per_thread = (batch + threads - 1) / threads;
-    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t b0 = t * per_thread, b1 = std::min(batch, b0 + per_thread);
-        if (b0 < b1) engine.run_images(b0, b1);
-      }
-    });
+    std::atomic<bool> non_finite{false};
+    engine.non_finite = &non_finite;
+    run_team(engine, p.image.size(0));
+    TORCH_CHECK(!non_finite.load(), "sample_cached: the model produced non-finite logits (NaN or inf)");
   });
   return {p.out, p.logits};
 }
