@@ -12,7 +12,7 @@ import pixelfast
 from pixelfast.models import MODELS, PixelRNN, build_model
 from pixelfast.nn import DiagonalBiLSTM, RowLSTM
 
-LEVELS = 4
+from causality import LEVELS, all_positions, check_causal, earlier, levels_image
 
 
 def tiny(kind, in_channels, seed=0, **kwargs):
@@ -27,57 +27,6 @@ def tiny(kind, in_channels, seed=0, **kwargs):
                 param.normal_()
         model.head.hidden.bias.add_(1.0)
     return model
-
-
-def levels_image(batch, channels, height, width, levels=LEVELS, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, levels, (batch, channels, height, width), generator=g)
-
-
-def earlier(c, i, j, channels, height, width):
-    """Boolean [C, H, W]: sub-pixels strictly before (c, i, j) in raster, then R-G-B, order."""
-    mask = torch.zeros(channels, height, width, dtype=torch.bool)
-    mask[:, :i] = True
-    mask[:, i, :j] = True
-    mask[:c, i, j] = True
-    return mask
-
-
-def all_positions(channels, height, width):
-    return [(c, i, j) for i in range(height) for j in range(width) for c in range(channels)]
-
-
-def subpixel_grads(model, image, positions, labels=None):
-    """d(logits at each position, projected on a random vector over levels) / d(input sub-pixels).
-
-    The image is repeated once per position and copy n's loss is position n's logits, so copy n's
-    input gradient is exactly that position's (images never interact).
-    """
-    n = len(positions)
-    x = image.double().repeat(n, 1, 1, 1).requires_grad_(True)
-    lab = None if labels is None else labels.repeat(n)
-    logits = model(x, lab)
-    assert logits.shape == (n, model.levels, *image.shape[1:])
-    direction = torch.randn(model.levels, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    total = sum((logits[k, :, c, i, j] * direction).sum() for k, (c, i, j) in enumerate(positions))
-    total.backward()
-    return x.grad
-
-
-def check_causal(model, height, width, positions=None, labels=None, images=3):
-    """Assert zero gradient w.r.t. every sub-pixel at or after each position; return where any
-    image's gradient is nonzero, ``[N, C, H, W]``."""
-    channels = model.in_channels
-    positions = positions or all_positions(channels, height, width)
-    depends = torch.zeros(len(positions), channels, height, width, dtype=torch.bool)
-    for seed in range(images):
-        image = levels_image(1, channels, height, width, levels=model.levels, seed=seed)
-        grads = subpixel_grads(model, image, positions, labels)
-        for k, (c, i, j) in enumerate(positions):
-            leaked = grads[k][~earlier(c, i, j, channels, height, width)]
-            assert torch.all(leaked == 0), f"logits at {(c, i, j)} depend on the present/future"
-        depends |= grads != 0
-    return depends
 
 
 def diagonal_model_receptive_field(c, i, j, channels, height, width):
