@@ -3,6 +3,9 @@
 * the scans alone (gates precomputed) and the whole layers (masked input-to-state conv included,
   identical in both), forward and forward + backward: batch 16, 32x32, 192 input channels, hidden 96
   per direction, 3 colour groups;
+* the Row LSTM's ceiling: its plain loop against the loop's state-to-state ``conv1d`` calls alone.
+  Those products (one per row, each waiting for the row above) are work any implementation must do,
+  so plain / convolutions-alone bounds the speed-up a fused Row LSTM scan can reach;
 * PixelRNN training throughput (images/s, one Adam step per call) with fused vs plain-loop layers,
   on the paper's MNIST-sized configuration (7 layers, h = 16, 28x28, batch 16).
 
@@ -45,6 +48,8 @@ def bench_scan_forward(benchmark, kind, impl):
     fn = SCANS[kind][impl]
     benchmark.group = f"{kind} LSTM scan forward, {CASE}"
     benchmark.extra_info["impl"] = impl
+    if kind == "row" and impl == "plain":
+        benchmark.extra_info["also_in"] = [ROW_CEILING]
 
     def run():
         with torch.no_grad():
@@ -66,6 +71,24 @@ def bench_scan_forward_backward(benchmark, kind, impl):
         gates.grad = weight.grad = bias.grad = None
 
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+
+
+ROW_CEILING = f"row LSTM scan forward ceiling: plain loop vs its state-to-state conv1d calls alone, {CASE}"
+
+
+def bench_row_state_convolutions_alone(benchmark):
+    """The ``SIZE`` per-row products of the Row LSTM (state-to-state conv1d, 3 taps), nothing else."""
+    _, weight, bias, _ = scan_inputs(SCANS["row"]["taps"])
+    h = torch.randn(BATCH, HIDDEN, SIZE, generator=torch.Generator().manual_seed(4))
+    benchmark.group = ROW_CEILING
+    benchmark.extra_info["impl"] = "fast"
+
+    def run():
+        with torch.no_grad():
+            for _ in range(SIZE):
+                F.conv1d(h, weight, bias, padding=1)
+
+    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
 
 
 def make_layer(name, impl):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import pixelfast
-from pixelfast.models import GatedPixelCNN, PixelCNN
+from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.sampling.naive import sample_naive
 
 NAIVE_STEPS = 3  # naive steps actually timed
@@ -33,9 +33,21 @@ def shipped_model():
     return load_model(str(default_checkpoint())).eval()
 
 
+def pixelrnn(kind):
+    """The PixelRNN paper's MNIST configuration (7 layers, h = 16), 256 levels, untrained weights."""
+
+    def build():
+        torch.manual_seed(0)
+        return PixelRNN(kind=kind, in_channels=1, levels=256, hidden_channels=16, num_layers=7).eval()
+
+    return build
+
+
 MODELS = {
     "PixelCNN h=192 15 blocks, 16x3x32x32": (reference_model, 16, (32, 32)),
     "shipped Gated MNIST model, 64x1x28x28": (shipped_model, 64, (28, 28)),
+    "PixelRNN row h=16 7 layers, 16x1x28x28": (pixelrnn("row"), 16, (28, 28)),
+    "PixelRNN diagonal h=16 7 layers, 16x1x28x28": (pixelrnn("diagonal"), 16, (28, 28)),
 }
 
 
@@ -52,6 +64,7 @@ def case(request):
 def bench_cached_sampling(benchmark, case):
     name, model, n, size = case
     benchmark.group = f"sampling {name}: cached vs naive"
+    benchmark.extra_info["also_in"] = [f"sampling {name}: cached vs one forward pass"]
     benchmark.extra_info["impl"] = "fast"
     labels = labels_for(model, n)
     benchmark.pedantic(
@@ -84,17 +97,6 @@ def bench_one_forward_pass(benchmark, case):
     labels = labels_for(model, n)
     with torch.no_grad():
         benchmark.pedantic(lambda: model(x, labels), rounds=3, warmup_rounds=1)
-
-
-def bench_cached_for_floor(benchmark, case):
-    name, model, n, size = case
-    benchmark.group = f"sampling {name}: cached vs one forward pass"
-    benchmark.extra_info["impl"] = "fast"
-    labels = labels_for(model, n)
-    benchmark.pedantic(
-        lambda: pixelfast.sample(model, n, size=size, labels=labels, generator=0, method="cached", progress=False),
-        rounds=2, warmup_rounds=0,
-    )
 
 
 @pytest.mark.parametrize("side", [16, 32, 64])

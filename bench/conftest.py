@@ -3,7 +3,9 @@
 Every benchmark sets ``benchmark.group`` to the case it measures and ``benchmark.extra_info["impl"]``
 to "fast" or "plain"; the summary divides the plain median by the fast one, case by case, so the
 ratio always comes from the same run on the same machine. A plain benchmark that times only part of
-its work (a few naive sampling steps) sets ``extra_info["scale"]``, the factor to the whole. Groups
+its work (a few naive sampling steps) sets ``extra_info["scale"]``, the factor to the whole. A
+benchmark whose result also serves as one side of other comparisons lists those groups in
+``extra_info["also_in"]``, so nothing is timed twice. Groups
 whose benchmarks set ``extra_info["pixels"]`` get a scaling exponent: time ~ pixels ** exponent.
 """
 
@@ -24,7 +26,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             continue
         impl = bench.extra_info.get("impl")
         if impl:
-            medians[bench.group][impl] = bench.stats.median * bench.extra_info.get("scale", 1.0)
+            for group in [bench.group, *bench.extra_info.get("also_in", ())]:
+                medians[group][impl] = bench.stats.median * bench.extra_info.get("scale", 1.0)
         if "pixels" in bench.extra_info:
             sizes[bench.group].append((bench.extra_info["pixels"], bench.stats.median))
     lines = []
