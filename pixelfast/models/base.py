@@ -25,14 +25,24 @@ def check_divisible(owner: str, name: str, value: int, color_groups: int) -> Non
         )
 
 
+def check_odd(owner: str, name: str, value, minimum: int) -> int:
+    """``value`` as an odd ``int >= minimum`` (a kernel size), or a clear error."""
+    value = check_int(owner, name, value, minimum)
+    if value % 2 == 0:
+        raise ValueError(f"{owner}: {name} must be odd, got {value}")
+    return value
+
+
 class PixelModel(nn.Module):
     """Base of the models: ``in_channels``, ``levels``, ``num_classes``, ``image_size``, ``config``.
 
-    Subclasses set ``name`` (their key in ``pixelfast.models.MODELS``), call ``prepare(x, labels)``
-    at the top of ``forward``, and return their constructor kwargs from ``config``.
+    Subclasses set ``name`` (their key in ``pixelfast.models.MODELS``) and ``config_keys`` (their
+    own constructor arguments, kept as attributes of the same names), call ``set_widths`` in their
+    constructor and ``prepare(x, labels)`` at the top of ``forward``.
     """
 
     name = ""
+    config_keys: tuple[str, ...] = ()
 
     def __init__(self, in_channels: int, levels: int, num_classes: int | None, image_size) -> None:
         super().__init__()
@@ -50,26 +60,45 @@ class PixelModel(nn.Module):
         # RGB autoregresses R -> G -> B inside a pixel through three contiguous channel groups.
         self.color_groups = 3 if self.in_channels == 3 else 1
 
-    def base_config(self) -> dict:
+    def set_widths(self, hidden_channels, num_layers, min_layers: int, head_channels) -> None:
+        """Check and keep ``hidden_channels``, ``num_layers`` and ``head_channels`` (None: twice
+        the hidden width); RGB models split both widths into three colour groups."""
+        owner = type(self).__name__
+        self.hidden_channels = check_int(owner, "hidden_channels", hidden_channels, 1)
+        self.num_layers = check_int(owner, "num_layers", num_layers, min_layers)
+        self.head_channels = (
+            2 * self.hidden_channels if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
+        )
+        check_divisible(owner, "hidden_channels", self.hidden_channels, self.color_groups)
+        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+
+    @property
+    def config(self) -> dict:
+        """JSON-able constructor kwargs: ``type(m)(**m.config)`` rebuilds the architecture."""
         return {
             "in_channels": self.in_channels,
             "levels": self.levels,
             "num_classes": self.num_classes,
             "image_size": None if self.image_size is None else list(self.image_size),
+            **{key: getattr(self, key) for key in self.config_keys},
         }
-
-    @property
-    def config(self) -> dict:
-        """JSON-able constructor kwargs: ``type(m)(**m.config)`` rebuilds the architecture."""
-        raise NotImplementedError
 
     def prepare(
         self, x: torch.Tensor, labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Check ``x`` (levels) and ``labels``; return ``x`` scaled to [-1, 1] and labels as int64."""
-        return self._scale(x), self._check_labels(labels, x.shape[0])
+        labels = self.check_input(x, labels)
+        param = next(self.parameters())
+        # The network's input range: level 0 -> -1, level (levels - 1) -> +1.
+        return x.to(device=param.device, dtype=param.dtype) * (2.0 / (self.levels - 1)) - 1.0, labels
 
-    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Raise a clear error unless ``x`` holds levels of this model's shape and ``labels`` fit;
+        return the labels as int64 on the model's device."""
+        self._check_levels(x)
+        return self._check_labels(labels, x.shape[0])
+
+    def _check_levels(self, x: torch.Tensor) -> None:
         owner = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
@@ -93,9 +122,6 @@ class PixelModel(nn.Module):
                     f"(levels={self.levels}), got values in [{v.min().item()}, {v.max().item()}]"
                     + (", not all whole numbers" if fraction else "")
                 )
-        param = next(self.parameters())
-        # The network's input range: level 0 -> -1, level (levels - 1) -> +1.
-        return x.to(device=param.device, dtype=param.dtype) * (2.0 / (self.levels - 1)) - 1.0
 
     def _check_labels(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         owner = type(self).__name__

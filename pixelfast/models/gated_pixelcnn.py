@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelfast.models.base import PixelModel, check_divisible, check_int
+from pixelfast.models.base import PixelModel, check_odd
 from pixelfast.nn.gated import GatedBlock
 from pixelfast.nn.head import OutputHead
 
@@ -29,6 +29,7 @@ class GatedPixelCNN(PixelModel):
     """
 
     name = "GatedPixelCNN"
+    config_keys = ("hidden_channels", "num_layers", "kernel_size", "first_kernel_size", "head_channels")
 
     def __init__(
         self,
@@ -44,19 +45,11 @@ class GatedPixelCNN(PixelModel):
     ) -> None:
         super().__init__(in_channels, levels, num_classes, image_size)
         owner = type(self).__name__
-        n = check_int(owner, "hidden_channels", hidden_channels, 1)
-        self.hidden_channels = n
-        self.num_layers = check_int(owner, "num_layers", num_layers, 1)
-        self.kernel_size = check_int(owner, "kernel_size", kernel_size, 3)
-        self.first_kernel_size = check_int(owner, "first_kernel_size", first_kernel_size, 3)
-        for name, k in (("kernel_size", self.kernel_size), ("first_kernel_size", self.first_kernel_size)):
-            if k % 2 == 0:
-                raise ValueError(f"{owner}: {name} must be odd, got {k}")
-        self.head_channels = 2 * n if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
-        check_divisible(owner, "hidden_channels", n, self.color_groups)
-        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+        self.set_widths(hidden_channels, num_layers, 1, head_channels)
+        self.kernel_size = check_odd(owner, "kernel_size", kernel_size, 3)
+        self.first_kernel_size = check_odd(owner, "first_kernel_size", first_kernel_size, 3)
 
-        g = self.color_groups
+        n, g = self.hidden_channels, self.color_groups
         self.blocks = nn.ModuleList(
             [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=self.num_classes)]
             + [
@@ -65,17 +58,6 @@ class GatedPixelCNN(PixelModel):
             ]
         )
         self.head = OutputHead(n, self.head_channels, self.in_channels, self.levels)
-
-    @property
-    def config(self) -> dict:
-        return {
-            **self.base_config(),
-            "hidden_channels": self.hidden_channels,
-            "num_layers": self.num_layers,
-            "kernel_size": self.kernel_size,
-            "first_kernel_size": self.first_kernel_size,
-            "head_channels": self.head_channels,
-        }
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: levels ``[B, C, H, W]`` (integers, or floats holding whole numbers); ``labels``: ``[B]``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelfast.models.base import PixelModel, check_divisible, check_int
+from pixelfast.models.base import PixelModel
 from pixelfast.nn.head import OutputHead
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
@@ -29,6 +29,7 @@ class PixelCNN(PixelModel):
     """
 
     name = "PixelCNN"
+    config_keys = ("hidden_channels", "num_layers", "head_channels")
 
     def __init__(
         self,
@@ -41,30 +42,15 @@ class PixelCNN(PixelModel):
         image_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(in_channels, levels, num_classes, image_size)
-        owner = type(self).__name__
-        h = check_int(owner, "hidden_channels", hidden_channels, 1)
-        self.hidden_channels = h
-        self.num_layers = check_int(owner, "num_layers", num_layers, 0)
-        self.head_channels = 2 * h if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
-        check_divisible(owner, "hidden_channels", h, self.color_groups)
-        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+        self.set_widths(hidden_channels, num_layers, 0, head_channels)
 
-        g = self.color_groups
+        h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
         self.blocks = nn.ModuleList(
             ResidualBlock(2 * h, h, g, kernel_size=3, num_classes=self.num_classes)
             for _ in range(self.num_layers)
         )
         self.head = OutputHead(2 * h, self.head_channels, self.in_channels, self.levels)
-
-    @property
-    def config(self) -> dict:
-        return {
-            **self.base_config(),
-            "hidden_channels": self.hidden_channels,
-            "num_layers": self.num_layers,
-            "head_channels": self.head_channels,
-        }
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: levels ``[B, C, H, W]`` (integers, or floats holding whole numbers); ``labels``: ``[B]``."""

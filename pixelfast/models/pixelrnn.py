@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelfast.models.base import PixelModel, check_divisible, check_int
+from pixelfast.models.base import PixelModel, check_odd
 from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, RowLSTM
 from pixelfast.nn.masked_conv import MaskedConv2d
@@ -72,6 +72,7 @@ class PixelRNN(PixelModel):
     """
 
     name = "PixelRNN"
+    config_keys = ("kind", "hidden_channels", "num_layers", "kernel_size", "head_channels")
 
     def __init__(
         self,
@@ -91,17 +92,10 @@ class PixelRNN(PixelModel):
         if kind not in KINDS:
             raise ValueError(f"{owner}: kind must be 'row' or 'diagonal', got {kind!r}")
         self.kind = kind
-        h = check_int(owner, "hidden_channels", hidden_channels, 1)
-        self.hidden_channels = h
-        self.num_layers = check_int(owner, "num_layers", num_layers, 0)
-        self.kernel_size = check_int(owner, "kernel_size", kernel_size, 3)
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"{owner}: kernel_size must be odd, got {kernel_size}")
-        self.head_channels = 2 * h if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
-        check_divisible(owner, "hidden_channels", h, self.color_groups)
-        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+        self.set_widths(hidden_channels, num_layers, 0, head_channels)
+        self.kernel_size = check_odd(owner, "kernel_size", kernel_size, 3)
 
-        g = self.color_groups
+        h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
         self.blocks = nn.ModuleList(
             PixelRNNBlock(kind, 2 * h, h, g, self.kernel_size, self.num_classes, fused)
@@ -120,17 +114,6 @@ class PixelRNN(PixelModel):
         self._fused = bool(value)
         for block in self.blocks:
             block.lstm.fused = self._fused
-
-    @property
-    def config(self) -> dict:
-        return {
-            **self.base_config(),
-            "kind": self.kind,
-            "hidden_channels": self.hidden_channels,
-            "num_layers": self.num_layers,
-            "kernel_size": self.kernel_size,
-            "head_channels": self.head_channels,
-        }
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: levels ``[B, C, H, W]`` (integers, or floats holding whole numbers); ``labels``: ``[B]``."""

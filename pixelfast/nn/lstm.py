@@ -28,7 +28,9 @@ from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.ops.lstm import diagonal_lstm, diagonal_lstm_ref, gate_index, row_lstm, row_lstm_ref
 
 
-def _check(owner: str, in_channels: int, hidden_channels: int, color_groups: int) -> None:
+def _keep_shape(layer: nn.Module, in_channels: int, hidden_channels: int, color_groups: int) -> None:
+    """Check a layer's widths and colour groups, then keep them as attributes of the same names."""
+    owner = type(layer).__name__
     if color_groups not in (1, 3):
         raise ValueError(f"{owner}: color_groups must be 1 or 3, got {color_groups!r}")
     for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
@@ -38,6 +40,7 @@ def _check(owner: str, in_channels: int, hidden_channels: int, color_groups: int
             raise ValueError(
                 f"{owner}: with color_groups={color_groups}, {name} ({value}) must be divisible by {color_groups}"
             )
+    layer.in_channels, layer.hidden_channels, layer.color_groups = in_channels, hidden_channels, color_groups
 
 
 def _state_params(hidden: int, taps: int, color_groups: int) -> tuple[nn.Parameter, nn.Parameter]:
@@ -94,13 +97,10 @@ class RowLSTM(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        _check("RowLSTM", in_channels, hidden_channels, color_groups)
+        _keep_shape(self, in_channels, hidden_channels, color_groups)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"RowLSTM: kernel_size must be an odd int >= 3, got {kernel_size!r}")
-        self.in_channels = in_channels
-        self.hidden_channels = hidden_channels
         self.kernel_size = kernel_size
-        self.color_groups = color_groups
         self.fused = fused
         self.input_to_state = HorizontalConv2d(
             in_channels, 4 * hidden_channels, kernel_size, "B", color_groups, bias=False
@@ -146,10 +146,7 @@ class DiagonalLSTM(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        _check("DiagonalLSTM", in_channels, hidden_channels, color_groups)
-        self.in_channels = in_channels
-        self.hidden_channels = hidden_channels
-        self.color_groups = color_groups
+        _keep_shape(self, in_channels, hidden_channels, color_groups)
         self.fused = fused
         self.input_to_state = MaskedConv2d(in_channels, 4 * hidden_channels, 1, "B", color_groups, bias=False)
         self.state_to_state, self.bias = _state_params(hidden_channels, 2, color_groups)
@@ -190,10 +187,7 @@ class DiagonalBiLSTM(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        _check("DiagonalBiLSTM", in_channels, hidden_channels, color_groups)
-        self.in_channels = in_channels
-        self.hidden_channels = hidden_channels
-        self.color_groups = color_groups
+        _keep_shape(self, in_channels, hidden_channels, color_groups)
         self.left_to_right = DiagonalLSTM(in_channels, hidden_channels, color_groups, num_classes, fused)
         self.right_to_left = DiagonalLSTM(in_channels, hidden_channels, color_groups, num_classes, fused)
 

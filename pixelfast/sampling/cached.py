@@ -77,9 +77,7 @@ def incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor |
     """
     plan = lower(model)
     parameter = next(model.parameters())
-    with torch.no_grad():
-        # The model's own checks (shape, channels, level range, labels); labels come back int64.
-        _, labels = model.prepare(x, labels)
+    labels = model.check_input(x, labels)  # shape, channels, level range, labels (as int64)
     image = x.detach().to(parameter.device).round().long()
     known = torch.ones_like(image, dtype=torch.bool)
     uniforms = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
