@@ -413,31 +413,97 @@ at::Tensor channels_last_cpu(const at::Tensor& t) {
   return dst;
 }
 
-// ---- Row LSTM (scan buffers [B * W, C], row b * W + j).
+// ---- One step's operands for the chunk functions of both scans; each kernel sets what it uses:
+//   gather:   src = h,      out = X,      bias, pre_out (pre set to the bias; nullptr: leave it)
+//   forward:  src = gates,  out = h,      pre, c, acts
+//   backward: src = grad_h, out = dc_out, dx, dc_in, c, acts, dpre, grad_gates, has_next
+template <typename T>
+struct StepArgs {
+  const T* src = nullptr;
+  const T* bias = nullptr;
+  const T* pre = nullptr;
+  const T* dx = nullptr;     // the next step's dX
+  const T* dc_in = nullptr;  // the next step's dc * f
+  T* out = nullptr;
+  T* pre_out = nullptr;
+  T* c = nullptr;  // c and acts are only read by the backward
+  T* acts = nullptr;
+  T* dpre = nullptr;
+  T* grad_gates = nullptr;
+  int64_t batch = 0, hidden = 0, height = 0, width = 0;
+  int64_t step = 0;  // the image row i (Row LSTM) or the skewed column t (Diagonal LSTM)
+  int64_t k = 1;     // Row LSTM taps
+  int64_t groups = 1;
+  bool has_next = false;
+};
+
+// The shape of `image` ([B, hidden, H, W]) and the step; the pointers are left to the caller.
+template <typename T>
+StepArgs<T> step_args(const at::Tensor& image, int64_t step) {
+  StepArgs<T> a;
+  a.batch = image.size(0);
+  a.hidden = image.size(1);
+  a.height = image.size(2);
+  a.width = image.size(3);
+  a.step = step;
+  return a;
+}
 
 template <typename T>
-struct RowPixelArgs {
-  const T* gates;  // forward: gates;            backward: grad_h;   gather: h
-  const T* bias;   // backward: dx (row i + 1's); gather: bias
-  const T* pre;    // forward: pre;              backward: dc_in (row i + 1's)
-  T* h;            // forward: h;                backward: dc_out;   gather: x
-  T* pre_out;      // gather: pre, set to the bias (nullptr: leave it)
-  T* c;
-  T* acts;
-  T* dpre;
-  T* grad_gates;
-  int64_t batch, hidden, height, width, i, k, groups;
-  bool flag;  // backward: has_next
-};
+StepArgs<T> gather_args(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                        const at::Tensor& pre, int64_t step) {
+  auto a = step_args<T>(h, step);
+  a.src = h.const_data_ptr<T>();
+  a.out = x.mutable_data_ptr<T>();
+  if (pre.defined()) {
+    a.bias = bias.const_data_ptr<T>();
+    a.pre_out = pre.mutable_data_ptr<T>();
+  }
+  return a;
+}
+
+template <typename T>
+StepArgs<T> forward_args(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
+                         const at::Tensor& c, const at::Tensor& acts, int64_t step, int64_t groups) {
+  auto a = step_args<T>(h, step);
+  a.src = gates.const_data_ptr<T>();
+  a.pre = pre.const_data_ptr<T>();
+  a.out = h.mutable_data_ptr<T>();
+  a.c = c.mutable_data_ptr<T>();
+  a.acts = acts.mutable_data_ptr<T>();
+  a.groups = groups;
+  return a;
+}
+
+template <typename T>
+StepArgs<T> backward_args(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
+                          const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                          const at::Tensor& dc_out, const at::Tensor& dpre,
+                          const at::Tensor& grad_gates, int64_t step, int64_t groups) {
+  auto a = step_args<T>(c, step);
+  a.src = grad_h.const_data_ptr<T>();
+  a.dx = dx.const_data_ptr<T>();
+  a.dc_in = dc_in.const_data_ptr<T>();
+  a.out = dc_out.mutable_data_ptr<T>();
+  a.c = const_cast<T*>(c.const_data_ptr<T>());
+  a.acts = const_cast<T*>(acts.const_data_ptr<T>());
+  a.dpre = dpre.mutable_data_ptr<T>();
+  a.grad_gates = grad_gates.mutable_data_ptr<T>();
+  a.groups = groups;
+  a.has_next = has_next;
+  return a;
+}
+
+// ---- Row LSTM (scan buffers [B * W, C], row b * W + j).
 
 template <typename Args>
 PF_ALWAYS_INLINE void row_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
+  using T = std::remove_pointer_t<decltype(a.out)>;
   const int64_t hid = a.hidden, p = a.k / 2;
   for (int64_t n = begin; n < end; ++n) {
     const int64_t b = n / a.width, j = n % a.width;
-    T* dst = a.h + n * a.k * hid;
-    const T* above = a.i > 0 ? a.gates + ((b * a.height + a.i - 1) * a.width) * hid : nullptr;
+    T* dst = a.out + n * a.k * hid;
+    const T* above = a.step > 0 ? a.src + ((b * a.height + a.step - 1) * a.width) * hid : nullptr;
     for (int64_t s = 0; s < a.k; ++s) {
       const int64_t jj = j + s - p;
       if (above != nullptr && jj >= 0 && jj < a.width) {
@@ -453,15 +519,15 @@ PF_ISA_DISPATCH(row_gather_chunk)
 
 template <typename Args>
 PF_ALWAYS_INLINE void row_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
+  using T = std::remove_pointer_t<decltype(a.out)>;
   const int64_t hid = a.hidden;
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t pix = (n / a.width * a.height + a.i) * a.width + n % a.width;
-    const T* gin = a.gates + pix * 4 * hid;
+    const int64_t pix = (n / a.width * a.height + a.step) * a.width + n % a.width;
+    const T* gin = a.src + pix * 4 * hid;
     T* act = a.acts + pix * 4 * hid;
     T* c = a.c + pix * hid;
-    T* h = a.h + pix * hid;
-    if (a.i > 0) {
+    T* h = a.out + pix * hid;
+    if (a.step > 0) {
       cell_forward_pixel<T, true>(gin, a.pre + n * 4 * hid, c - a.width * hid, act, c, h, hid,
                                   a.groups);
     } else {
@@ -473,32 +539,32 @@ PF_ISA_DISPATCH(row_forward_chunk)
 
 template <typename Args>
 PF_ALWAYS_INLINE void row_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
+  using T = std::remove_pointer_t<decltype(a.out)>;
   const int64_t hid = a.hidden, p = a.k / 2;
   std::vector<T> dh(hid);
   const std::vector<T> zeros(hid, T(0));
   for (int64_t n = begin; n < end; ++n) {
     const int64_t b = n / a.width, j = n % a.width;
-    const int64_t pix = (b * a.height + a.i) * a.width + j;
-    std::copy(a.gates + pix * hid, a.gates + (pix + 1) * hid, dh.begin());
-    if (a.flag) {
+    const int64_t pix = (b * a.height + a.step) * a.width + j;
+    std::copy(a.src + pix * hid, a.src + (pix + 1) * hid, dh.begin());
+    if (a.has_next) {
       // Row i + 1's pixel jn read h(i, jn + s - p) through tap s: h(i, j) reaches jn = j - s + p.
       for (int64_t s = 0; s < a.k; ++s) {
         const int64_t jn = j - s + p;
         if (jn < 0 || jn >= a.width) continue;
-        const T* src = a.bias + (b * a.width + jn) * a.k * hid + s * hid;
+        const T* src = a.dx + (b * a.width + jn) * a.k * hid + s * hid;
         for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
       }
     }
-    const T* dc_in = a.flag ? a.pre + n * hid : zeros.data();  // the cell path runs down column j
+    const T* dc_in = a.has_next ? a.dc_in + n * hid : zeros.data();  // the cell path runs down column j
     const T* act = a.acts + pix * 4 * hid;
     const T* c = a.c + pix * hid;
     T* dpre = a.dpre + n * 4 * hid;
-    if (a.i > 0) {
-      cell_backward_pixel<T, true>(act, c, c - a.width * hid, dh.data(), dc_in, a.h + n * hid,
+    if (a.step > 0) {
+      cell_backward_pixel<T, true>(act, c, c - a.width * hid, dh.data(), dc_in, a.out + n * hid,
                                    dpre, hid, a.groups);
     } else {
-      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.out + n * hid, dpre, hid,
                                     a.groups);
     }
     std::copy(dpre, dpre + 4 * hid, a.grad_gates + pix * 4 * hid);
@@ -507,91 +573,55 @@ PF_ALWAYS_INLINE void row_backward_chunk_impl(const Args& a, int64_t begin, int6
 PF_ISA_DISPATCH(row_backward_chunk)
 
 void row_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
-                       const at::Tensor& pre, int64_t i, int64_t k) {
+                    const at::Tensor& pre, int64_t i, int64_t k) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather", [&] {
-    const RowPixelArgs<scalar_t> args{
-        h.const_data_ptr<scalar_t>(),
-        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-        nullptr,
-        x.mutable_data_ptr<scalar_t>(),
-        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr,
-        nullptr, nullptr, nullptr, nullptr,
-        h.size(0), h.size(1), h.size(2), h.size(3), i, k, 1, false};
-    at::parallel_for(0, h.size(0) * h.size(3), grain(k * h.size(1)),
-                     [&](int64_t begin, int64_t end) { row_gather_chunk(args, begin, end); });
+    auto a = gather_args<scalar_t>(h, x, bias, pre, i);
+    a.k = k;
+    at::parallel_for(0, a.batch * a.width, grain(k * a.hidden),
+                     [&](int64_t begin, int64_t end) { row_gather_chunk(a, begin, end); });
   });
 }
 
 void row_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
-                             const at::Tensor& c, const at::Tensor& acts, int64_t i,
-                             int64_t groups) {
+                          const at::Tensor& c, const at::Tensor& acts, int64_t i, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell", [&] {
-    const RowPixelArgs<scalar_t> args{
-        gates.const_data_ptr<scalar_t>(), nullptr,
-        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
-        nullptr,
-        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
-        nullptr,                          nullptr,
-        h.size(0), h.size(1), h.size(2), h.size(3), i, 1, groups, false};
-    at::parallel_for(0, h.size(0) * h.size(3), grain(h.size(1)),
-                     [&](int64_t begin, int64_t end) { row_forward_chunk(args, begin, end); });
+    const auto a = forward_args<scalar_t>(gates, pre, h, c, acts, i, groups);
+    at::parallel_for(0, a.batch * a.width, grain(a.hidden),
+                     [&](int64_t begin, int64_t end) { row_forward_chunk(a, begin, end); });
   });
 }
 
 void row_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
-                              const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
-                              const at::Tensor& dc_out, const at::Tensor& dpre,
-                              const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
+                           const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                           const at::Tensor& dc_out, const at::Tensor& dpre,
+                           const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward", [&] {
-    const RowPixelArgs<scalar_t> args{
-        grad_h.const_data_ptr<scalar_t>(),
-        dx.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(),
-        dc_out.mutable_data_ptr<scalar_t>(),
-        nullptr,
-        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
-        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
-        dpre.mutable_data_ptr<scalar_t>(),
-        grad_gates.mutable_data_ptr<scalar_t>(),
-        c.size(0), c.size(1), c.size(2), c.size(3), i, k, groups, has_next};
-    at::parallel_for(0, c.size(0) * c.size(3), grain(c.size(1)),
-                     [&](int64_t begin, int64_t end) { row_backward_chunk(args, begin, end); });
+    auto a = backward_args<scalar_t>(grad_h, dx, has_next, acts, c, dc_in, dc_out, dpre,
+                                     grad_gates, i, groups);
+    a.k = k;
+    at::parallel_for(0, a.batch * a.width, grain(a.hidden),
+                     [&](int64_t begin, int64_t end) { row_backward_chunk(a, begin, end); });
   });
 }
 
 // ---- Diagonal LSTM (channels-last [B, H, W, C] tensors; scan buffers [rows, C] with row
 // (i - first_row(t)) * B + b for pixel (i, t - i)).
 
-template <typename T>
-struct DiagArgs {
-  const T* gates;  // forward: gates;            backward: grad_h;   gather: h
-  const T* bias;   // backward: dx (column t + 1's);                 gather: bias
-  const T* pre;    // forward: pre;              backward: dc_in (column t + 1's)
-  T* h;            // forward: h;                backward: dc_out;   gather: x
-  T* pre_out;      // gather: pre, set to the bias (nullptr: leave it)
-  T* c;
-  T* acts;
-  T* dpre;
-  T* grad_gates;
-  int64_t batch, hidden, height, width, t, groups;
-  bool flag;  // forward: has_prev; backward: has_next
-};
-
 template <typename Args>
 PF_ALWAYS_INLINE void diag_gather_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
-  const int64_t i0 = first_row(a.t, a.width), hid = a.hidden;
+  using T = std::remove_pointer_t<decltype(a.out)>;
+  const int64_t i0 = first_row(a.step, a.width), hid = a.hidden;
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.step - i;
     const int64_t pix = (b * a.height + i) * a.width + j;
-    T* dst = a.h + n * 2 * hid;
+    T* dst = a.out + n * 2 * hid;
     if (i > 0) {
-      std::copy(a.gates + (pix - a.width) * hid, a.gates + (pix - a.width + 1) * hid, dst);
+      std::copy(a.src + (pix - a.width) * hid, a.src + (pix - a.width + 1) * hid, dst);
     } else {
       std::fill(dst, dst + hid, T(0));
     }
     if (j > 0) {
-      std::copy(a.gates + (pix - 1) * hid, a.gates + pix * hid, dst + hid);
+      std::copy(a.src + (pix - 1) * hid, a.src + pix * hid, dst + hid);
     } else {
       std::fill(dst + hid, dst + 2 * hid, T(0));
     }
@@ -602,21 +632,21 @@ PF_ISA_DISPATCH(diag_gather_chunk)
 
 template <typename Args>
 PF_ALWAYS_INLINE void diag_forward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
-  const int64_t i0 = first_row(a.t, a.width), hid = a.hidden;
+  using T = std::remove_pointer_t<decltype(a.out)>;
+  const int64_t i0 = first_row(a.step, a.width), hid = a.hidden;
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.step - i;
     const int64_t pix = (b * a.height + i) * a.width + j;
     if (n + kPrefetchAhead < end) {
       const int64_t na = n + kPrefetchAhead, ia = i0 + na / a.batch;
-      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.t - ia;
-      prefetch_strip(a.gates + ahead * 4 * hid, 4 * hid);
+      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.step - ia;
+      prefetch_strip(a.src + ahead * 4 * hid, 4 * hid);
     }
-    const T* gin = a.gates + pix * 4 * hid;
+    const T* gin = a.src + pix * 4 * hid;
     const T* pre = a.pre + n * 4 * hid;
     T* act = a.acts + pix * 4 * hid;
     T* c = a.c + pix * hid;
-    T* h = a.h + pix * hid;
+    T* h = a.out + pix * hid;
     if (j > 0) {
       cell_forward_pixel<T, true>(gin, pre, c - hid, act, c, h, hid, a.groups);
     } else {
@@ -628,42 +658,42 @@ PF_ISA_DISPATCH(diag_forward_chunk)
 
 template <typename Args>
 PF_ALWAYS_INLINE void diag_backward_chunk_impl(const Args& a, int64_t begin, int64_t end) {
-  using T = std::remove_pointer_t<decltype(a.h)>;
-  const int64_t i0 = first_row(a.t, a.width), i0_next = first_row(a.t + 1, a.width);
+  using T = std::remove_pointer_t<decltype(a.out)>;
+  const int64_t i0 = first_row(a.step, a.width), i0_next = first_row(a.step + 1, a.width);
   const int64_t hid = a.hidden;
   std::vector<T> dh(hid);
   const std::vector<T> zeros(hid, T(0));
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.t - i;
+    const int64_t i = i0 + n / a.batch, b = n % a.batch, j = a.step - i;
     const int64_t pix = (b * a.height + i) * a.width + j;
     if (n + kPrefetchAhead < end) {
       const int64_t na = n + kPrefetchAhead, ia = i0 + na / a.batch;
-      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.t - ia;
+      const int64_t ahead = (na % a.batch * a.height + ia) * a.width + a.step - ia;
       prefetch_strip(a.acts + ahead * 4 * hid, 4 * hid);
-      prefetch_strip(a.gates + ahead * hid, hid);
+      prefetch_strip(a.src + ahead * hid, hid);
       prefetch_strip(a.c + ahead * hid, hid);
     }
-    std::copy(a.gates + pix * hid, a.gates + (pix + 1) * hid, dh.begin());
+    std::copy(a.src + pix * hid, a.src + (pix + 1) * hid, dh.begin());
     // Column t + 1 read h(i, j) as "above" of (i + 1, j) and as "left" of (i, j + 1).
-    if (a.flag && i + 1 < a.height) {
-      const T* src = a.bias + ((i + 1 - i0_next) * a.batch + b) * 2 * hid;
+    if (a.has_next && i + 1 < a.height) {
+      const T* src = a.dx + ((i + 1 - i0_next) * a.batch + b) * 2 * hid;
       for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
     }
     const T* dc_in = zeros.data();
-    if (a.flag && j + 1 < a.width) {
+    if (a.has_next && j + 1 < a.width) {
       const int64_t row = (i - i0_next) * a.batch + b;
-      const T* src = a.bias + row * 2 * hid + hid;
+      const T* src = a.dx + row * 2 * hid + hid;
       for (int64_t ch = 0; ch < hid; ++ch) dh[ch] += src[ch];
-      dc_in = a.pre + row * hid;  // the cell path runs along the image row
+      dc_in = a.dc_in + row * hid;  // the cell path runs along the image row
     }
     const T* act = a.acts + pix * 4 * hid;
     const T* c = a.c + pix * hid;
     T* dpre = a.dpre + n * 4 * hid;
     if (j > 0) {
-      cell_backward_pixel<T, true>(act, c, c - hid, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+      cell_backward_pixel<T, true>(act, c, c - hid, dh.data(), dc_in, a.out + n * hid, dpre, hid,
                                    a.groups);
     } else {
-      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.h + n * hid, dpre, hid,
+      cell_backward_pixel<T, false>(act, c, nullptr, dh.data(), dc_in, a.out + n * hid, dpre, hid,
                                     a.groups);
     }
     std::copy(dpre, dpre + 4 * hid, a.grad_gates + pix * 4 * hid);
@@ -674,31 +704,18 @@ PF_ISA_DISPATCH(diag_backward_chunk)
 void diag_gather_cpu(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
                      const at::Tensor& pre, int64_t t) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_gather", [&] {
-    const DiagArgs<scalar_t> args{
-        h.const_data_ptr<scalar_t>(),
-        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-        nullptr,
-        x.mutable_data_ptr<scalar_t>(),
-        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr,
-        nullptr, nullptr, nullptr, nullptr,
-        h.size(0), h.size(1), h.size(2), h.size(3), t, 1, false};
-    at::parallel_for(0, diag_len(t, h.size(2), h.size(3)) * h.size(0), grain(2 * h.size(1)),
-                     [&](int64_t begin, int64_t end) { diag_gather_chunk(args, begin, end); });
+    const auto a = gather_args<scalar_t>(h, x, bias, pre, t);
+    at::parallel_for(0, diag_len(t, a.height, a.width) * a.batch, grain(2 * a.hidden),
+                     [&](int64_t begin, int64_t end) { diag_gather_chunk(a, begin, end); });
   });
 }
 
 void diag_cell_forward_cpu(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
                            const at::Tensor& c, const at::Tensor& acts, int64_t t, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_cell", [&] {
-    const DiagArgs<scalar_t> args{
-        gates.const_data_ptr<scalar_t>(), nullptr,
-        pre.const_data_ptr<scalar_t>(),   h.mutable_data_ptr<scalar_t>(),
-        nullptr,
-        c.mutable_data_ptr<scalar_t>(),   acts.mutable_data_ptr<scalar_t>(),
-        nullptr,                          nullptr,
-        h.size(0), h.size(1), h.size(2), h.size(3), t, groups, true};
-    at::parallel_for(0, diag_len(t, h.size(2), h.size(3)) * h.size(0), grain(h.size(1)),
-                     [&](int64_t begin, int64_t end) { diag_forward_chunk(args, begin, end); });
+    const auto a = forward_args<scalar_t>(gates, pre, h, c, acts, t, groups);
+    at::parallel_for(0, diag_len(t, a.height, a.width) * a.batch, grain(a.hidden),
+                     [&](int64_t begin, int64_t end) { diag_forward_chunk(a, begin, end); });
   });
 }
 
@@ -707,19 +724,10 @@ void diag_cell_backward_cpu(const at::Tensor& grad_h, const at::Tensor& dx, bool
                             const at::Tensor& dc_out, const at::Tensor& dpre,
                             const at::Tensor& grad_gates, int64_t t, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "diagonal_lstm_cell_backward", [&] {
-    const DiagArgs<scalar_t> args{
-        grad_h.const_data_ptr<scalar_t>(),
-        dx.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(),
-        dc_out.mutable_data_ptr<scalar_t>(),
-        nullptr,
-        const_cast<scalar_t*>(c.const_data_ptr<scalar_t>()),
-        const_cast<scalar_t*>(acts.const_data_ptr<scalar_t>()),
-        dpre.mutable_data_ptr<scalar_t>(),
-        grad_gates.mutable_data_ptr<scalar_t>(),
-        c.size(0), c.size(1), c.size(2), c.size(3), t, groups, has_next};
-    at::parallel_for(0, diag_len(t, c.size(2), c.size(3)) * c.size(0), grain(c.size(1)),
-                     [&](int64_t begin, int64_t end) { diag_backward_chunk(args, begin, end); });
+    const auto a = backward_args<scalar_t>(grad_h, dx, has_next, acts, c, dc_in, dc_out, dpre,
+                                           grad_gates, t, groups);
+    at::parallel_for(0, diag_len(t, a.height, a.width) * a.batch, grain(a.hidden),
+                     [&](int64_t begin, int64_t end) { diag_backward_chunk(a, begin, end); });
   });
 }
 

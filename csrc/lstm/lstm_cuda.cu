@@ -27,6 +27,45 @@ int blocks_for(int64_t n) {
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < (n); \
        index += int64_t(blockDim.x) * gridDim.x)
 
+// ---- the cell of one hidden channel `ch` of pixel `pix` (scan row `n`), shared by both scans
+
+// Forward: pre-activations gates + pre, c_prev from the previous pixel on the cell path.
+template <typename T>
+__device__ __forceinline__ void forward_cell(const T* __restrict__ gates, const T* __restrict__ pre,
+                                             T* __restrict__ h, T* __restrict__ c,
+                                             T* __restrict__ acts, int64_t pix, int64_t n,
+                                             int64_t ch, int64_t hidden, int64_t groups, T c_prev) {
+  T a[4];
+  int64_t g[4];
+  for (int q = 0; q < 4; ++q) {
+    g[q] = gate_index(q, ch, hidden, groups);
+    a[q] = gates[pix * 4 * hidden + g[q]] + pre[n * 4 * hidden + g[q]];
+  }
+  T* act = acts + pix * 4 * hidden;
+  cell_forward(a[kI], a[kF], a[kO], a[kG], c_prev, &act[g[kI]], &act[g[kF]], &act[g[kO]],
+               &act[g[kG]], &c[pix * hidden + ch], &h[pix * hidden + ch]);
+}
+
+// Backward: dh and dc_next already summed from the next step; writes dc * f to *dc_out and the
+// pre-activation gradients to dpre (scan row n) and grad_gates (image layout).
+template <typename T>
+__device__ __forceinline__ void backward_cell(const T* __restrict__ acts, const T* __restrict__ c,
+                                              T c_prev, T dh, T dc_next, T* __restrict__ dc_out,
+                                              T* __restrict__ dpre, T* __restrict__ grad_gates,
+                                              int64_t pix, int64_t n, int64_t ch, int64_t hidden,
+                                              int64_t groups) {
+  const T* act = acts + pix * 4 * hidden;
+  int64_t g[4];
+  for (int q = 0; q < 4; ++q) g[q] = gate_index(q, ch, hidden, groups);
+  T da[4];
+  cell_backward(act[g[kI]], act[g[kF]], act[g[kO]], act[g[kG]], c[pix * hidden + ch], c_prev, dh,
+                dc_next, &da[kI], &da[kF], &da[kO], &da[kG], dc_out);
+  for (int q = 0; q < 4; ++q) {
+    dpre[n * 4 * hidden + g[q]] = da[q];
+    grad_gates[pix * 4 * hidden + g[q]] = da[q];
+  }
+}
+
 // ---- Row LSTM (channels-last; scan buffers [B * W, C], row b * W + j)
 
 template <typename T>
@@ -58,16 +97,8 @@ __global__ void row_cell_forward_kernel(const T* __restrict__ gates, const T* __
   PF_GRID_STRIDE(e, batch * width * hidden) {
     const int64_t n = e / hidden, ch = e % hidden, b = n / width, j = n % width;
     const int64_t pix = (b * height + i) * width + j;
-    T a[4];
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) {
-      g[q] = gate_index(q, ch, hidden, groups);
-      a[q] = gates[pix * 4 * hidden + g[q]] + pre[n * 4 * hidden + g[q]];
-    }
     const T c_prev = i > 0 ? c[(pix - width) * hidden + ch] : T(0);
-    T* act = acts + pix * 4 * hidden;
-    cell_forward(a[kI], a[kF], a[kO], a[kG], c_prev, &act[g[kI]], &act[g[kF]], &act[g[kO]],
-                 &act[g[kG]], &c[pix * hidden + ch], &h[pix * hidden + ch]);
+    forward_cell(gates, pre, h, c, acts, pix, n, ch, hidden, groups, c_prev);
   }
 }
 
@@ -92,17 +123,9 @@ __global__ void row_cell_backward_kernel(const T* __restrict__ grad_h, const T* 
       }
       dc_next = dc_in[e];
     }
-    const T* act = acts + pix * 4 * hidden;
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) g[q] = gate_index(q, ch, hidden, groups);
-    T da[4];
-    cell_backward(act[g[kI]], act[g[kF]], act[g[kO]], act[g[kG]], c[pix * hidden + ch],
-                  i > 0 ? c[(pix - width) * hidden + ch] : T(0), dh, dc_next, &da[kI], &da[kF],
-                  &da[kO], &da[kG], &dc_out[e]);
-    for (int q = 0; q < 4; ++q) {
-      dpre[n * 4 * hidden + g[q]] = da[q];
-      grad_gates[pix * 4 * hidden + g[q]] = da[q];
-    }
+    const T c_prev = i > 0 ? c[(pix - width) * hidden + ch] : T(0);
+    backward_cell(acts, c, c_prev, dh, dc_next, &dc_out[e], dpre, grad_gates, pix, n, ch, hidden,
+                  groups);
   }
 }
 
@@ -141,16 +164,8 @@ __global__ void diag_cell_forward_kernel(const T* __restrict__ gates, const T* _
     const int64_t n = e / hidden, ch = e % hidden;
     const int64_t i = i0 + n / batch, b = n % batch, j = t - i;
     const int64_t pix = (b * height + i) * width + j;
-    T a[4];
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) {
-      g[q] = gate_index(q, ch, hidden, groups);
-      a[q] = gates[pix * 4 * hidden + g[q]] + pre[n * 4 * hidden + g[q]];
-    }
     const T c_prev = j > 0 ? c[(pix - 1) * hidden + ch] : T(0);
-    T* act = acts + pix * 4 * hidden;
-    cell_forward(a[kI], a[kF], a[kO], a[kG], c_prev, &act[g[kI]], &act[g[kF]], &act[g[kO]],
-                 &act[g[kG]], &c[pix * hidden + ch], &h[pix * hidden + ch]);
+    forward_cell(gates, pre, h, c, acts, pix, n, ch, hidden, groups, c_prev);
   }
 }
 
@@ -177,17 +192,9 @@ __global__ void diag_cell_backward_kernel(const T* __restrict__ grad_h, const T*
       dh += dx[row * 2 * hidden + hidden + ch];
       dc_next = dc_in[row * hidden + ch];
     }
-    const T* act = acts + pix * 4 * hidden;
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) g[q] = gate_index(q, ch, hidden, groups);
-    T da[4];
-    cell_backward(act[g[kI]], act[g[kF]], act[g[kO]], act[g[kG]], c[pix * hidden + ch],
-                  j > 0 ? c[(pix - 1) * hidden + ch] : T(0), dh, dc_next, &da[kI], &da[kF],
-                  &da[kO], &da[kG], &dc_out[e]);
-    for (int q = 0; q < 4; ++q) {
-      dpre[n * 4 * hidden + g[q]] = da[q];
-      grad_gates[pix * 4 * hidden + g[q]] = da[q];
-    }
+    const T c_prev = j > 0 ? c[(pix - 1) * hidden + ch] : T(0);
+    backward_cell(acts, c, c_prev, dh, dc_next, &dc_out[e], dpre, grad_gates, pix, n, ch, hidden,
+                  groups);
   }
 }
 
@@ -199,77 +206,76 @@ at::Tensor channels_last_cuda(const at::Tensor& t) {
   return t.contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-void row_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
-                        const at::Tensor& pre, int64_t i, int64_t k) {
-  const int64_t n = h.size(0) * h.size(3) * std::max<int64_t>(k, 4) * h.size(1);
+// `kernel` over n elements on the current stream; nothing to do for n == 0.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), int64_t n, Args... args) {
   if (n == 0) return;
+  kernel<<<blocks_for(n), kThreads, 0, stream()>>>(args...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+T* maybe_mutable_data(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+void row_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
+                     const at::Tensor& pre, int64_t i, int64_t k) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_gather_cuda", [&] {
-    row_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
-        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr, h.size(0), h.size(1),
-        h.size(2), h.size(3), i, k);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t n = h.size(0) * h.size(3) * std::max<int64_t>(k, 4) * h.size(1);
+    launch(row_gather_kernel<scalar_t>, n,
+           h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
+           pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+           maybe_mutable_data<scalar_t>(pre), h.size(0), h.size(1), h.size(2), h.size(3), i, k);
   });
 }
 
 void row_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
-                              const at::Tensor& c, const at::Tensor& acts, int64_t i,
-                              int64_t groups) {
-  const int64_t n = h.size(0) * h.size(3) * h.size(1);
-  if (n == 0) return;
+                           const at::Tensor& c, const at::Tensor& acts, int64_t i, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "row_lstm_cell_cuda", [&] {
-    row_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
-        h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
-        acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), i, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(row_cell_forward_kernel<scalar_t>, h.size(0) * h.size(3) * h.size(1),
+           gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
+           h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
+           acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), i,
+           groups);
   });
 }
 
 void row_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, bool has_next,
-                               const at::Tensor& acts, const at::Tensor& c,
-                               const at::Tensor& dc_in, const at::Tensor& dc_out,
-                               const at::Tensor& dpre, const at::Tensor& grad_gates, int64_t i,
-                               int64_t k, int64_t groups) {
-  const int64_t n = c.size(0) * c.size(3) * c.size(1);
-  if (n == 0) return;
+                            const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
+                            const at::Tensor& dc_out, const at::Tensor& dpre,
+                            const at::Tensor& grad_gates, int64_t i, int64_t k, int64_t groups) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "row_lstm_cell_backward_cuda", [&] {
-    row_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
-        acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
-        dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
-        c.size(1), c.size(2), c.size(3), i, k, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(row_cell_backward_kernel<scalar_t>, c.size(0) * c.size(3) * c.size(1),
+           grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
+           acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
+           dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
+           dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
+           c.size(1), c.size(2), c.size(3), i, k, groups);
   });
 }
 
 void diag_gather_cuda(const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
                       const at::Tensor& pre, int64_t t) {
-  const int64_t n = diag_len(t, h.size(2), h.size(3)) * h.size(0) * 4 * h.size(1);
-  if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_gather_cuda", [&] {
-    diag_gather_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
-        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-        pre.defined() ? pre.mutable_data_ptr<scalar_t>() : nullptr, h.size(0), h.size(1),
-        h.size(2), h.size(3), t);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t n = diag_len(t, h.size(2), h.size(3)) * h.size(0) * 4 * h.size(1);
+    launch(diag_gather_kernel<scalar_t>, n,
+           h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
+           pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+           maybe_mutable_data<scalar_t>(pre), h.size(0), h.size(1), h.size(2), h.size(3), t);
   });
 }
 
 void diag_cell_forward_cuda(const at::Tensor& gates, const at::Tensor& pre, const at::Tensor& h,
                             const at::Tensor& c, const at::Tensor& acts, int64_t t,
                             int64_t groups) {
-  const int64_t n = diag_len(t, h.size(2), h.size(3)) * h.size(0) * h.size(1);
-  if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "diagonal_lstm_cell_cuda", [&] {
-    diag_cell_forward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
-        h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
-        acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), t, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t n = diag_len(t, h.size(2), h.size(3)) * h.size(0) * h.size(1);
+    launch(diag_cell_forward_kernel<scalar_t>, n,
+           gates.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
+           h.mutable_data_ptr<scalar_t>(), c.mutable_data_ptr<scalar_t>(),
+           acts.mutable_data_ptr<scalar_t>(), h.size(0), h.size(1), h.size(2), h.size(3), t,
+           groups);
   });
 }
 
@@ -277,16 +283,14 @@ void diag_cell_backward_cuda(const at::Tensor& grad_h, const at::Tensor& dx, boo
                              const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
                              const at::Tensor& dc_out, const at::Tensor& dpre,
                              const at::Tensor& grad_gates, int64_t t, int64_t groups) {
-  const int64_t n = diag_len(t, c.size(2), c.size(3)) * c.size(0) * c.size(1);
-  if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "diagonal_lstm_cell_backward_cuda", [&] {
-    diag_cell_backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream()>>>(
-        grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
-        acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
-        dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
-        dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
-        c.size(1), c.size(2), c.size(3), t, groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t n = diag_len(t, c.size(2), c.size(3)) * c.size(0) * c.size(1);
+    launch(diag_cell_backward_kernel<scalar_t>, n,
+           grad_h.const_data_ptr<scalar_t>(), dx.const_data_ptr<scalar_t>(), has_next,
+           acts.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
+           dc_in.const_data_ptr<scalar_t>(), dc_out.mutable_data_ptr<scalar_t>(),
+           dpre.mutable_data_ptr<scalar_t>(), grad_gates.mutable_data_ptr<scalar_t>(), c.size(0),
+           c.size(1), c.size(2), c.size(3), t, groups);
   });
 }
 
