@@ -17,6 +17,10 @@ from torch import nn
 
 from pixelfast.sampling import draw_categorical, sample
 
+# The stubs below are no model the cached engine can lower, so method="auto" falls back to the
+# naive sampler with a warning; that warning is tested on its own (test_sampling_cached.py).
+pytestmark = pytest.mark.filterwarnings("ignore:sample. falling back to the naive sampler:UserWarning")
+
 
 class ChainStub(nn.Module):
     def __init__(self, in_channels=1, levels=4, num_classes=None, image_size=(3, 4), sharpness=5.0):
