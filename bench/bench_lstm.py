@@ -3,9 +3,10 @@
 * the scans alone (gates precomputed) and the whole layers (masked input-to-state conv included,
   identical in both), forward and forward + backward: batch 16, 32x32, 192 input channels, hidden 96
   per direction, 3 colour groups;
-* the Row LSTM's ceiling: its plain loop against the loop's state-to-state ``conv1d`` calls alone.
-  Those products (one per row, each waiting for the row above) are work any implementation must do,
-  so plain / convolutions-alone bounds the speed-up a fused Row LSTM scan can reach;
+* the fused scans given channels-last gates, the layout the layers' input-to-state convolutions
+  produce (the fused ops otherwise convert their input once);
+* the Row LSTM's ceiling: its plain loop against its state-to-state matrix products alone, one per
+  row, each waiting for the row above: work any implementation must do;
 * PixelRNN training throughput (images/s, one Adam step per call) with fused vs plain-loop layers,
   on the paper's MNIST-sized configuration (7 layers, h = 16, 28x28, batch 16).
 
@@ -48,8 +49,8 @@ def bench_scan_forward(benchmark, kind, impl):
     fn = SCANS[kind][impl]
     benchmark.group = f"{kind} LSTM scan forward, {CASE}"
     benchmark.extra_info["impl"] = impl
-    if kind == "row" and impl == "plain":
-        benchmark.extra_info["also_in"] = [ROW_CEILING]
+    if impl == "plain":
+        benchmark.extra_info["also_in"] = [CHANNELS_LAST.format(kind=kind)] + ([ROW_CEILING] if kind == "row" else [])
 
     def run():
         with torch.no_grad():
@@ -73,20 +74,43 @@ def bench_scan_forward_backward(benchmark, kind, impl):
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
 
 
-ROW_CEILING = f"row LSTM scan forward ceiling: plain loop vs its state-to-state conv1d calls alone, {CASE}"
+CHANNELS_LAST = "{kind} LSTM scan forward, fused given channels-last gates (as the layers pass them), " + CASE
 
 
-def bench_row_state_convolutions_alone(benchmark):
-    """The ``SIZE`` per-row products of the Row LSTM (state-to-state conv1d, 3 taps), nothing else."""
-    _, weight, bias, _ = scan_inputs(SCANS["row"]["taps"])
-    h = torch.randn(BATCH, HIDDEN, SIZE, generator=torch.Generator().manual_seed(4))
-    benchmark.group = ROW_CEILING
+@pytest.mark.parametrize("kind", list(SCANS))
+def bench_scan_forward_channels_last(benchmark, kind):
+    """The fused scan without its one layout conversion: the layers' input-to-state convolutions
+    already produce channels-last gates. The plain loop keeps its own (contiguous) layout."""
+    gates, weight, bias, _ = scan_inputs(SCANS[kind]["taps"])
+    gates = gates.detach().contiguous(memory_format=torch.channels_last)
+    benchmark.group = CHANNELS_LAST.format(kind=kind)
     benchmark.extra_info["impl"] = "fast"
 
     def run():
         with torch.no_grad():
-            for _ in range(SIZE):
-                F.conv1d(h, weight, bias, padding=1)
+            return SCANS[kind]["fast"](gates, weight, bias, GROUPS)
+
+    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
+
+
+ROW_CEILING = f"row LSTM scan forward ceiling: plain loop vs its state-to-state products alone, {CASE}"
+
+
+def bench_row_state_products_alone(benchmark):
+    """The Row LSTM's ``SIZE`` state-to-state products, one per row (each waits for the row above),
+    as plain matrix products ``[B*W, k*h] x [k*h, 4h]`` and nothing else: work any implementation
+    of the scan must do, so plain loop / products bounds the forward speed-up of any fused scan."""
+    taps = SCANS["row"]["taps"]
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(BATCH * SIZE, taps * HIDDEN, generator=generator)
+    weight = torch.randn(taps * HIDDEN, 4 * HIDDEN, generator=generator)
+    out = torch.zeros(BATCH * SIZE, 4 * HIDDEN)
+    benchmark.group = ROW_CEILING
+    benchmark.extra_info["impl"] = "fast"
+
+    def run():
+        for _ in range(SIZE):
+            torch.addmm(out, x, weight, out=out)
 
     benchmark.pedantic(run, rounds=4, warmup_rounds=1)
 
