@@ -1,9 +1,16 @@
 // The incremental-cache sampling engine, CPU: plan decoding (shared with CUDA) and the CPU loop.
 //
-// Each thread takes a slice of the batch and runs the whole raster loop for it: images are
-// independent, so threads never wait for each other. Per position every op computes only the new
-// activations at (i, j) from the cached rows, as small matrix products over the thread's images
-// (BLAS gemm straight on the buffers: no allocation, no tensor per step).
+// A team of threads runs the whole raster loop over the whole batch, each computing its share of
+// every op's output channels (the categorical draws: its share of the images), meeting at a
+// barrier after every op. Per position every op computes only the new activations at (i, j) from
+// the cached rows, as small matrix products over the batch (BLAS gemm straight on the buffers: no
+// allocation, no tensor per step); the pointwise ops are loops over the shared math of
+// pointwise.h, which vectorise.
+// The pointwise loops vectorise only if gcc may if-convert the float compares of the activations
+// (see common/activations.h); torch itself is built with -fno-trapping-math too.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -18,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "engine.h"
 #include "pointwise.h"
@@ -311,6 +319,8 @@ struct CpuEngine {
   int rank = 0, team = 1;
   SpinBarrier* barrier = nullptr;
   std::atomic<bool>* non_finite = nullptr;
+  // This thread's categorical draws keep their exponentials here (one per level).
+  mutable std::vector<double> scratch;
 
   // This thread's share [first, last) of the channel range [lo, hi).
   std::pair<int64_t, int64_t> share(int64_t lo, int64_t hi) const {
@@ -416,7 +426,7 @@ struct CpuEngine {
       const int64_t index = ((b * io.channels + g) * io.height + i) * io.width + j;
       int64_t level = io.known[index] ? io.image_in[index]
                                             : categorical(logits, io.levels, 1, io.temperature,
-                                                          io.uniforms[index]);
+                                                          io.uniforms[index], scratch.data());
       if (level < 0) {  // reported after the loop: a throw here would strand the team at a barrier
         non_finite->store(true, std::memory_order_relaxed);
         level = 0;
@@ -433,8 +443,9 @@ struct CpuEngine {
   void run(const Op& op, int64_t b0, int64_t b1, int64_t i, int64_t j, int64_t g) const {
     if (op.code == kConv) {
       conv(op, b0, b1, i, j, g);
-    } else if (op.code == kSample) {
-      if (rank == 0) sample(op, b0, b1, i, j, g);
+    } else if (op.code == kSample) {  // the team splits the images
+      const auto [s0, s1] = share(b0, b1);
+      sample(op, s0, s1, i, j, g);
     } else {
       pointwise(op, b0, b1, i, j, g);
     }
@@ -485,6 +496,7 @@ void run_team(const CpuEngine<scalar_t>& engine, int64_t batch) {
     mine.rank = omp_get_thread_num();
     mine.team = omp_get_num_threads();
     mine.barrier = &barrier;
+    mine.scratch.resize(static_cast<size_t>(engine.io.levels));
     if (mine.team == wanted) {
       mine.run_images(0, batch);
     } else if (mine.rank == 0) {  // a smaller team than asked for (nested parallelism): one thread

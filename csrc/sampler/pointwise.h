@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/activations.h"
 #include "../common/host_device.h"
 
 namespace pixelfast {
@@ -15,45 +16,47 @@ PF_HD T relu(T x) {
   return x > T(0) ? x : T(0);
 }
 
-template <typename T>
-PF_HD T sigmoid(T x) {
-  return T(1) / (T(1) + exp(-x));
-}
-
 // The gated activation of the Gated PixelCNN: tanh(a) * sigmoid(b).
 template <typename T>
-PF_HD T gate(T a, T b) {
-  return tanh(a) * sigmoid(b);
+PF_HD_INLINE T gate(T a, T b) {
+  return tanh_(a) * sigmoid(b);
 }
 
 // The LSTM cell of channel t of group g (m channels per group): gates [i, f, o, g] at gates[0],
-// gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state.
+// gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state. The same
+// activations as the training-time scan kernels (common/activations.h).
 template <typename T>
-PF_HD T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
+PF_HD_INLINE T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
   const T i = sigmoid(gates[0]);
   const T f = sigmoid(gates[m]);
   const T o = sigmoid(gates[2 * m]);
-  const T g = tanh(gates[3 * m]);
+  const T g = tanh_(gates[3 * m]);
   const T c = f * c_prev + i * g;
-  *h = o * tanh(c);
+  *h = o * tanh_(c);
   return c;
 }
 
 // Level for a uniform draw u in [0, 1) from softmax(logits / temperature): the smallest level whose
-// cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double so the result does not
-// depend on float rounding of a long sum; pixelfast/sampling/categorical.py is its Python twin.
+// cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double
+// so the result does not depend on float rounding of a long sum; pixelfast/sampling/categorical.py
+// is its Python twin. `scratch` (levels doubles, or nullptr) keeps the exponentials of the first
+// pass for the second: the same values in the same order, so the same level either way.
 template <typename T>
 PF_HD int64_t categorical(const T* logits, int64_t levels, int64_t stride, double temperature,
-                          double u) {
+                          double u, double* scratch = nullptr) {
   double top = double(logits[0]);
   for (int64_t l = 1; l < levels; ++l) top = fmax(top, double(logits[l * stride]));
   double total = 0.0;
-  for (int64_t l = 0; l < levels; ++l) total += exp((double(logits[l * stride]) - top) / temperature);
+  for (int64_t l = 0; l < levels; ++l) {
+    const double e = exp((double(logits[l * stride]) - top) / temperature);
+    if (scratch != nullptr) scratch[l] = e;
+    total += e;
+  }
   if (!(total < INFINITY) || !(top == top)) return -1;  // NaN or inf logits: the caller reports it
   const double target = u * total;
   double cumulative = 0.0;
   for (int64_t l = 0; l < levels; ++l) {
-    cumulative += exp((double(logits[l * stride]) - top) / temperature);
+    cumulative += scratch != nullptr ? scratch[l] : exp((double(logits[l * stride]) - top) / temperature);
     if (cumulative > target) return l;
   }
   return levels - 1;  // u * total rounded up to total
