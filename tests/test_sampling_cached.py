@@ -275,6 +275,21 @@ def test_cached_is_deterministic_and_auto_uses_it():
     assert torch.equal(a, b) and not torch.equal(b, c)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cached_images_do_not_depend_on_the_thread_count(threads):
+    # The CPU engine splits every op's channels, and the draws' images, over a thread team.
+    model = jitter(GatedPixelCNN(3, 16, hidden_channels=12, num_layers=3, num_classes=4), scale=0.5)
+    kwargs = dict(size=(5, 6), labels=[0, 1, 2, 3, 0], generator=4, method="cached", progress=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pixelfast.sample(model, 5, **kwargs)
+        torch.set_num_threads(threads)
+        assert torch.equal(pixelfast.sample(model, 5, **kwargs), one)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_low_temperature_is_the_argmax_of_the_forward_pass():
     model = jitter(GatedPixelCNN(3, 8, hidden_channels=6, num_layers=2), scale=0.5)
     images = pixelfast.sample(model, 2, size=(4, 4), temperature=1e-6, generator=0, method="cached", progress=False)
