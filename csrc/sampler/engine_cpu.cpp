@@ -384,9 +384,16 @@ struct CpuEngine {
           break;
         }
         case kAdd: {  // dst (+)= src, src from row i + src_dy (rows above the image are zero)
-          const scalar_t* in = i + op.src_dy >= 0 ? at(op.src, b, i + op.src_dy, j) + g * n : nullptr;
-          for (int64_t t = t0; t < t1; ++t) {
-            out[t] = (op.accumulate ? out[t] : scalar_t(0)) + (in ? in[t] : scalar_t(0));
+          // (the branches outside the loops, so that each loop vectorises)
+          if (i + op.src_dy < 0) {
+            if (!op.accumulate) std::fill(out + t0, out + t1, scalar_t(0));
+          } else {
+            const scalar_t* in = at(op.src, b, i + op.src_dy, j) + g * n;
+            if (op.accumulate) {
+              for (int64_t t = t0; t < t1; ++t) out[t] += in[t];
+            } else {
+              std::copy(in + t0, in + t1, out + t0);
+            }
           }
           break;
         }
