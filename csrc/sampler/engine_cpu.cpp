@@ -25,8 +25,10 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
+#include "../common/cpu_isa.h"
 #include "engine.h"
 #include "pointwise.h"
 
@@ -306,6 +308,34 @@ class SpinBarrier {
   std::atomic<int> generation_{0};
 };
 
+// The two pointwise ops that are dominated by exp and division, over a channel range [t0, t1),
+// compiled for the baseline ISA and for AVX2 + FMA (common/cpu_isa.h).
+template <typename T>
+struct PointwiseArgs {
+  const T* in;     // gate: [a | b] halves n apart; LSTM cell: gates [i | f | o | g], n apart
+  const T* prev;   // LSTM cell: the previous cell state (nullptr: zero)
+  T* out;          // gate: the output; LSTM cell: the hidden state
+  T* cell;         // LSTM cell: the new cell state
+  int64_t n;
+};
+
+template <typename Args>
+PF_ALWAYS_INLINE void gate_loop_impl(const Args& a, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) a.out[t] = gate(a.in[t], a.in[a.n + t]);
+}
+PF_ISA_DISPATCH(gate_loop)
+
+template <typename Args>
+PF_ALWAYS_INLINE void lstm_cell_loop_impl(const Args& a, int64_t t0, int64_t t1) {
+  using T = std::remove_pointer_t<decltype(a.out)>;
+  if (a.prev != nullptr) {
+    for (int64_t t = t0; t < t1; ++t) a.cell[t] = lstm_cell(a.in + t, a.n, a.prev[t], a.out + t);
+  } else {
+    for (int64_t t = t0; t < t1; ++t) a.cell[t] = lstm_cell(a.in + t, a.n, T(0), a.out + t);
+  }
+}
+PF_ISA_DISPATCH(lstm_cell_loop)
+
 template <typename scalar_t>
 struct CpuEngine {
   const Plan& plan;
@@ -344,10 +374,16 @@ struct CpuEngine {
     if (g == 0) {
       const auto [c0, c1] = share(0, dst.channels);
       const scalar_t* bias = op.bias >= 0 ? weights[op.bias] : nullptr;
-      for (int64_t b = 0; b < m; ++b) {
+      for (int64_t b = 0; b < m; ++b) {  // out (+)= bias, branches outside the loops
         scalar_t* o = out + b * strides[op.dst];
-        for (int64_t t = c0; t < c1; ++t) {
-          o[t] = (op.accumulate ? o[t] : scalar_t(0)) + (bias ? bias[t] : scalar_t(0));
+        if (!op.accumulate) {
+          if (bias != nullptr) {
+            std::copy(bias + c0, bias + c1, o + c0);
+          } else {
+            std::fill(o + c0, o + c1, scalar_t(0));
+          }
+        } else if (bias != nullptr) {
+          for (int64_t t = c0; t < c1; ++t) o[t] += bias[t];
         }
       }
       for (int64_t s = 0; s < op.num_segments && c1 > c0; ++s) {
@@ -402,14 +438,12 @@ struct CpuEngine {
           scalar_t* cell = at(op.cell, b, i, j) + g * n;
           const scalar_t* prev =
               i + op.prev_dy >= 0 ? at(op.cell, b, i + op.prev_dy, j + op.prev_dx) + g * n : nullptr;
-          for (int64_t t = t0; t < t1; ++t) {
-            cell[t] = lstm_cell(gates + t, n, prev ? prev[t] : scalar_t(0), out + t);
-          }
+          lstm_cell_loop(PointwiseArgs<scalar_t>{gates, prev, out, cell, n}, t0, t1);
           break;
         }
         case kGate: {
           const scalar_t* in = at(op.src, b, i, j) + g * 2 * n;
-          for (int64_t t = t0; t < t1; ++t) out[t] = gate(in[t], in[n + t]);
+          gate_loop(PointwiseArgs<scalar_t>{in, nullptr, out, nullptr, n}, t0, t1);
           break;
         }
         case kClassBias: {
