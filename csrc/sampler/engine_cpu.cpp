@@ -6,6 +6,7 @@
 // the cached rows, as small matrix products over the batch (BLAS gemm straight on the buffers: no
 // allocation, no tensor per step); the pointwise ops are loops over the shared math of
 // pointwise.h, which vectorise.
+
 // The pointwise loops vectorise only if gcc may if-convert the float compares of the activations
 // (see common/activations.h); torch itself is built with -fno-trapping-math too.
 #if defined(__GNUC__) && !defined(__clang__)
