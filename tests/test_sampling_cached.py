@@ -3,6 +3,10 @@ per-layer caches against ordinary convolution, and the cached sampler against th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -288,6 +292,27 @@ def test_cached_images_do_not_depend_on_the_thread_count(threads):
         assert torch.equal(pixelfast.sample(model, 5, **kwargs), one)
     finally:
         torch.set_num_threads(before)
+
+
+def test_cached_images_are_the_same_when_other_programs_hold_the_cores():
+    # With every core busy elsewhere the team's threads are preempted and the engine goes on with
+    # one thread part-way through (csrc/sampler/engine_cpu.cpp, keep_going): same images.
+    model = jitter(GatedPixelCNN(1, 16, hidden_channels=24, num_layers=3, num_classes=4), scale=0.5)
+    kwargs = dict(size=(12, 12), labels=[0, 1, 2, 3], generator=9, method="cached", progress=False)
+    before = torch.get_num_threads()
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        torch.set_num_threads(1)
+        alone = pixelfast.sample(model, 4, **kwargs)
+        torch.set_num_threads(2)
+        assert torch.equal(pixelfast.sample(model, 4, **kwargs), alone)
+    finally:
+        torch.set_num_threads(before)
+        for process in busy:
+            process.kill()
+            process.wait()
 
 
 def test_low_temperature_is_the_argmax_of_the_forward_pass():

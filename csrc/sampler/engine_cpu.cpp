@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -286,27 +287,50 @@ inline void gemm_rows(int64_t m, int64_t n, int64_t k, const double* a, int64_t 
   gemm_rows(dgemm_, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
-// A spin barrier for the engine's thread team: one wait per op, a few hundred thousand per image,
-// so it must cost well under a microsecond.
-class SpinBarrier {
+// This thread's involuntary context switches so far (Linux; elsewhere 0: the team never shrinks).
+int64_t involuntary_switches() {
+#if defined(RUSAGE_THREAD)
+  struct rusage usage;
+  if (getrusage(RUSAGE_THREAD, &usage) == 0) return usage.ru_nivcsw;
+#endif
+  return 0;
+}
+
+// A row in which the team was preempted this often is one in which other programs hold the cores.
+constexpr int64_t kPreemptions = 4;
+
+// The barrier of the engine's thread team: one wait per op, a few hundred thousand per image, so it
+// spins (well under a microsecond when every thread has a core). A waiter that spins too long
+// sleeps on the generation counter instead (a futex), leaving the core to whoever needs it.
+class TeamBarrier {
  public:
-  explicit SpinBarrier(int threads) : threads_(threads) {}
+  explicit TeamBarrier(int threads) : threads_(threads) {}
+
   void wait() {
-    const int generation = generation_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
+    const int generation = generation_.load();
+    if (arrived_.fetch_add(1) == threads_ - 1) {
       arrived_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+      generation_.fetch_add(1);  // seq_cst: ordered before the sleepers_ load below
+      if (sleepers_.load() > 0) generation_.notify_all();
       return;
     }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
-      if (spins > 4096) std::this_thread::yield();  // oversubscribed: let the other thread run
+    for (int spins = 0; spins < kSpins; ++spins) {
+      if (generation_.load(std::memory_order_acquire) != generation) return;
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
     }
+    sleepers_.fetch_add(1);  // seq_cst: ordered before the generation_ loads below
+    while (generation_.load() == generation) generation_.wait(generation);
+    sleepers_.fetch_sub(1);
   }
 
  private:
+  static constexpr int kSpins = 4096;  // a few tens of microseconds
   const int threads_;
   std::atomic<int> arrived_{0};
   std::atomic<int> generation_{0};
+  std::atomic<int> sleepers_{0};
 };
 
 // The two pointwise ops that are dominated by exp and division, over a channel range [t0, t1),
@@ -348,7 +372,10 @@ struct CpuEngine {
   // its share of the weights once per position, with the whole batch as the rows of its matrix
   // products), and the team meets at a barrier after every op.
   int rank = 0, team = 1;
-  SpinBarrier* barrier = nullptr;
+  TeamBarrier* barrier = nullptr;
+  std::atomic<bool>* solo = nullptr;  // set when the team goes on with rank 0 alone
+  std::atomic<int64_t>* preemptions = nullptr;  // the team's, in the current row so far
+  int64_t switches_seen = 0;                    // this thread's, at the last check
   std::atomic<bool>* non_finite = nullptr;
   // This thread's categorical draws keep their exponentials here (one per level).
   mutable std::vector<double> scratch;
@@ -494,7 +521,27 @@ struct CpuEngine {
     if (team > 1) barrier->wait();  // the next op reads what this one wrote
   }
 
-  void run_images(int64_t b0, int64_t b1) const {
+  // After each pixel: when other programs hold the cores, the team's threads are preempted
+  // (involuntary context switches) and every barrier waits for a thread without a core. After
+  // kPreemptions of them within one image row, rank 0 goes on alone and the others leave (returns
+  // false). The images do not depend on the team's size.
+  bool keep_going(bool row_end) {
+    if (team == 1) return true;
+    const int64_t switches = involuntary_switches();
+    preemptions->fetch_add(switches - switches_seen);
+    switches_seen = switches;
+    barrier->wait();
+    if (rank == 0) {
+      solo->store(preemptions->load() >= kPreemptions);
+      if (row_end) preemptions->store(0);
+    }
+    barrier->wait();
+    if (!solo->load()) return true;
+    team = 1;
+    return rank == 0;
+  }
+
+  void run_images(int64_t b0, int64_t b1) {
     const int64_t num_row_ops = static_cast<int64_t>(plan.row_ops.size());
     for (int64_t i = 0; i < io.height; ++i) {
       for (int64_t o = 0; o < num_row_ops;) {
@@ -520,6 +567,7 @@ struct CpuEngine {
         for (int64_t g = 0; g < io.channels; ++g) {
           for (const Op& op : plan.pixel_ops) run(op, b0, b1, i, j, g);
         }
+        if (!keep_going(j == io.width - 1)) return;
       }
     }
   }
@@ -531,13 +579,18 @@ struct CpuEngine {
 template <typename scalar_t>
 void run_team(const CpuEngine<scalar_t>& engine, int64_t batch) {
   const int wanted = static_cast<int>(std::max<int64_t>(1, at::get_num_threads()));
-  SpinBarrier barrier(wanted);
+  TeamBarrier barrier(wanted);
+  std::atomic<bool> solo{false};
+  std::atomic<int64_t> preemptions{0};
 #pragma omp parallel num_threads(wanted)
   {
     CpuEngine<scalar_t> mine = engine;
     mine.rank = omp_get_thread_num();
     mine.team = omp_get_num_threads();
     mine.barrier = &barrier;
+    mine.solo = &solo;
+    mine.preemptions = &preemptions;
+    mine.switches_seen = involuntary_switches();
     mine.scratch.resize(static_cast<size_t>(engine.io.levels));
     if (mine.team == wanted) {
       mine.run_images(0, batch);
