@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- train ---
     p = commands.add_parser("train", help="train a model and write a checkpoint after every epoch")
-    p.add_argument("--model", default="GatedPixelCNN", help="PixelCNN or GatedPixelCNN (default: %(default)s)")
+    p.add_argument(
+        "--model", default="GatedPixelCNN",
+        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal; "
+        "default: %(default)s)",
+    )
     _add_data_arguments(p, default_data="mnist-digits")
     p.add_argument("--levels", type=_int_at_least(2), default=256, help="intensity levels, 2..256 (2 = binarised)")
     p.add_argument("--epochs", type=_int_at_least(1), default=1)
