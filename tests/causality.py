@@ -59,3 +59,13 @@ def check_causal(model, height, width, positions=None, labels=None, images=3):
             assert torch.all(leaked == 0), f"logits at {(c, i, j)} depend on the present/future"
         depends |= grads != 0
     return depends
+
+
+def assert_sees_immediate_past(depends, positions):
+    """Each position's logits read the pixel to its left, the pixel above and its earlier colours."""
+    for k, (c, i, j) in enumerate(positions):
+        if j > 0:
+            assert torch.all(depends[k][:, i, j - 1]), f"{(c, i, j)} does not see the pixel to its left"
+        if i > 0:
+            assert torch.all(depends[k][:, i - 1, j]), f"{(c, i, j)} does not see the pixel above"
+        assert torch.all(depends[k][:c, i, j]), f"{(c, i, j)} does not see its earlier colours"
