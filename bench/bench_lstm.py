@@ -42,12 +42,22 @@ def scan_inputs(taps):
     return gates, weight, bias, grad_h
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+CHANNELS_LAST = "{kind} LSTM scan forward, fused given channels-last gates (as the layers pass them), " + CASE
+
+
+# The fused scan also runs on channels-last gates, without its one layout conversion: the layers'
+# input-to-state convolutions already produce that layout. The plain loop keeps its own
+# (contiguous) layout and serves as the reference of both comparisons.
+@pytest.mark.parametrize("impl, layout", [("fast", "contiguous"), ("plain", "contiguous"), ("fast", "channels_last")])
 @pytest.mark.parametrize("kind", list(SCANS))
-def bench_scan_forward(benchmark, kind, impl):
+def bench_scan_forward(benchmark, kind, impl, layout):
     gates, weight, bias, _ = scan_inputs(SCANS[kind]["taps"])
+    if layout == "channels_last":
+        gates = gates.detach().contiguous(memory_format=torch.channels_last)
+        benchmark.group = CHANNELS_LAST.format(kind=kind)
+    else:
+        benchmark.group = f"{kind} LSTM scan forward, {CASE}"
     fn = SCANS[kind][impl]
-    benchmark.group = f"{kind} LSTM scan forward, {CASE}"
     benchmark.extra_info["impl"] = impl
     if impl == "plain":
         benchmark.extra_info["also_in"] = [CHANNELS_LAST.format(kind=kind)] + ([ROW_CEILING] if kind == "row" else [])
@@ -72,25 +82,6 @@ def bench_scan_forward_backward(benchmark, kind, impl):
         gates.grad = weight.grad = bias.grad = None
 
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
-
-
-CHANNELS_LAST = "{kind} LSTM scan forward, fused given channels-last gates (as the layers pass them), " + CASE
-
-
-@pytest.mark.parametrize("kind", list(SCANS))
-def bench_scan_forward_channels_last(benchmark, kind):
-    """The fused scan without its one layout conversion: the layers' input-to-state convolutions
-    already produce channels-last gates. The plain loop keeps its own (contiguous) layout."""
-    gates, weight, bias, _ = scan_inputs(SCANS[kind]["taps"])
-    gates = gates.detach().contiguous(memory_format=torch.channels_last)
-    benchmark.group = CHANNELS_LAST.format(kind=kind)
-    benchmark.extra_info["impl"] = "fast"
-
-    def run():
-        with torch.no_grad():
-            return SCANS[kind]["fast"](gates, weight, bias, GROUPS)
-
-    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
 
 
 ROW_CEILING = f"row LSTM scan forward ceiling: plain loop vs its state-to-state products alone, {CASE}"
