@@ -350,19 +350,31 @@ struct TransposeArgs {
 
 constexpr int64_t kTile = 16;
 
-template <typename Args>
-PF_ALWAYS_INLINE void transpose_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+// The tile loop. full_tile(src, dst, src_stride, dst_stride) may copy a whole kTile x kTile tile
+// its own way and return true; otherwise (and for ragged edge tiles) a scalar loop copies it.
+template <typename Args, typename FullTile>
+PF_ALWAYS_INLINE void transpose_tiles_impl(const Args& a, int64_t begin, int64_t end,
+                                           FullTile&& full_tile) {
+  const int64_t tiles = a.channel_tiles * a.pixel_tiles;
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t tiles = a.channel_tiles * a.pixel_tiles;
     const int64_t b = item / tiles, ct = item % tiles / a.pixel_tiles, pt = item % a.pixel_tiles;
     const int64_t c0 = ct * kTile, c1 = std::min(a.channels, c0 + kTile);
     const int64_t p0 = pt * kTile, p1 = std::min(a.pixels, p0 + kTile);
     const auto* src = a.src + b * a.channels * a.pixels;
     auto* dst = a.dst + b * a.channels * a.pixels;
+    if (c1 - c0 == kTile && p1 - p0 == kTile &&
+        full_tile(src + c0 * a.pixels + p0, dst + p0 * a.channels + c0, a.pixels, a.channels)) {
+      continue;
+    }
     for (int64_t ch = c0; ch < c1; ++ch) {  // contiguous reads, strided writes: the faster order
       for (int64_t p = p0; p < p1; ++p) dst[p * a.channels + ch] = src[ch * a.pixels + p];
     }
   }
+}
+
+template <typename Args>
+PF_ALWAYS_INLINE void transpose_chunk_impl(const Args& a, int64_t begin, int64_t end) {
+  transpose_tiles_impl(a, begin, end, [](const auto*, auto*, int64_t, int64_t) { return false; });
 }
 PF_ISA_DISPATCH(transpose_chunk)
 
@@ -391,25 +403,16 @@ PF_TARGET_AVX2 inline void transpose8x8(const float* src, int64_t src_stride, fl
 
 PF_TARGET_AVX2 void transpose_chunk_float_avx2(const TransposeArgs<float>& a, int64_t begin,
                                                int64_t end) {
-  const int64_t tiles = a.channel_tiles * a.pixel_tiles;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / tiles, ct = item % tiles / a.pixel_tiles, pt = item % a.pixel_tiles;
-    const int64_t c0 = ct * kTile, c1 = std::min(a.channels, c0 + kTile);
-    const int64_t p0 = pt * kTile, p1 = std::min(a.pixels, p0 + kTile);
-    const float* src = a.src + b * a.channels * a.pixels;
-    float* dst = a.dst + b * a.channels * a.pixels;
-    if (c1 - c0 == kTile && p1 - p0 == kTile) {
-      for (int64_t c = c0; c < c1; c += 8) {
-        for (int64_t q = p0; q < p1; q += 8) {
-          transpose8x8(src + c * a.pixels + q, a.pixels, dst + q * a.channels + c, a.channels);
-        }
-      }
-    } else {  // a ragged edge tile
-      for (int64_t ch = c0; ch < c1; ++ch) {
-        for (int64_t q = p0; q < p1; ++q) dst[q * a.channels + ch] = src[ch * a.pixels + q];
-      }
-    }
-  }
+  transpose_tiles_impl(a, begin, end,
+                       [](const float* src, float* dst, int64_t src_stride, int64_t dst_stride) {
+                         for (int64_t c = 0; c < kTile; c += 8) {
+                           for (int64_t q = 0; q < kTile; q += 8) {
+                             transpose8x8(src + c * src_stride + q, src_stride,
+                                          dst + q * dst_stride + c, dst_stride);
+                           }
+                         }
+                         return true;
+                       });
 }
 #endif
 
