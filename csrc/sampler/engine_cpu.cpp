@@ -26,7 +26,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -333,6 +332,21 @@ class TeamBarrier {
   std::atomic<int> sleepers_{0};
 };
 
+// dst[t0, t1) = (accumulate ? dst : 0) + (src ? src : 0): the conv's bias and the add op. The
+// branches sit outside the loops, so that each loop vectorises.
+template <typename T>
+void add_into(T* dst, const T* src, bool accumulate, int64_t t0, int64_t t1) {
+  if (!accumulate) {
+    if (src != nullptr) {
+      std::copy(src + t0, src + t1, dst + t0);
+    } else {
+      std::fill(dst + t0, dst + t1, T(0));
+    }
+  } else if (src != nullptr) {
+    for (int64_t t = t0; t < t1; ++t) dst[t] += src[t];
+  }
+}
+
 // The two pointwise ops that are dominated by exp and division, over a channel range [t0, t1),
 // compiled for the baseline ISA and for AVX2 + FMA (common/cpu_isa.h).
 template <typename T>
@@ -402,18 +416,7 @@ struct CpuEngine {
     if (g == 0) {
       const auto [c0, c1] = share(0, dst.channels);
       const scalar_t* bias = op.bias >= 0 ? weights[op.bias] : nullptr;
-      for (int64_t b = 0; b < m; ++b) {  // out (+)= bias, branches outside the loops
-        scalar_t* o = out + b * strides[op.dst];
-        if (!op.accumulate) {
-          if (bias != nullptr) {
-            std::copy(bias + c0, bias + c1, o + c0);
-          } else {
-            std::fill(o + c0, o + c1, scalar_t(0));
-          }
-        } else if (bias != nullptr) {
-          for (int64_t t = c0; t < c1; ++t) o[t] += bias[t];
-        }
-      }
+      for (int64_t b = 0; b < m; ++b) add_into(out + b * strides[op.dst], bias, op.accumulate, c0, c1);
       for (int64_t s = 0; s < op.num_segments && c1 > c0; ++s) {
         const Segment& seg = op.segments[s];
         if (i + seg.dy < 0) continue;  // rows above the image are zero padding
@@ -448,17 +451,8 @@ struct CpuEngine {
           break;
         }
         case kAdd: {  // dst (+)= src, src from row i + src_dy (rows above the image are zero)
-          // (the branches outside the loops, so that each loop vectorises)
-          if (i + op.src_dy < 0) {
-            if (!op.accumulate) std::fill(out + t0, out + t1, scalar_t(0));
-          } else {
-            const scalar_t* in = at(op.src, b, i + op.src_dy, j) + g * n;
-            if (op.accumulate) {
-              for (int64_t t = t0; t < t1; ++t) out[t] += in[t];
-            } else {
-              std::copy(in + t0, in + t1, out + t0);
-            }
-          }
+          const scalar_t* in = i + op.src_dy >= 0 ? at(op.src, b, i + op.src_dy, j) + g * n : nullptr;
+          add_into(out, in, op.accumulate, t0, t1);
           break;
         }
         case kLstmCell: {
