@@ -271,15 +271,14 @@ def _lower_diagonal_lstm(lstm: DiagonalLSTM, b: PlanBuilder, features: int, g: i
     gates, hidden, cell = b.buffer(4 * h), b.buffer(h), b.buffer(h)
     side = -1 if left_to_right else 1
     where = dict(phase=PIXEL) if left_to_right else dict(phase=ROW, row_offset=-1, reverse=True)
-    groups = g if left_to_right else lstm.color_groups
     b.masked_conv(gates, features, lstm.input_to_state, **where)
     w = lstm.state_to_state
     taps = [(-1, 0, w[:, :, 0:1]), (0, side, w[:, :, 1:2])]
-    b.conv(gates, hidden, where["phase"], groups, taps, bias=lstm.bias, accumulate=True,
+    b.conv(gates, hidden, where["phase"], g, taps, bias=lstm.bias, accumulate=True,
            row_offset=where.get("row_offset", 0), reverse=where.get("reverse", False))
     if lstm.class_gates.embedding is not None:
-        b.class_bias(gates, lstm.class_gates.embedding, groups, **where)
-    b.lstm_cell(hidden, gates, cell, groups, prev=(0, side), **where)
+        b.class_bias(gates, lstm.class_gates.embedding, g, **where)
+    b.lstm_cell(hidden, gates, cell, g, prev=(0, side), **where)
     return hidden
 
 
