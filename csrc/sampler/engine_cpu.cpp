@@ -538,25 +538,8 @@ struct CpuEngine {
   void run_images(int64_t b0, int64_t b1) {
     const int64_t num_row_ops = static_cast<int64_t>(plan.row_ops.size());
     for (int64_t i = 0; i < io.height; ++i) {
-      for (int64_t o = 0; o < num_row_ops;) {
-        const int64_t end = row_ops_end(plan.row_ops.data(), num_row_ops, o);
-        const Op& first = plan.row_ops[o];
-        const int64_t r = i + first.row_offset;
-        if (r >= 0) {
-          if (first.reverse) {  // a right-to-left scan: its ops column by column
-            for (int64_t j = io.width - 1; j >= 0; --j) {
-              for (int64_t q = o; q < end; ++q) {
-                for (int64_t g = 0; g < plan.row_ops[q].groups; ++g) run(plan.row_ops[q], b0, b1, r, j, g);
-              }
-            }
-          } else {  // every column of one op before the next reads them
-            for (int64_t j = 0; j < io.width; ++j) {
-              for (int64_t g = 0; g < first.groups; ++g) run(first, b0, b1, r, j, g);
-            }
-          }
-        }
-        o = end;
-      }
+      run_row_phase(plan.row_ops.data(), num_row_ops, i, io.width,
+                    [&](const Op& op, int64_t r, int64_t j, int64_t g) { run(op, b0, b1, r, j, g); });
       for (int64_t j = 0; j < io.width; ++j) {
         for (int64_t g = 0; g < io.channels; ++g) {
           for (const Op& op : plan.pixel_ops) run(op, b0, b1, i, j, g);

@@ -143,25 +143,8 @@ template <typename T>
 __global__ void engine_kernel(DeviceEngine<T> engine) {
   const int64_t b = blockIdx.x;
   for (int64_t i = 0; i < engine.io.height; ++i) {
-    for (int64_t o = 0; o < engine.num_row_ops;) {
-      const int64_t end = row_ops_end(engine.row_ops, engine.num_row_ops, o);
-      const Op& first = engine.row_ops[o];
-      const int64_t r = i + first.row_offset;
-      if (r >= 0) {
-        if (first.reverse) {  // a right-to-left scan: its ops column by column
-          for (int64_t j = engine.io.width - 1; j >= 0; --j) {
-            for (int64_t q = o; q < end; ++q) {
-              for (int64_t g = 0; g < engine.row_ops[q].groups; ++g) engine.run(engine.row_ops[q], b, r, j, g);
-            }
-          }
-        } else {  // every column of one op before the next reads them
-          for (int64_t j = 0; j < engine.io.width; ++j) {
-            for (int64_t g = 0; g < first.groups; ++g) engine.run(first, b, r, j, g);
-          }
-        }
-      }
-      o = end;
-    }
+    run_row_phase(engine.row_ops, engine.num_row_ops, i, engine.io.width,
+                  [&](const Op& op, int64_t r, int64_t j, int64_t g) { engine.run(op, b, r, j, g); });
     for (int64_t j = 0; j < engine.io.width; ++j) {
       for (int64_t g = 0; g < engine.io.channels; ++g) {
         for (int64_t o = 0; o < engine.num_pixel_ops; ++o) engine.run(engine.pixel_ops[o], b, i, j, g);

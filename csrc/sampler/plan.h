@@ -93,6 +93,34 @@ PF_HD int64_t row_ops_end(const Op* ops, int64_t count, int64_t o) {
   return end;
 }
 
+// The row phase of image row i, shared by the engines: every run of row-phase ops at its row
+// r = i + row_offset (skipped above the image), calling run(op, r, j, g) in the order above.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <typename Run>
+PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width, Run&& run) {
+  for (int64_t o = 0; o < count;) {
+    const int64_t end = row_ops_end(ops, count, o);
+    const Op& first = ops[o];
+    const int64_t r = i + first.row_offset;
+    if (r >= 0) {
+      if (first.reverse) {  // a right-to-left scan: its ops column by column
+        for (int64_t j = width - 1; j >= 0; --j) {
+          for (int64_t q = o; q < end; ++q) {
+            for (int64_t g = 0; g < ops[q].groups; ++g) run(ops[q], r, j, g);
+          }
+        }
+      } else {  // every column of one op before the next reads them
+        for (int64_t j = 0; j < width; ++j) {
+          for (int64_t g = 0; g < first.groups; ++g) run(first, r, j, g);
+        }
+      }
+    }
+    o = end;
+  }
+}
+
 // Input channels [0, prefix) that the centre tap of output group g reads (contiguous colour groups).
 PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {
   if (centre == kNoCentre) return 0;
