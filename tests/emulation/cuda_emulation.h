@@ -144,8 +144,9 @@ inline std::vector<int64_t> order(int64_t n, Schedule s, std::mt19937_64& random
   return o;
 }
 
-// Releases the waiters whose barrier every live participant has reached; false if none could be
-// released although some fibers still wait (a barrier some threads never reach).
+// Releases the waiters whose barrier every participant has reached; false if none could be
+// released although some fibers still wait (a barrier some threads never reach, or reach after
+// others of the block have exited: undefined behaviour on a GPU, an error here).
 inline bool release(Run& r) {
   bool any = false;
   bool block_ready = true, waiting = false;
@@ -155,7 +156,9 @@ inline bool release(Run& r) {
     if (f.state != State::kAtBarrier) block_ready = false;
   }
   if (!waiting) return true;
-  if (block_ready) {
+  const bool some_exited = std::any_of(r.fibers.begin(), r.fibers.end(),
+                                       [](const Fiber& f) { return f.state == State::kDone; });
+  if (block_ready && !some_exited) {
     for (Fiber& f : r.fibers) {
       if (f.state == State::kAtBarrier) f.state = State::kRunnable;
     }
@@ -220,8 +223,8 @@ inline void run_block(Run& r, std::mt19937_64& random) {
       if (r.error.empty()) {
         r.error = "cuda emulation: block (" + std::to_string(r.block_index.x) + ", " +
                   std::to_string(r.block_index.y) + ", " + std::to_string(r.block_index.z) +
-                  "): a __syncthreads or warp shuffle that not every live thread of the block "
-                  "(or warp) reaches (a barrier in divergent code)";
+                  "): a __syncthreads or warp shuffle that not every thread of the block (or "
+                  "warp) reaches, or reaches after others have exited (a barrier in divergent code)";
       }
       for (Fiber& f : r.fibers) {  // let them run on, so that the block finishes
         if (f.state != State::kDone) f.state = State::kRunnable;
