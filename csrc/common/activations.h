@@ -10,24 +10,31 @@
 
 namespace pixelfast {
 
-// sigmoid and tanh. float32 on the host: branch-free versions built on exp(-|x|) (a Cephes-style
-// range reduction and degree-6 polynomial; |error| < 1e-7 against the exact functions), so that
-// gcc vectorises the cell loops (libm's expf/tanhf are scalar calls) with no clamping compares:
-// |x| is capped at 87 by an integer min on its bits. NaN inputs give NaN. On the device the CUDA
-// math library. float64, everywhere: the exact functions (the reference precision).
-#if !defined(__CUDA_ARCH__)
+// sigmoid and tanh, one definition for the CPU and the GPU. float32: branch-free versions built on
+// exp(-|x|) (a Cephes-style range reduction and degree-6 polynomial; |error| < 1e-7 against the
+// exact functions), so that gcc vectorises the cell loops (libm's expf/tanhf are scalar calls)
+// with no clamping compares: |x| is capped at 87 by an integer min on its bits. NaN inputs give
+// NaN. float64, everywhere: the exact functions (the reference precision).
 namespace detail {
 
 PF_HD_INLINE float bits_to_float(int32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(bits);
+#else
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
+#endif
 }
 
 PF_HD_INLINE int32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
   int32_t bits;
   std::memcpy(&bits, &f, sizeof(bits));
   return bits;
+#endif
 }
 
 // exp(-|x|), |x| capped at 87 (e^-87 ~ 1.6e-38, still a normal float).
@@ -52,29 +59,20 @@ PF_HD_INLINE float exp_minus_abs(float x) {
 }
 
 }  // namespace detail
-#endif
 
 PF_HD_INLINE float sigmoid(float x) {
-#if defined(__CUDA_ARCH__)
-  return 1.0f / (1.0f + expf(-x));
-#else
   const float e = detail::exp_minus_abs(x);
   const float r = 1.0f / (1.0f + e);
   const float s = x >= 0.0f ? r : e * r;  // 1 / (1 + e^-x), or e^x / (1 + e^x) for x < 0
   return x != x ? x : s;
-#endif
 }
 
 PF_HD_INLINE float tanh_(float x) {
-#if defined(__CUDA_ARCH__)
-  return tanhf(x);
-#else
   const float e = detail::exp_minus_abs(2.0f * x);
   const float t = (1.0f - e) / (1.0f + e);  // tanh |x|
   const float signed_t = detail::bits_to_float(detail::float_to_bits(t) |
                                                (detail::float_to_bits(x) & INT32_MIN));
   return x != x ? x : signed_t;
-#endif
 }
 
 PF_HD_INLINE double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }

@@ -24,6 +24,6 @@
 #define PF_DYNAMIC_SHARED(type, name)                                  \
   extern __shared__ __align__(16) unsigned char pf_dynamic_shared_[]; \
   type* name = reinterpret_cast<type*>(pf_dynamic_shared_)
-#elif defined(PF_CUDA_EMULATION)
+#else  // only kernels use it: on the host they exist only under the emulation
 #define PF_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::pf_emu::dynamic_shared())
 #endif

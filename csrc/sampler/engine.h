@@ -1,13 +1,17 @@
-// Host side shared by the CPU and CUDA engines: checking the op's arguments and decoding the plan.
+// Host side shared by the CPU and CUDA engines: checking the op's arguments and decoding the plan
+// (plan_decode.cpp), and the engine's view of one call on its device.
 #pragma once
 
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/ArrayRef.h>
 
+#include "engine_ops.h"
 #include "plan.h"
 
 namespace pixelfast {
@@ -64,6 +68,44 @@ std::vector<T*> buffer_data(Prepared& p) {
   std::vector<T*> data;
   for (auto& s : p.storage) data.push_back(s.template mutable_data_ptr<T>());
   return data;
+}
+
+// The engine's view of a prepared call, for kernels on `device`: the plan's arrays copied there
+// (kept alive by `keep`); on the CPU the same pointers the host holds.
+template <typename T>
+struct DeviceView {
+  EngineView<T> view;
+  std::vector<at::Tensor> keep;
+};
+
+// Host data copied to `device` as raw bytes in one tensor (its storage keeps it alive).
+template <typename V>
+at::Tensor bytes_on(const std::vector<V>& values, const at::Device& device) {
+  at::Tensor host = at::empty({static_cast<int64_t>(values.size() * sizeof(V))}, at::kByte);
+  if (!values.empty()) std::memcpy(host.mutable_data_ptr(), values.data(), values.size() * sizeof(V));
+  return host.to(device);
+}
+
+template <typename T>
+DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
+  const at::Device device = p.image.device();
+  std::vector<const T*> weight_pointers;
+  for (const auto& w : weights) weight_pointers.push_back(w.template const_data_ptr<T>());
+  DeviceView<T> d;
+  d.keep = {bytes_on(p.plan.buffers, device), bytes_on(buffer_data<T>(p), device),
+            bytes_on(p.strides, device),      bytes_on(weight_pointers, device),
+            bytes_on(p.plan.row_ops, device), bytes_on(p.plan.pixel_ops, device)};
+  const auto pointer = [&](size_t k) { return d.keep[k].const_data_ptr(); };
+  d.view.buffers = static_cast<const Buffer*>(pointer(0));
+  d.view.data = static_cast<T* const*>(pointer(1));
+  d.view.strides = static_cast<const int64_t*>(pointer(2));
+  d.view.weights = static_cast<const T* const*>(pointer(3));
+  d.view.row_ops = static_cast<const Op*>(pointer(4));
+  d.view.num_row_ops = static_cast<int64_t>(p.plan.row_ops.size());
+  d.view.pixel_ops = static_cast<const Op*>(pointer(5));
+  d.view.num_pixel_ops = static_cast<int64_t>(p.plan.pixel_ops.size());
+  d.view.io = io_of<T>(p);
+  return d;
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(

@@ -1,5 +1,5 @@
 // Per-element math of the sampling engine's pointwise ops and of its categorical draw, shared by
-// the CPU and CUDA engines (and so exercised by every CPU test).
+// the CPU and CUDA engines.
 #pragma once
 
 #include <cmath>
@@ -7,6 +7,7 @@
 
 #include "../common/activations.h"
 #include "../common/host_device.h"
+#include "../lstm/cell.h"
 
 namespace pixelfast {
 namespace sampler {
@@ -23,16 +24,12 @@ PF_HD_INLINE T gate(T a, T b) {
 }
 
 // The LSTM cell of channel t of group g (m channels per group): gates [i, f, o, g] at gates[0],
-// gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state. The same
-// activations as the training-time scan kernels (common/activations.h).
+// gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state. The
+// training-time scans' cell (lstm/cell.h); the activated gates it also returns are not needed here.
 template <typename T>
 PF_HD_INLINE T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
-  const T i = sigmoid(gates[0]);
-  const T f = sigmoid(gates[m]);
-  const T o = sigmoid(gates[2 * m]);
-  const T g = tanh_(gates[3 * m]);
-  const T c = f * c_prev + i * g;
-  *h = o * tanh_(c);
+  T i, f, o, g, c;
+  lstm::cell_forward(gates[0], gates[m], gates[2 * m], gates[3 * m], c_prev, &i, &f, &o, &g, &c, h);
   return c;
 }
 

@@ -1,0 +1,265 @@
+// Host side of the sampling engine, shared by the CPU and CUDA engines: the op's argument checks,
+// decoding and validating the plan (TORCH_CHECK on anything inconsistent), and the zero-filled
+// buffer storage of one call. No kernels and no op registrations here.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
+
+#include "engine.h"
+
+namespace pixelfast {
+namespace sampler {
+
+namespace {
+
+constexpr int64_t kOpHeader = 18;
+
+void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& weights) {
+  const Buffer& src = plan.buffers[op.src];
+  const Buffer& dst = plan.buffers[op.dst];
+  TORCH_CHECK(dst.channels % op.groups == 0, "sample_cached: conv output channels ", dst.channels,
+              " not divisible by its groups ", op.groups);
+  TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments,
+              "sample_cached: a conv has ", op.num_segments, " segments (at most ", kMaxSegments, ")");
+  for (int64_t s = 0; s < op.num_segments; ++s) {
+    const Segment& seg = op.segments[s];
+    TORCH_CHECK(seg.dy <= 0 && src.rows >= 1 - seg.dy - op.row_offset,
+                "sample_cached: segment row offset ", seg.dy, " is outside its source's ring of ",
+                src.rows, " rows");
+    TORCH_CHECK(seg.cols >= 1 && seg.dx >= -src.pad && seg.dx + seg.cols - 1 <= src.pad,
+                "sample_cached: segment columns [", seg.dx, ", ", seg.dx + seg.cols,
+                ") exceed the source's padding ", src.pad);
+    TORCH_CHECK(op.phase == kRowPhase || seg.dy < 0 || seg.dx + seg.cols <= 0,
+                "sample_cached: a pixel-phase conv may not read the current pixel or later ones");
+    TORCH_CHECK(seg.weight >= 0 && seg.weight < static_cast<int64_t>(weights.size()),
+                "sample_cached: weight index out of range");
+    const at::Tensor& w = weights[seg.weight];
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == seg.cols * src.channels && w.size(1) == dst.channels,
+                "sample_cached: segment weight has shape ", w.sizes(), ", expected [",
+                seg.cols * src.channels, ", ", dst.channels, "]");
+  }
+  if (op.centre != kNoCentre) {
+    TORCH_CHECK(op.centre == kCentreA || op.centre == kCentreB, "sample_cached: bad centre mask");
+    TORCH_CHECK(src.channels % op.groups == 0, "sample_cached: conv input channels ", src.channels,
+                " not divisible by its groups ", op.groups);
+    TORCH_CHECK(op.centre_weight >= 0 && op.centre_weight < static_cast<int64_t>(weights.size()),
+                "sample_cached: centre weight index out of range");
+    const at::Tensor& w = weights[op.centre_weight];
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == src.channels && w.size(1) == dst.channels,
+                "sample_cached: centre weight has shape ", w.sizes(), ", expected [", src.channels,
+                ", ", dst.channels, "]");
+  }
+  if (op.bias >= 0) {
+    TORCH_CHECK(op.bias < static_cast<int64_t>(weights.size()), "sample_cached: bias index out of range");
+    const at::Tensor& b = weights[op.bias];
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == dst.channels, "sample_cached: bias has shape ",
+                b.sizes(), ", expected [", dst.channels, "]");
+  }
+}
+
+}  // namespace
+
+Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
+                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
+                 bool has_labels) {
+  Plan plan;
+  TORCH_CHECK(buffers.size() % 3 == 0 && !buffers.empty(),
+              "sample_cached: buffers must be (channels, rows, pad) triples");
+  for (size_t b = 0; b < buffers.size(); b += 3) {
+    Buffer buffer{buffers[b], buffers[b + 1], buffers[b + 2]};
+    TORCH_CHECK(buffer.channels >= 1 && buffer.rows >= 1 && buffer.pad >= 0,
+                "sample_cached: buffer ", b / 3, " has bad shape (", buffer.channels, ", ",
+                buffer.rows, ", ", buffer.pad, ")");
+    plan.buffers.push_back(buffer);
+  }
+  TORCH_CHECK(plan.buffers[0].channels == channels, "sample_cached: buffer 0 (the image) has ",
+              plan.buffers[0].channels, " channels, the image ", channels);
+  const int64_t num_buffers = static_cast<int64_t>(plan.buffers.size());
+  bool samples = false;
+  size_t at = 0;
+  while (at < program.size()) {
+    const int64_t length = program[at];
+    TORCH_CHECK(length >= kOpHeader && at + length <= program.size(),
+                "sample_cached: truncated op at position ", at, " of the program");
+    const int64_t* f = program.data() + at;
+    Op op{};
+    op.code = static_cast<int32_t>(f[1]);
+    op.phase = static_cast<int32_t>(f[2]);
+    op.dst = f[3];
+    op.src = f[4];
+    op.groups = f[5];
+    op.centre = static_cast<int32_t>(f[6]);
+    op.centre_weight = f[7];
+    op.bias = f[8];
+    op.table = f[9];
+    op.accumulate = static_cast<int32_t>(f[10]);
+    op.src_dy = f[11];
+    op.row_offset = f[12];
+    op.reverse = static_cast<int32_t>(f[13]);
+    op.cell = f[14];
+    op.prev_dy = f[15];
+    op.prev_dx = f[16];
+    op.num_segments = f[17];
+    TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments &&
+                    length == kOpHeader + 4 * op.num_segments,
+                "sample_cached: op at position ", at, " has a bad length");
+    for (int64_t s = 0; s < op.num_segments; ++s) {
+      const int64_t* g = f + kOpHeader + 4 * s;
+      op.segments[s] = Segment{g[0], g[1], g[2], g[3]};
+    }
+    TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ", op.phase);
+    TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
+    TORCH_CHECK(op.code == kClassBias || (op.src >= 0 && op.src < num_buffers),
+                "sample_cached: op source out of range");
+    TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
+    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
+                "sample_cached: a pixel-phase op must have one group per colour (", channels, "), got ",
+                op.groups);
+    TORCH_CHECK(op.row_offset <= 0 && (op.phase == kRowPhase || (op.row_offset == 0 && op.reverse == 0)),
+                "sample_cached: only row-phase ops may run on an earlier row or in reverse");
+    TORCH_CHECK(op.src_dy <= 0 && (op.code == kAdd || op.src_dy == 0),
+                "sample_cached: only add may read its source on an earlier row");
+    if (op.code != kClassBias && op.src >= 0) {
+      TORCH_CHECK(plan.buffers[op.src].rows >= 1 - op.row_offset - op.src_dy,
+                  "sample_cached: an op reads rows its source's ring does not keep");
+    }
+    const Buffer& dst = plan.buffers[op.dst];
+    switch (op.code) {
+      case kConv:
+        check_conv(op, plan, weights);
+        break;
+      case kRelu:
+      case kAdd:
+        TORCH_CHECK(plan.buffers[op.src].channels == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: relu/add needs equal channel counts divisible by groups");
+        break;
+      case kGate:
+        TORCH_CHECK(plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: gate needs a source of twice the destination's channels");
+        break;
+      case kClassBias: {
+        TORCH_CHECK(has_labels, "sample_cached: the plan has class biases but no labels were given");
+        TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
+                    "sample_cached: class table index out of range");
+        const at::Tensor& t = weights[op.table];
+        TORCH_CHECK(t.dim() == 2 && t.size(1) == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: class table has shape ", t.sizes(), ", expected [classes, ",
+                    dst.channels, "]");
+        break;
+      }
+      case kLstmCell: {
+        TORCH_CHECK(op.cell >= 0 && op.cell < num_buffers, "sample_cached: cell buffer out of range");
+        const Buffer& cell = plan.buffers[op.cell];
+        TORCH_CHECK(plan.buffers[op.src].channels == 4 * dst.channels &&
+                        cell.channels == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: an LSTM cell needs gates of 4x the hidden channels and a cell "
+                    "buffer of the hidden channels");
+        TORCH_CHECK(op.prev_dy <= 0 && cell.rows >= 1 - op.prev_dy - op.row_offset &&
+                        op.prev_dx >= -cell.pad && op.prev_dx <= cell.pad,
+                    "sample_cached: the previous cell state lies outside the cell buffer");
+        TORCH_CHECK(op.phase == kRowPhase || op.prev_dy < 0 || op.prev_dx < 0,
+                    "sample_cached: a pixel-phase cell may only read an earlier cell state");
+        break;
+      }
+      case kSample:
+        TORCH_CHECK(op.phase == kPixelPhase && op.dst == plan.input_buffer,
+                    "sample_cached: sample must be a pixel-phase op writing buffer 0");
+        TORCH_CHECK(plan.buffers[op.src].channels == channels * levels,
+                    "sample_cached: the logits buffer has ", plan.buffers[op.src].channels,
+                    " channels, expected channels * levels = ", channels * levels);
+        samples = true;
+        break;
+      default:
+        TORCH_CHECK(false, "sample_cached: unknown op code ", op.code);
+    }
+    (op.phase == kRowPhase ? plan.row_ops : plan.pixel_ops).push_back(op);
+    at += length;
+  }
+  TORCH_CHECK(samples, "sample_cached: the program never samples");
+  return plan;
+}
+
+namespace {
+
+Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+                     c10::ArrayRef<int64_t> program, const at::Tensor& image,
+                     const at::Tensor& known, const at::Tensor& uniforms,
+                     const std::optional<at::Tensor>& labels, double temperature, int64_t levels) {
+  TORCH_CHECK(image.dim() == 4 && image.scalar_type() == at::kLong,
+              "sample_cached: image must be int64 [B, C, H, W], got ", image.scalar_type(), " ",
+              image.sizes());
+  TORCH_CHECK(known.sizes() == image.sizes() && known.scalar_type() == at::kBool,
+              "sample_cached: known must be bool with the image's shape");
+  TORCH_CHECK(uniforms.sizes() == image.sizes() && uniforms.scalar_type() == at::kDouble,
+              "sample_cached: uniforms must be float64 with the image's shape");
+  TORCH_CHECK(temperature > 0, "sample_cached: temperature must be > 0, got ", temperature);
+  TORCH_CHECK(levels >= 2, "sample_cached: levels must be >= 2, got ", levels);
+  TORCH_CHECK(!weights.empty(), "sample_cached: no weights");
+  const auto dtype = weights[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "sample_cached: weights must be float32 or float64, got ", dtype);
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.scalar_type() == dtype && w.device() == image.device() && w.is_contiguous(),
+                "sample_cached: every weight must be a contiguous ", dtype, " tensor on ",
+                image.device());
+  }
+  TORCH_CHECK(known.device() == image.device() && uniforms.device() == image.device(),
+              "sample_cached: image, known and uniforms must be on one device");
+  if (labels.has_value()) {
+    TORCH_CHECK(labels->dim() == 1 && labels->size(0) == image.size(0) &&
+                    labels->scalar_type() == at::kLong && labels->device() == image.device(),
+                "sample_cached: labels must be int64 [B] on the image's device");
+  }
+  Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value());
+  if (labels.has_value() && labels->numel() > 0) {
+    for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
+      for (const Op& op : *ops) {
+        if (op.code != kClassBias) continue;
+        const int64_t classes = weights[op.table].size(0);
+        const at::Tensor l = labels->cpu();
+        const int64_t* p = l.const_data_ptr<int64_t>();
+        for (int64_t b = 0; b < l.numel(); ++b) {
+          TORCH_CHECK(p[b] >= 0 && p[b] < classes, "sample_cached: label ", p[b],
+                      " out of range 0..", classes - 1);
+        }
+      }
+    }
+  }
+  return plan;
+}
+
+}  // namespace
+
+Prepared prepare(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+                 c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
+                 const at::Tensor& uniforms, const std::optional<at::Tensor>& labels,
+                 double temperature, int64_t levels, bool record_logits) {
+  Prepared p;
+  p.plan = check_arguments(weights, buffers, program, image, known, uniforms, labels, temperature,
+                           levels);
+  p.image = image.contiguous();
+  p.known = known.contiguous();
+  p.uniforms = uniforms.contiguous();
+  p.labels = labels.has_value() ? labels->contiguous() : at::Tensor();
+  p.temperature = temperature;
+  p.levels = levels;
+  const int64_t batch = image.size(0), channels = image.size(1);
+  const int64_t height = image.size(2), width = image.size(3);
+  const auto options = weights[0].options();
+  p.out = at::empty_like(p.image);
+  p.logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
+                           : at::empty({0}, options);
+  for (const Buffer& b : p.plan.buffers) {
+    p.strides.push_back(image_stride(b, width));
+    p.storage.push_back(at::zeros({batch * p.strides.back()}, options));
+  }
+  return p;
+}
+
+}  // namespace sampler
+}  // namespace pixelfast

@@ -1,0 +1,50 @@
+// The sampling engine's CUDA kernel (csrc/sampler/engine_kernel.cuh), run on the CPU under the
+// CUDA emulation: the op pixelfast_emulated::sample_cached takes the CPU op's arguments plus the
+// block size and the emulated schedule, and launches the kernel as engine_cuda.cu does.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "sampler/engine.h"
+
+// After every torch header: the emulation defines the CUDA built-ins as macros.
+#include "cuda_emulation.h"
+#include "sampler/engine_kernel.cuh"
+
+namespace pixelfast {
+namespace sampler {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
+    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
+    c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
+    const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
+    int64_t levels, bool record_logits, int64_t threads, int64_t schedule, int64_t seed) {
+  TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in 1..1024, got ", threads);
+  Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
+                       levels, record_logits);
+  if (p.empty()) return {p.out, p.logits};
+  at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
+    const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
+    const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule), static_cast<uint64_t>(seed));
+    pf_emu::launch(dim3(static_cast<unsigned>(p.image.size(0))), dim3(static_cast<unsigned>(threads)),
+                   static_cast<size_t>(levels) * sizeof(double), engine_kernel<scalar_t>, d.view,
+                   error.mutable_data_ptr<int>());
+  });
+  TORCH_CHECK(error.item<int>() == 0, "sample_cached: the model produced non-finite logits (NaN or inf)");
+  return {p.out, p.logits};
+}
+
+}  // namespace
+}  // namespace sampler
+}  // namespace pixelfast
+
+TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
+  m.def(
+      "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
+      "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
+      "int threads, int schedule, int seed) -> (Tensor, Tensor)");
+  m.impl("sample_cached", c10::DispatchKey::CPU, &pixelfast::sampler::sample_cached_emulated);
+}

@@ -1,0 +1,120 @@
+"""The CUDA sampling engine's kernel (``csrc/sampler/engine_kernel.cuh``), run on the CPU under the
+CUDA emulation, against the CPU engine: the same images and logits for every model kind, grey and
+RGB, class-conditional, float32/float64, odd block sizes and every emulated thread schedule (a
+missing ``__syncthreads`` shows up as a different result under one of them)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
+from pixelfast.sampling.plan import lower
+from tests.emulation import SCHEDULES, load
+from tests.test_sampling_cached import jitter, random_image, random_labels
+
+MODELS = {
+    "pixelcnn": lambda c, levels, h, classes: PixelCNN(c, levels, hidden_channels=h, num_layers=2, num_classes=classes),
+    "gated": lambda c, levels, h, classes: GatedPixelCNN(
+        c, levels, hidden_channels=h, num_layers=2, kernel_size=3, first_kernel_size=5, num_classes=classes
+    ),
+    "row": lambda c, levels, h, classes: PixelRNN("row", c, levels, hidden_channels=h, num_layers=1, num_classes=classes),
+    "diagonal": lambda c, levels, h, classes: PixelRNN(
+        "diagonal", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    return load()
+
+
+def engine_arguments(kind, channels, levels, classes, dtype, batch, height, width, seed, teacher_forced):
+    model = jitter(MODELS[kind](channels, levels, 3, classes), scale=0.3, seed=seed).to(dtype)
+    plan = lower(model)
+    image = random_image(model, batch, height, width, seed)
+    generator = torch.Generator().manual_seed(seed)
+    if teacher_forced:
+        known = torch.ones_like(image, dtype=torch.bool)
+    else:  # some sub-pixels known, the rest drawn
+        known = torch.rand(image.shape, generator=generator) < 0.25
+    uniforms = torch.rand(image.shape, generator=generator, dtype=torch.float64)
+    labels = random_labels(model, batch, seed)
+    return (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, labels, 0.9, levels,
+            teacher_forced)
+
+
+def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0):
+    expected_images, expected_logits = torch.ops.pixelfast.sample_cached(*args)
+    images, logits = emulated.sample_cached(*args, threads, SCHEDULES[schedule], seed)
+    assert torch.equal(images, expected_images)
+    exact = args[0][0].dtype == torch.float64
+    torch.testing.assert_close(logits, expected_logits, atol=1e-12 if exact else 2e-5, rtol=1e-10 if exact else 1e-4)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("teacher_forced", [True, False])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_engine_kernel_equals_cpu_engine(emulated, kind, channels, teacher_forced, schedule):
+    args = engine_arguments(kind, channels, 5, 3, torch.float64, 2, 3, 4, seed=1, teacher_forced=teacher_forced)
+    assert_kernel_equals_cpu_engine(emulated, args, threads=7, schedule=schedule, seed=3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    kind=st.sampled_from(list(MODELS)),
+    channels=st.sampled_from([1, 3]),
+    levels=st.sampled_from([2, 5, 256]),
+    classes=st.sampled_from([None, 3]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    batch=st.integers(1, 3),
+    height=st.integers(1, 4),
+    width=st.integers(1, 4),
+    threads=st.sampled_from([1, 2, 5, 32, 33, 64]),
+    schedule=st.sampled_from(list(SCHEDULES)),
+    teacher_forced=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_engine_kernel_equals_cpu_engine_over_many_configurations(
+    emulated, kind, channels, levels, classes, dtype, batch, height, width, threads, schedule, teacher_forced, seed
+):
+    args = engine_arguments(kind, channels, levels, classes, dtype, batch, height, width, seed, teacher_forced)
+    assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed)
+
+
+def test_engine_kernel_with_a_block_larger_than_every_op(emulated):
+    args = engine_arguments("gated", 3, 256, None, torch.float32, 1, 2, 3, seed=5, teacher_forced=False)
+    assert_kernel_equals_cpu_engine(emulated, args, threads=256, schedule="random", seed=11)
+
+
+def test_engine_kernel_reports_non_finite_logits(emulated):
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    with torch.no_grad():
+        model.head.out.bias.fill_(float("nan"))
+    plan = lower(model)
+    image = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    known = torch.zeros_like(image, dtype=torch.bool)
+    uniforms = torch.full(image.shape, 0.5, dtype=torch.float64)
+    args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, 4, False)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        emulated.sample_cached(*args, 4, 0, 0)
+
+
+def test_cuda_engine_checks_its_arguments_before_the_device():
+    """A CPU tensor in the CUDA kernel's call gets the op's own message, not a device-guard error."""
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::sample_cached", "CUDA"):
+        pytest.skip("pixelfast was built without CUDA")
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    plan = lower(model)
+    image = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    args = (plan.weights, plan.flat_buffers(), plan.program, image, torch.zeros_like(image, dtype=torch.bool),
+            torch.zeros(image.shape, dtype=torch.float64), None, 1.0, 4, False)
+    cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+    with pytest.raises(RuntimeError, match="sample_cached: the CUDA engine got tensors on cpu"):
+        torch.ops.pixelfast.sample_cached.default.redispatch(cuda, *args)
+    with pytest.raises(RuntimeError, match="sample_cached: temperature must be > 0"):
+        torch.ops.pixelfast.sample_cached.default.redispatch(cuda, *args[:7], 0.0, *args[8:])
