@@ -3,8 +3,9 @@
 ``pixelfast_emulated`` library, taking CPU tensors and the launch shape (threads per block, blocks)
 and the emulated schedule (0 forward, 1 reverse, 2 random with a seed).
 
-Built once per machine with ``torch.utils.cpp_extension.load`` (about a minute on two cores) the first
-time a test asks for it; the tests compare its ops with the CPU kernels of ``pixelfast._C``.
+Built with ``torch.utils.cpp_extension.load`` into ``build/emulation`` of the checkout (about a minute
+on two cores, then only when a source changes) the first time a test asks for it; the tests compare
+its ops with the CPU kernels of ``pixelfast._C``.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def load():
     from torch.utils.cpp_extension import load as load_extension
 
     sources = sorted(glob.glob(os.path.join(HERE, "*.cpp"))) + HOST_SOURCES
+    build_directory = os.path.join(ROOT, "build", "emulation")
+    os.makedirs(build_directory, exist_ok=True)
     load_extension(
         name="pixelfast_emulated",
         sources=sources,
         extra_include_paths=[CSRC, HERE],
         extra_cflags=["-O1", "-g0", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
+        build_directory=build_directory,
         is_python_module=False,
         verbose=False,
     )

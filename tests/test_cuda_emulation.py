@@ -1,0 +1,45 @@
+"""The CUDA emulation itself (tests/emulation/cuda_emulation.h): the schedules expose a missing
+barrier, shuffles and dynamic shared memory act as on a GPU, a divergent barrier is an error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.emulation import SCHEDULES, load
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    return load()
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("threads", [1, 7, 64])
+def test_block_sum_with_its_barrier_is_right_under_every_schedule(emulated, schedule, threads):
+    x = torch.arange(3 * threads, dtype=torch.float64)
+    got = emulated.block_sum(x, threads, True, SCHEDULES[schedule], 5)
+    torch.testing.assert_close(got, x.view(3, threads).sum(1))
+
+
+def test_a_missing_barrier_changes_the_result_under_some_schedule(emulated):
+    x = torch.arange(3 * 64, dtype=torch.float64) + 1
+    expected = x.view(3, 64).sum(1)
+    wrong = [
+        not torch.equal(emulated.block_sum(x, 64, False, SCHEDULES[schedule], 5), expected)
+        for schedule in SCHEDULES
+    ]
+    assert any(wrong)
+    assert wrong[SCHEDULES["forward"]]  # thread 0 runs to its end before thread 1 writes
+
+
+def test_warp_shuffles_sum_each_warp(emulated):
+    x = torch.randn(96, dtype=torch.float64)
+    torch.testing.assert_close(emulated.warp_sum(x), x.view(3, 32).sum(1))
+
+
+@pytest.mark.parametrize("reach", [1, 3])
+def test_a_barrier_in_divergent_code_is_an_error_not_a_hang(emulated, reach):
+    with pytest.raises(RuntimeError, match="divergent"):
+        emulated.divergent_barrier(8, reach)
+    emulated.divergent_barrier(8, 8)  # every thread reaches it: fine
