@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "../common/host_device.h"
+#include "../masked_conv/masked_conv.h"
 
 namespace pixelfast {
 namespace sampler {
@@ -121,10 +122,10 @@ PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width,
   }
 }
 
-// Input channels [0, prefix) that the centre tap of output group g reads (contiguous colour groups).
+// Input channels [0, prefix) that the centre tap of output group g reads: the masked
+// convolution's rule (contiguous colour groups), none without a centre tap.
 PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {
-  if (centre == kNoCentre) return 0;
-  return (in_channels / groups) * (centre == kCentreB ? g + 1 : g);
+  return centre == kNoCentre ? 0 : masked_conv::centre_prefix(in_channels, groups, centre == kCentreB, g);
 }
 
 // Offset of position (row, column) of one image in a buffer; `row` must be >= 0.
