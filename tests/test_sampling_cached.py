@@ -377,3 +377,37 @@ def test_engine_reports_non_finite_logits():
 def test_cuda_engine_registered_when_built_with_cuda():
     registered = torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::sample_cached", "CUDA")
     assert registered == pixelfast.ops.WITH_CUDA
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"rows": 2**62}, "bad shape"),
+        ({"pad": 2**63 - 1}, "bad shape"),
+        ({"pad": 2**62}, "bad shape"),
+        ({"channels": 2**40}, "bad shape"),
+        ({"rows": 2**24, "pad": 2**10}, "too large"),  # each in range, the ring too big to address
+    ],
+)
+def test_engine_refuses_huge_buffers(changes, message):
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    plan = lower(model)
+    for field, value in changes.items():
+        plan.buffers[1][{"channels": 0, "rows": 1, "pad": 2}[field]] = value
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
+    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    with pytest.raises(RuntimeError, match=message):
+        run_engine(plan, x, *args)
+
+
+@pytest.mark.parametrize("position", ["code", "segment", "row_offset"])
+def test_engine_refuses_out_of_range_op_fields(position):
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
+    plan = lower(model)
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
+    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    # the first op is a conv with segments: header field 1 is its code, 12 its row offset, 18 its
+    # first segment's row offset; 2**32 + 1 would read as code 1 (a conv) if truncated to int32
+    plan.program[{"code": 1, "segment": 18, "row_offset": 12}[position]] = {"code": 2**32 + 1, "segment": -(2**63), "row_offset": -(2**62)}[position]
+    with pytest.raises(RuntimeError, match="out of range"):
+        run_engine(plan, x, *args)

@@ -8,6 +8,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
+#include <limits>
 #include <vector>
 
 #include "engine.h"
@@ -18,6 +19,11 @@ namespace sampler {
 namespace {
 
 constexpr int64_t kOpHeader = 18;
+
+// Every plan field (sizes, offsets, codes, indices) lies in [-kMaxField, kMaxField], so that no
+// product of a few of them overflows int64 and no code is truncated on its way to int32.
+constexpr int64_t kMaxField = int64_t(1) << 24;
+constexpr int64_t kMaxInt = std::numeric_limits<int>::max();  // BLAS dimensions are int
 
 void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& weights) {
   const Buffer& src = plan.buffers[op.src];
@@ -38,6 +44,8 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
                 "sample_cached: a pixel-phase conv may not read the current pixel or later ones");
     TORCH_CHECK(seg.weight >= 0 && seg.weight < static_cast<int64_t>(weights.size()),
                 "sample_cached: weight index out of range");
+    TORCH_CHECK(seg.cols * src.channels <= kMaxInt, "sample_cached: a segment of ",
+                seg.cols * src.channels, " values is too long");
     const at::Tensor& w = weights[seg.weight];
     TORCH_CHECK(w.dim() == 2 && w.size(0) == seg.cols * src.channels && w.size(1) == dst.channels,
                 "sample_cached: segment weight has shape ", w.sizes(), ", expected [",
@@ -72,7 +80,8 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
               "sample_cached: buffers must be (channels, rows, pad) triples");
   for (size_t b = 0; b < buffers.size(); b += 3) {
     Buffer buffer{buffers[b], buffers[b + 1], buffers[b + 2]};
-    TORCH_CHECK(buffer.channels >= 1 && buffer.rows >= 1 && buffer.pad >= 0,
+    TORCH_CHECK(buffer.channels >= 1 && buffer.rows >= 1 && buffer.pad >= 0 &&
+                    buffer.channels <= kMaxField && buffer.rows <= kMaxField && buffer.pad <= kMaxField,
                 "sample_cached: buffer ", b / 3, " has bad shape (", buffer.channels, ", ",
                 buffer.rows, ", ", buffer.pad, ")");
     plan.buffers.push_back(buffer);
@@ -84,9 +93,13 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
   size_t at = 0;
   while (at < program.size()) {
     const int64_t length = program[at];
-    TORCH_CHECK(length >= kOpHeader && at + length <= program.size(),
+    TORCH_CHECK(length >= kOpHeader && length <= static_cast<int64_t>(program.size() - at),
                 "sample_cached: truncated op at position ", at, " of the program");
     const int64_t* f = program.data() + at;
+    for (int64_t q = 1; q < length; ++q) {
+      TORCH_CHECK(f[q] >= -kMaxField && f[q] <= kMaxField, "sample_cached: field ", q,
+                  " of the op at position ", at, " is out of range: ", f[q]);
+    }
     Op op{};
     op.code = static_cast<int32_t>(f[1]);
     op.phase = static_cast<int32_t>(f[2]);
@@ -198,7 +211,11 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
   TORCH_CHECK(uniforms.sizes() == image.sizes() && uniforms.scalar_type() == at::kDouble,
               "sample_cached: uniforms must be float64 with the image's shape");
   TORCH_CHECK(temperature > 0, "sample_cached: temperature must be > 0, got ", temperature);
-  TORCH_CHECK(levels >= 2, "sample_cached: levels must be >= 2, got ", levels);
+  TORCH_CHECK(levels >= 2 && levels <= kMaxField, "sample_cached: levels must be in 2..", kMaxField,
+              ", got ", levels);
+  TORCH_CHECK(image.size(0) <= kMaxInt && image.size(3) <= kMaxField,
+              "sample_cached: at most ", kMaxInt, " images of width at most ", kMaxField, ", got ",
+              image.sizes());
   TORCH_CHECK(!weights.empty(), "sample_cached: no weights");
   const auto dtype = weights[0].scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
@@ -255,6 +272,11 @@ Prepared prepare(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> 
   p.logits = record_logits ? at::empty({batch, levels, channels, height, width}, options)
                            : at::empty({0}, options);
   for (const Buffer& b : p.plan.buffers) {
+    // Fields and width <= 2^24: rows x columns fits in int64, and so does the stride once that
+    // is <= 2^31; the gemms need the stride in an int.
+    TORCH_CHECK(b.rows * (width + 2 * b.pad) <= kMaxInt && image_stride(b, width) <= kMaxInt,
+                "sample_cached: a buffer of ", b.rows, " rows x ", width + 2 * b.pad, " columns x ",
+                b.channels, " channels per image is too large");
     p.strides.push_back(image_stride(b, width));
     p.storage.push_back(at::zeros({batch * p.strides.back()}, options));
   }
