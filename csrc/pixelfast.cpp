@@ -32,8 +32,10 @@ TORCH_LIBRARY(pixelfast, m) {
       "int color_groups) -> (Tensor, Tensor, Tensor)");
   // The incremental-cache sampler: runs a plan (pixelfast/sampling/plan.py) over the whole image.
   // Returns the levels [B, C, H, W] and, when record_logits, the logits [B, levels, C, H, W].
+  // condition: a per-image input map [B, H, W, K] that the plan's condition ops add (for
+  // super-resolution, the conditioning network's logits).
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
-      "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits) "
-      "-> (Tensor, Tensor)");
+      "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
+      "Tensor? condition=None) -> (Tensor, Tensor)");
 }

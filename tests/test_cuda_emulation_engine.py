@@ -49,7 +49,7 @@ def engine_arguments(kind, channels, levels, classes, dtype, batch, height, widt
 
 def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0):
     expected_images, expected_logits = torch.ops.pixelfast.sample_cached(*args)
-    images, logits = emulated.sample_cached(*args, threads, SCHEDULES[schedule], seed)
+    images, logits = emulated.sample_cached(*args, None, threads, SCHEDULES[schedule], seed)
     assert torch.equal(images, expected_images)
     exact = args[0][0].dtype == torch.float64
     torch.testing.assert_close(logits, expected_logits, atol=1e-12 if exact else 2e-5, rtol=1e-10 if exact else 1e-4)
@@ -101,7 +101,7 @@ def test_engine_kernel_reports_non_finite_logits(emulated):
     uniforms = torch.full(image.shape, 0.5, dtype=torch.float64)
     args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, 4, False)
     with pytest.raises(RuntimeError, match="non-finite"):
-        emulated.sample_cached(*args, 4, 0, 0)
+        emulated.sample_cached(*args, None, 4, 0, 0)
 
 
 def test_cuda_engine_checks_its_arguments_before_the_device():

@@ -27,13 +27,13 @@ struct Plan {
 // Decodes and validates the flat lists (TORCH_CHECK on anything inconsistent).
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                  const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
-                 bool has_labels);
+                 bool has_labels, int64_t condition_channels);
 
 // One engine call's checked arguments, contiguous inputs, outputs, and zero-filled buffer storage
 // (the pad columns are the convolutions' zero padding).
 struct Prepared {
   Plan plan;
-  at::Tensor image, known, uniforms, labels, out, logits;
+  at::Tensor image, known, uniforms, labels, condition, out, logits;
   std::vector<at::Tensor> storage;  // per buffer: [B * values per image]
   std::vector<int64_t> strides;     // per buffer: values per image
   double temperature;
@@ -44,7 +44,8 @@ struct Prepared {
 Prepared prepare(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
                  c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
                  const at::Tensor& uniforms, const std::optional<at::Tensor>& labels,
-                 double temperature, int64_t levels, bool record_logits);
+                 double temperature, int64_t levels, bool record_logits,
+                 const std::optional<at::Tensor>& condition);
 
 template <typename T>
 EngineIO<T> io_of(Prepared& p) {
@@ -58,6 +59,8 @@ EngineIO<T> io_of(Prepared& p) {
   io.image_in = p.image.template const_data_ptr<int64_t>();
   io.known = p.known.template const_data_ptr<bool>();
   io.uniforms = p.uniforms.template const_data_ptr<double>();
+  io.condition = p.condition.defined() ? p.condition.template const_data_ptr<T>() : nullptr;
+  io.condition_channels = p.condition.defined() ? p.condition.size(3) : 0;
   io.image_out = p.out.template mutable_data_ptr<int64_t>();
   io.logits_out = p.logits.numel() > 0 ? p.logits.template mutable_data_ptr<T>() : nullptr;
   return io;
@@ -112,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits);
+    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition);
 
 }  // namespace sampler
 }  // namespace pixelfast

@@ -264,9 +264,9 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits) {
+    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition) {
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
-                       levels, record_logits);
+                       levels, record_logits, condition);
   if (p.empty()) return {p.out, p.logits};
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cpu", [&] {
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here

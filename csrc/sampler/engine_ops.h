@@ -121,7 +121,7 @@ struct PointwiseOperands {
   bool accumulate;   // add: dst += src, else dst = src
   int64_t n;         // channels per group
   const T* in;       // relu, add (null: rows above the image, zero), gate [a | b], LSTM gates
-                     // [i | f | o | g], class bias: the label's table row
+                     // [i | f | o | g], class bias: the label's table row, condition: its values
   const T* prev;     // LSTM cell: the previous cell state (null: zero)
   T* out;            // the group's output (LSTM: the hidden state)
   T* cell;           // LSTM cell: the new cell state
@@ -148,6 +148,9 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
     case kClassBias:
       p.in = v.weights[op.table] + v.io.labels[b] * v.buffers[op.dst].channels + g * p.n;
       break;
+    case kCondition:
+      p.in = v.io.condition + ((b * v.io.height + i) * v.io.width + j) * v.io.condition_channels + g * p.n;
+      break;
     case kLstmCell:
       p.in = v.at(op.src, b, i, j) + g * 4 * p.n;
       p.cell = v.at(op.cell, b, i, j) + g * p.n;
@@ -173,6 +176,7 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       for (int64_t t = t0; t < t1; t += step) p.out[t] = gate(p.in[t], p.in[p.n + t]);
       break;
     case kClassBias:
+    case kCondition:
       for (int64_t t = t0; t < t1; t += step) p.out[t] += p.in[t];
       break;
     case kLstmCell:

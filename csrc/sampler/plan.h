@@ -31,6 +31,7 @@ enum OpCode : int32_t {
   kClassBias = 5,  // dst[g] += table[label][g]
   kSample = 6,     // draw (or teacher-force) colour g from the logits in src[g]; write it to dst
   kLstmCell = 7,   // LSTM cell: gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c)
+  kCondition = 8,  // dst[g] += condition[b, r, j][g]: the call's per-image input map, K = dst channels
 };
 
 enum Phase : int32_t { kRowPhase = 0, kPixelPhase = 1 };
@@ -80,6 +81,8 @@ struct EngineIO {
   const int64_t* image_in;  // [B, C, H, W]: the known levels
   const bool* known;        // [B, C, H, W]
   const double* uniforms;   // [B, C, H, W]: one uniform per sub-pixel
+  const T* condition;       // [B, H, W, condition_channels], or null
+  int64_t condition_channels;
   int64_t* image_out;       // [B, C, H, W]
   T* logits_out;            // [B, levels, C, H, W], or null
 };

@@ -74,7 +74,7 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
 
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                  const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
-                 bool has_labels) {
+                 bool has_labels, int64_t condition_channels) {
   Plan plan;
   TORCH_CHECK(buffers.size() % 3 == 0 && !buffers.empty(),
               "sample_cached: buffers must be (channels, rows, pad) triples");
@@ -179,6 +179,14 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     "sample_cached: a pixel-phase cell may only read an earlier cell state");
         break;
       }
+      case kCondition:
+        TORCH_CHECK(condition_channels >= 0,
+                    "sample_cached: the plan adds a condition but no condition was given");
+        TORCH_CHECK(op.phase == kPixelPhase && condition_channels == dst.channels &&
+                        dst.channels % op.groups == 0,
+                    "sample_cached: the condition has ", condition_channels,
+                    " channels, its op's destination ", dst.channels);
+        break;
       case kSample:
         TORCH_CHECK(op.phase == kPixelPhase && op.dst == plan.input_buffer,
                     "sample_cached: sample must be a pixel-phase op writing buffer 0");
@@ -202,7 +210,8 @@ namespace {
 Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
                      c10::ArrayRef<int64_t> program, const at::Tensor& image,
                      const at::Tensor& known, const at::Tensor& uniforms,
-                     const std::optional<at::Tensor>& labels, double temperature, int64_t levels) {
+                     const std::optional<at::Tensor>& labels, double temperature, int64_t levels,
+                     const std::optional<at::Tensor>& condition) {
   TORCH_CHECK(image.dim() == 4 && image.scalar_type() == at::kLong,
               "sample_cached: image must be int64 [B, C, H, W], got ", image.scalar_type(), " ",
               image.sizes());
@@ -232,7 +241,18 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
                     labels->scalar_type() == at::kLong && labels->device() == image.device(),
                 "sample_cached: labels must be int64 [B] on the image's device");
   }
-  Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value());
+  if (condition.has_value()) {
+    const auto& c = *condition;
+    TORCH_CHECK(c.dim() == 4 && c.size(0) == image.size(0) && c.size(1) == image.size(2) &&
+                    c.size(2) == image.size(3),
+                "sample_cached: condition must be [B, H, W, K] = [", image.size(0), ", ",
+                image.size(2), ", ", image.size(3), ", K], got ", c.sizes());
+    TORCH_CHECK(c.scalar_type() == dtype && c.device() == image.device(),
+                "sample_cached: condition must be a ", dtype, " tensor on ", image.device(), ", got ",
+                c.scalar_type(), " on ", c.device());
+  }
+  Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value(),
+                          condition.has_value() ? condition->size(3) : -1);
   if (labels.has_value() && labels->numel() > 0) {
     for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
       for (const Op& op : *ops) {
@@ -255,14 +275,16 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
 Prepared prepare(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
                  c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
                  const at::Tensor& uniforms, const std::optional<at::Tensor>& labels,
-                 double temperature, int64_t levels, bool record_logits) {
+                 double temperature, int64_t levels, bool record_logits,
+                 const std::optional<at::Tensor>& condition) {
   Prepared p;
   p.plan = check_arguments(weights, buffers, program, image, known, uniforms, labels, temperature,
-                           levels);
+                           levels, condition);
   p.image = image.contiguous();
   p.known = known.contiguous();
   p.uniforms = uniforms.contiguous();
   p.labels = labels.has_value() ? labels->contiguous() : at::Tensor();
+  p.condition = condition.has_value() ? condition->contiguous() : at::Tensor();
   p.temperature = temperature;
   p.levels = levels;
   const int64_t batch = image.size(0), channels = image.size(1);

@@ -20,10 +20,11 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits, int64_t threads, int64_t schedule, int64_t seed) {
+    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition, int64_t threads,
+    int64_t schedule, int64_t seed) {
   TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in 1..1024, got ", threads);
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
-                       levels, record_logits);
+                       levels, record_logits, condition);
   if (p.empty()) return {p.out, p.logits};
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
@@ -45,6 +46,6 @@ TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
-      "int threads, int schedule, int seed) -> (Tensor, Tensor)");
+      "Tensor? condition, int threads, int schedule, int seed) -> (Tensor, Tensor)");
   m.impl("sample_cached", c10::DispatchKey::CPU, &pixelfast::sampler::sample_cached_emulated);
 }
