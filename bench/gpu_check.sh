@@ -75,6 +75,8 @@ CORES=$(nproc 2>/dev/null || echo 4)
 #    can do one here; otherwise (an externally managed system Python, say) an in-place build, which
 #    the tests and benchmarks below import from the source tree.
 export TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=$CORES PIXELFAST_CUDA=1 PIP_BREAK_SYSTEM_PACKAGES=1
+"$PY" -c "import torch.utils.cpp_extension as c; raise SystemExit(0 if c.is_ninja_available() else 1)" 2>/dev/null ||
+    echo "gpu_check: warning: ninja is not installed, so the build compiles one file at a time (slow)"
 BUILD='"$0" -m pip install --no-deps --no-build-isolation --no-index -e . -q ||
     { echo "pip could not install; building in place"; "$0" setup.py build_ext --inplace; }'
 run_step "build (arch $ARCH, $CORES jobs)" 200 "$WORK/build.log" bash -c "$BUILD" "$PY" || {
