@@ -23,7 +23,9 @@ from setuptools import setup
 
 import torch
 
-DEFAULT_ARCH_LIST = "8.0;8.6;9.0"
+# Ampere, Ada-class Ampere and Hopper as machine code, and Hopper's PTX, which the driver JIT-compiles
+# on any newer GPU (Blackwell and later) instead of failing with "no kernel image is available".
+DEFAULT_ARCH_LIST = "8.0;8.6;9.0+PTX"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -10,7 +10,8 @@
 * PixelRNN training throughput (images/s, one Adam step per call) with fused vs plain-loop layers,
   on the paper's MNIST-sized configuration (7 layers, h = 16, 28x28, batch 16).
 
-Run: ``pytest bench/bench_lstm.py`` (prints the speed-ups at the end).
+Run: ``pytest bench/bench_lstm.py`` (prints the speed-ups at the end); on a GPU with
+``PIXELFAST_BENCH_DEVICE=cuda`` (see ``benchutil.py``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from benchutil import DEVICE, SMALL, timed
 
 from pixelfast.models import PixelRNN
 from pixelfast.nn import DiagonalBiLSTM, RowLSTM
 from pixelfast.ops import diagonal_lstm, diagonal_lstm_ref, row_lstm, row_lstm_ref
 
-BATCH, IN_CHANNELS, HIDDEN, SIZE, GROUPS = 16, 192, 96, 32, 3
+BATCH, IN_CHANNELS, HIDDEN, SIZE, GROUPS = (2, 24, 12, 8, 3) if SMALL else (16, 192, 96, 32, 3)
 SCANS = {
     "row": {"fast": row_lstm, "plain": row_lstm_ref, "taps": 3},
     "diagonal": {"fast": diagonal_lstm, "plain": diagonal_lstm_ref, "taps": 2},
@@ -35,10 +37,10 @@ CASE = f"B={BATCH} {IN_CHANNELS}->{HIDDEN} {SIZE}x{SIZE} groups={GROUPS}"
 
 def scan_inputs(taps):
     generator = torch.Generator().manual_seed(0)
-    gates = torch.randn(BATCH, 4 * HIDDEN, SIZE, SIZE, generator=generator).requires_grad_(True)
-    weight = (torch.randn(4 * HIDDEN, HIDDEN, taps, generator=generator) * 0.05).requires_grad_(True)
-    bias = torch.zeros(4 * HIDDEN, requires_grad=True)
-    grad_h = torch.randn(BATCH, HIDDEN, SIZE, SIZE, generator=generator)
+    gates = torch.randn(BATCH, 4 * HIDDEN, SIZE, SIZE, generator=generator).to(DEVICE).requires_grad_(True)
+    weight = (torch.randn(4 * HIDDEN, HIDDEN, taps, generator=generator) * 0.05).to(DEVICE).requires_grad_(True)
+    bias = torch.zeros(4 * HIDDEN, device=DEVICE, requires_grad=True)
+    grad_h = torch.randn(BATCH, HIDDEN, SIZE, SIZE, generator=generator).to(DEVICE)
     return gates, weight, bias, grad_h
 
 
@@ -66,7 +68,7 @@ def bench_scan_forward(benchmark, kind, impl, layout):
         with torch.no_grad():
             return fn(gates, weight, bias, GROUPS)
 
-    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
+    timed(benchmark, run, rounds=4, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -81,7 +83,7 @@ def bench_scan_forward_backward(benchmark, kind, impl):
         fn(gates, weight, bias, GROUPS).backward(grad_h)
         gates.grad = weight.grad = bias.grad = None
 
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    timed(benchmark, run, rounds=3, warmup_rounds=1)
 
 
 ROW_CEILING = f"row LSTM scan forward ceiling: plain loop vs its state-to-state products alone, {CASE}"
@@ -93,9 +95,9 @@ def bench_row_state_products_alone(benchmark):
     of the scan must do, so plain loop / products bounds the forward speed-up of any fused scan."""
     taps = SCANS["row"]["taps"]
     generator = torch.Generator().manual_seed(4)
-    x = torch.randn(BATCH * SIZE, taps * HIDDEN, generator=generator)
-    weight = torch.randn(taps * HIDDEN, 4 * HIDDEN, generator=generator)
-    out = torch.zeros(BATCH * SIZE, 4 * HIDDEN)
+    x = torch.randn(BATCH * SIZE, taps * HIDDEN, generator=generator).to(DEVICE)
+    weight = torch.randn(taps * HIDDEN, 4 * HIDDEN, generator=generator).to(DEVICE)
+    out = torch.zeros(BATCH * SIZE, 4 * HIDDEN, device=DEVICE)
     benchmark.group = ROW_CEILING
     benchmark.extra_info["impl"] = "fast"
 
@@ -103,16 +105,16 @@ def bench_row_state_products_alone(benchmark):
         for _ in range(SIZE):
             torch.addmm(out, x, weight, out=out)
 
-    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
+    timed(benchmark, run, rounds=4, warmup_rounds=1)
 
 
 def make_layer(name, impl):
     torch.manual_seed(0)
-    return LAYERS[name](IN_CHANNELS, HIDDEN, color_groups=GROUPS, fused=impl == "fast")
+    return LAYERS[name](IN_CHANNELS, HIDDEN, color_groups=GROUPS, fused=impl == "fast").to(DEVICE)
 
 
 def layer_input():
-    return torch.randn(BATCH, IN_CHANNELS, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    return torch.randn(BATCH, IN_CHANNELS, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(DEVICE)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -126,14 +128,14 @@ def bench_layer_forward(benchmark, name, impl):
         with torch.no_grad():
             return layer(x)
 
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    timed(benchmark, run, rounds=3, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", list(LAYERS))
 def bench_layer_forward_backward(benchmark, name, impl):
     layer, x = make_layer(name, impl), layer_input().requires_grad_(True)
-    grad_h = torch.randn(BATCH, HIDDEN, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    grad_h = torch.randn(BATCH, HIDDEN, SIZE, SIZE, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     benchmark.group = f"{name} layer forward+backward, {CASE}"
     benchmark.extra_info["impl"] = impl
 
@@ -142,10 +144,10 @@ def bench_layer_forward_backward(benchmark, name, impl):
         layer.zero_grad(set_to_none=True)
         x.grad = None
 
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    timed(benchmark, run, rounds=3, warmup_rounds=1)
 
 
-TRAIN_BATCH, TRAIN_SIZE = 16, 28
+TRAIN_BATCH, TRAIN_SIZE = (2, 8) if SMALL else (16, 28)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -153,8 +155,10 @@ TRAIN_BATCH, TRAIN_SIZE = 16, 28
 def bench_pixelrnn_training_step(benchmark, kind, impl):
     torch.manual_seed(0)
     model = PixelRNN(kind=kind, in_channels=1, levels=256, hidden_channels=16, num_layers=7, fused=impl == "fast")
+    model = model.to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randint(0, 256, (TRAIN_BATCH, 1, TRAIN_SIZE, TRAIN_SIZE), generator=torch.Generator().manual_seed(3))
+    x = x.to(DEVICE)
     benchmark.group = (
         f"PixelRNN {kind} training step (7 layers, h=16, B={TRAIN_BATCH}, 1x{TRAIN_SIZE}x{TRAIN_SIZE})"
     )
@@ -165,5 +169,5 @@ def bench_pixelrnn_training_step(benchmark, kind, impl):
         F.cross_entropy(model(x), x).backward()
         optimizer.step()
 
-    benchmark.pedantic(run, rounds=4, warmup_rounds=1)
+    timed(benchmark, run, rounds=4, warmup_rounds=1)
     benchmark.extra_info["images_per_s"] = TRAIN_BATCH / benchmark.stats.stats.median

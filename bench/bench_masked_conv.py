@@ -1,12 +1,15 @@
-"""Fused masked convolution vs the dense reference ``F.conv2d(x, weight * mask)``, CPU.
+"""Fused masked convolution vs the dense reference ``F.conv2d(x, weight * mask)``.
 
-Run: ``pytest bench/bench_masked_conv.py`` (prints the speed-ups at the end).
+Run: ``pytest bench/bench_masked_conv.py`` (prints the speed-ups at the end); on a GPU with
+``PIXELFAST_BENCH_DEVICE=cuda`` (see ``benchutil.py``).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from benchutil import DEVICE, SMALL, timed
 
 from pixelfast.ops import masked_conv2d, masked_conv2d_ref
 
@@ -16,6 +19,8 @@ CASES = {
     "b 192->192 7x7 B": (16, 192, 192, 32, 7, "B", True),
     "c 192->192 3x3 B": (16, 192, 192, 32, 3, "B", True),
 }
+if SMALL:
+    CASES = {name: (2, cin and min(cin, 12), 12, 8, k, mask, grad) for name, (_, cin, _, _, k, mask, grad) in CASES.items()}
 IMPLS = {"fast": masked_conv2d, "plain": masked_conv2d_ref}
 
 
@@ -26,6 +31,11 @@ def make_case(name):
     weight = torch.randn(cout, cin, k, k, generator=generator).mul_(0.05).requires_grad_(True)
     bias = torch.zeros(cout, requires_grad=True)
     grad_out = torch.randn(batch, cout, size, size, generator=generator)
+    if DEVICE.type != "cpu":
+        x = x.detach().to(DEVICE).requires_grad_(input_grad)
+        weight = weight.detach().to(DEVICE).requires_grad_(True)
+        bias = bias.detach().to(DEVICE).requires_grad_(True)
+        grad_out = grad_out.to(DEVICE)
     return x, weight, bias, mask_type, grad_out
 
 
@@ -41,7 +51,7 @@ def bench_forward(benchmark, case, impl):
         with torch.no_grad():
             return fn(x, weight, bias, mask_type, 3)
 
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    timed(benchmark, run, rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
@@ -63,4 +73,4 @@ def bench_forward_backward(benchmark, case, impl):
         out.backward(grad_out)
         weight.grad = bias.grad = x.grad = None
 
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    timed(benchmark, run, rounds=5, warmup_rounds=1)

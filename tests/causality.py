@@ -32,14 +32,15 @@ def subpixel_grads(model, image, positions, labels=None):
     at position n, so copy n's input gradient is exactly that position's (images never interact).
     """
     n = len(positions)
-    x = image.double().repeat(n, 1, 1, 1).requires_grad_(True)
-    lab = None if labels is None else labels.repeat(n)
+    device = next(model.parameters()).device
+    x = image.double().to(device).repeat(n, 1, 1, 1).requires_grad_(True)
+    lab = None if labels is None else labels.to(device).repeat(n)
     logits = model(x, lab)
     assert logits.shape == (n, model.levels, *image.shape[1:])
-    direction = torch.randn(model.levels, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    direction = torch.randn(model.levels, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(device)
     total = sum((logits[k, :, c, i, j] * direction).sum() for k, (c, i, j) in enumerate(positions))
     total.backward()
-    return x.grad
+    return x.grad.cpu()
 
 
 def check_causal(model, height, width, positions=None, labels=None, images=3):

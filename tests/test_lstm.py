@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
+from devices import DEVICES, tolerance
 from hypothesis import strategies as st
 
 import pixelfast
@@ -22,12 +23,17 @@ SCANS = {
 }
 
 
-def make_inputs(batch, hidden, height, width, taps, dtype, bias=True, seed=0):
+def make_inputs(batch, hidden, height, width, taps, dtype, bias=True, seed=0, device="cpu"):
     generator = torch.Generator().manual_seed(seed)
     gates = torch.randn(batch, 4 * hidden, height, width, generator=generator, dtype=dtype)
     weight = torch.randn(4 * hidden, hidden, taps, generator=generator, dtype=dtype) * 0.5
     b = torch.randn(4 * hidden, generator=generator, dtype=dtype) if bias else None
-    return gates, weight, b
+    return gates.to(device), weight.to(device), b.to(device) if bias else None
+
+
+def tol(dtype, device):
+    """The CPU tolerances above; a GPU's (other summation orders, expf/tanhf) from devices.py."""
+    return TOLERANCE[dtype] if torch.device(device).type == "cpu" else tolerance(dtype, device)
 
 
 def scan_with_grads(fn, gates, weight, bias, groups):
@@ -35,7 +41,7 @@ def scan_with_grads(fn, gates, weight, bias, groups):
     leaves = [t.detach().clone().requires_grad_(True) for t in (gates, weight)]
     b = bias.detach().clone().requires_grad_(True) if bias is not None else None
     h, c = fn(leaves[0], leaves[1], b, groups, return_cell=True)
-    grad_h = torch.randn(h.shape, generator=torch.Generator().manual_seed(1), dtype=h.dtype)
+    grad_h = torch.randn(h.shape, generator=torch.Generator().manual_seed(1), dtype=h.dtype).to(h.device)
     h.backward(grad_h)
     grads = [leaves[0].grad, leaves[1].grad] + ([b.grad] if b is not None else [])
     return h, c, grads
@@ -45,11 +51,11 @@ def assert_matches_reference(kind, gates, weight, bias, groups):
     fn, ref, _ = SCANS[kind]
     h, c, grads = scan_with_grads(fn, gates, weight, bias, groups)
     h_ref, c_ref, ref_grads = scan_with_grads(ref, gates, weight, bias, groups)
-    tol = TOLERANCE[gates.dtype]
-    torch.testing.assert_close(h, h_ref, **tol)
-    torch.testing.assert_close(c, c_ref, **tol)
+    tol_ = tol(gates.dtype, gates.device)
+    torch.testing.assert_close(h, h_ref, **tol_)
+    torch.testing.assert_close(c, c_ref, **tol_)
     for name, got, want in zip(("gates", "weight", "bias"), grads, ref_grads):
-        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{kind}: grad {name}: {m}")
+        torch.testing.assert_close(got, want, **tol_, msg=lambda m: f"{kind}: grad {name}: {m}")
 
 
 def pixel_loop(kind, gates, weight, bias, groups):
@@ -89,8 +95,8 @@ def channels_last(t):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("kind", list(SCANS))
-def test_matches_reference(kind, groups, dtype, layout):
-    gates, weight, bias = make_inputs(2, 6, 5, 7, SCANS[kind][2], dtype)
+def test_matches_reference(kind, groups, dtype, layout, device):
+    gates, weight, bias = make_inputs(2, 6, 5, 7, SCANS[kind][2], dtype, device=device)
     if layout == "channels_last":
         gates = channels_last(gates)
     assert_matches_reference(kind, gates, weight, bias, groups)
@@ -98,8 +104,8 @@ def test_matches_reference(kind, groups, dtype, layout):
 
 @pytest.mark.parametrize("kind", list(SCANS))
 @pytest.mark.parametrize("size", [(1, 1), (1, 6), (7, 1), (3, 8), (8, 3), (2, 2)])
-def test_odd_sizes_and_batch_one(kind, size):
-    gates, weight, bias = make_inputs(1, 3, *size, SCANS[kind][2], torch.float64)
+def test_odd_sizes_and_batch_one(kind, size, device):
+    gates, weight, bias = make_inputs(1, 3, *size, SCANS[kind][2], torch.float64, device=device)
     assert_matches_reference(kind, gates, weight, bias, 3)
     assert_matches_reference(kind, channels_last(gates), weight, bias, 3)
 
@@ -116,9 +122,10 @@ def test_odd_sizes_and_batch_one(kind, size):
     layout=st.sampled_from(["contiguous", "channels_last"]),
     seed=st.integers(0, 2**16),
 )
-def test_many_shapes(kind, batch, hidden_per_group, height, width, groups, bias, layout, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_many_shapes(kind, batch, hidden_per_group, height, width, groups, bias, layout, seed, device):
     gates, weight, b = make_inputs(
-        batch, hidden_per_group * groups, height, width, SCANS[kind][2], torch.float64, bias, seed
+        batch, hidden_per_group * groups, height, width, SCANS[kind][2], torch.float64, bias, seed, device
     )
     if layout == "channels_last":
         gates = channels_last(gates)
@@ -127,11 +134,11 @@ def test_many_shapes(kind, batch, hidden_per_group, height, width, groups, bias,
 
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("kind", ["row3", "diagonal"])
-def test_follows_the_documented_recurrence(kind, groups):
-    gates, weight, bias = make_inputs(2, 3, 4, 5, SCANS[kind][2], torch.float64, seed=3)
+def test_follows_the_documented_recurrence(kind, groups, device):
+    gates, weight, bias = make_inputs(2, 3, 4, 5, SCANS[kind][2], torch.float64, seed=3, device=device)
     expected = pixel_loop("diagonal" if kind == "diagonal" else "row", gates, weight, bias, groups)
     for fn in SCANS[kind][:2]:
-        torch.testing.assert_close(fn(gates, weight, bias, groups), expected, **TOLERANCE[torch.float64])
+        torch.testing.assert_close(fn(gates, weight, bias, groups), expected, **tol(torch.float64, device))
 
 
 def test_gate_layout_on_one_pixel():
@@ -170,11 +177,11 @@ def test_skew_unskew_round_trip():
     assert torch.equal(unskew(s, 5), x)
 
 
-def test_non_contiguous_and_channels_last_inputs():
+def test_non_contiguous_and_channels_last_inputs(device):
     for kind in ("row3", "diagonal"):
-        gates, weight, bias = make_inputs(2, 3, 5, 4, SCANS[kind][2], torch.float64)
+        gates, weight, bias = make_inputs(2, 3, 5, 4, SCANS[kind][2], torch.float64, device=device)
         assert_matches_reference(kind, gates.contiguous(memory_format=torch.channels_last), weight, bias, 3)
-        wide = torch.randn(2, 24, 5, 4, dtype=torch.float64)
+        wide = torch.randn(2, 24, 5, 4, dtype=torch.float64, device=device)
         assert_matches_reference(kind, wide[:, ::2], weight, bias, 3)  # a strided channel slice
         assert_matches_reference(kind, gates, weight.transpose(0, 1).contiguous().transpose(0, 1), bias, 1)
 
@@ -200,10 +207,10 @@ def test_outputs_are_channels_last():
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_only_weight_grads_when_gates_are_data():
+def test_only_weight_grads_when_gates_are_data(device):
     for kind in ("row3", "diagonal"):
         fn, ref, taps = SCANS[kind]
-        gates, weight, bias = make_inputs(2, 3, 4, 4, taps, torch.float64)
+        gates, weight, bias = make_inputs(2, 3, 4, 4, taps, torch.float64, device=device)
         w, w_ref = weight.clone().requires_grad_(True), weight.clone().requires_grad_(True)
         fn(gates, w, bias, 3).sum().backward()
         ref(gates, w_ref, bias, 3).sum().backward()
@@ -221,9 +228,9 @@ def test_cell_state_is_not_differentiable():
     [("row3", 3, True, "contiguous"), ("row1", 1, False, "contiguous"), ("row3", 3, True, "channels_last"),
      ("diagonal", 3, True, "contiguous"), ("diagonal", 1, False, "channels_last")],
 )
-def test_gradcheck(kind, groups, bias, layout):
+def test_gradcheck(kind, groups, bias, layout, device):
     fn, _, taps = SCANS[kind]
-    gates, weight, b = make_inputs(2, 3, 3, 4, taps, torch.float64, bias)
+    gates, weight, b = make_inputs(2, 3, 3, 4, taps, torch.float64, bias, device=device)
     if layout == "channels_last":
         gates = channels_last(gates)
     inputs = tuple(t.requires_grad_(True) for t in (gates, weight) + ((b,) if bias else ()))
@@ -239,15 +246,15 @@ def test_gradcheck(kind, groups, bias, layout):
     [("row_lstm", 3, True, "contiguous"), ("row_lstm", 1, False, "contiguous"), ("row_lstm", 3, True, "channels_last"),
      ("diagonal_lstm", 2, True, "contiguous")],
 )
-def test_opcheck(name, taps, bias, layout):
-    gates, weight, b = make_inputs(2, 3, 4, 3, taps, torch.float32, bias)
+def test_opcheck(name, taps, bias, layout, device):
+    gates, weight, b = make_inputs(2, 3, 4, 3, taps, torch.float32, bias, device=device)
     if layout == "channels_last":
         gates = channels_last(gates)
     args = (gates.requires_grad_(True), weight.requires_grad_(True), b.requires_grad_(True) if bias else None)
     op = getattr(torch.ops.pixelfast, name)
     torch.library.opcheck(op.default, (*args, 3))
     h, c, acts = op(*(a.detach() if a is not None else None for a in args), 3)
-    grad_h = torch.randn(h.shape)
+    grad_h = torch.randn(h.shape, device=device)
     torch.library.opcheck(getattr(torch.ops.pixelfast, f"{name}_backward").default, (grad_h, weight.detach(), h, c, acts, 3))
 
 

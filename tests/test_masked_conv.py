@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
+from devices import DEVICES, tolerance
 from hypothesis import strategies as st
 
 import pixelfast
@@ -12,15 +13,13 @@ from pixelfast.nn import MaskedConv2d
 from pixelfast.ops import make_mask, masked_conv2d, masked_conv2d_ref
 from pixelfast.ops import _library
 
-TOLERANCE = {torch.float32: dict(atol=2e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 
-
-def make_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0):
+def make_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0, device="cpu"):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, cin, height, width, generator=generator, dtype=dtype)
     weight = torch.randn(cout, cin, k, k, generator=generator, dtype=dtype)
     b = torch.randn(cout, generator=generator, dtype=dtype) if bias else None
-    return x, weight, b
+    return x.to(device), weight.to(device), b.to(device) if bias else None
 
 
 def forward_and_grads(fn, x, weight, bias, mask_type, groups, grad_out=None):
@@ -29,6 +28,7 @@ def forward_and_grads(fn, x, weight, bias, mask_type, groups, grad_out=None):
     out = fn(leaves[0], leaves[1], b, mask_type, groups)
     if grad_out is None:
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        grad_out = grad_out.to(out.device)
     out.backward(grad_out)
     grads = [leaves[0].grad, leaves[1].grad] + ([b.grad] if b is not None else [])
     return out, grads
@@ -37,7 +37,7 @@ def forward_and_grads(fn, x, weight, bias, mask_type, groups, grad_out=None):
 def assert_matches_reference(x, weight, bias, mask_type, groups):
     out, grads = forward_and_grads(masked_conv2d, x, weight, bias, mask_type, groups)
     ref, ref_grads = forward_and_grads(masked_conv2d_ref, x, weight, bias, mask_type, groups)
-    tol = TOLERANCE[x.dtype]
+    tol = tolerance(x.dtype, x.device)
     torch.testing.assert_close(out, ref, **tol)
     for name, got, want in zip(("input", "weight", "bias"), grads, ref_grads):
         torch.testing.assert_close(got, want, **tol, msg=lambda m: f"grad {name}: {m}")
@@ -48,58 +48,58 @@ def assert_matches_reference(x, weight, bias, mask_type, groups):
 @pytest.mark.parametrize("k", [1, 3, 5, 7])
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
-def test_matches_reference(mask_type, groups, k, dtype):
-    x, weight, bias = make_inputs(2, 6, 9, 5, 9, k, dtype)
+def test_matches_reference(mask_type, groups, k, dtype, device):
+    x, weight, bias = make_inputs(2, 6, 9, 5, 9, k, dtype, device=device)
     grads = assert_matches_reference(x, weight, bias, mask_type, groups)
     # A masked-out weight gets exactly zero gradient, so no optimizer ever needs to re-mask.
-    mask = make_mask(6, 9, k, mask_type, groups).to(dtype)
+    mask = make_mask(6, 9, k, mask_type, groups).to(device, dtype)
     assert torch.all(grads[1][mask == 0] == 0)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 8])
-def test_batch_sizes(batch):
-    x, weight, bias = make_inputs(batch, 3, 6, 7, 4, 3, torch.float64, seed=batch)
+def test_batch_sizes(batch, device):
+    x, weight, bias = make_inputs(batch, 3, 6, 7, 4, 3, torch.float64, seed=batch, device=device)
     assert_matches_reference(x, weight, bias, "A", 3)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (6, 1), (2, 2), (11, 5)])
-def test_small_and_odd_images(size):
+def test_small_and_odd_images(size, device):
     # Images smaller than the kernel exercise the padding and crop arithmetic.
-    x, weight, bias = make_inputs(2, 3, 3, *size, 7, torch.float64)
+    x, weight, bias = make_inputs(2, 3, 3, *size, 7, torch.float64, device=device)
     assert_matches_reference(x, weight, bias, "B", 3)
 
 
-def test_without_bias():
-    x, weight, _ = make_inputs(2, 3, 6, 5, 5, 5, torch.float64)
+def test_without_bias(device):
+    x, weight, _ = make_inputs(2, 3, 6, 5, 5, 5, torch.float64, device=device)
     assert_matches_reference(x, weight, None, "B", 3)
 
 
-def test_non_contiguous_input():
-    x, weight, bias = make_inputs(2, 6, 6, 9, 5, 3, torch.float64)
+def test_non_contiguous_input(device):
+    x, weight, bias = make_inputs(2, 6, 6, 9, 5, 3, torch.float64, device=device)
     x_t = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, transposed strides
     assert not x_t.is_contiguous()
     assert_matches_reference(x_t, weight, bias, "B", 3)
-    wide = torch.randn(2, 12, 9, 5, dtype=torch.float64)
+    wide = torch.randn(2, 12, 9, 5, dtype=torch.float64, device=device)
     assert_matches_reference(wide[:, ::2], weight, bias, "A", 3)  # a strided channel slice
 
 
-def test_channels_last_input_and_weight():
-    x, weight, bias = make_inputs(3, 6, 9, 6, 7, 5, torch.float32)
+def test_channels_last_input_and_weight(device):
+    x, weight, bias = make_inputs(3, 6, 9, 6, 7, 5, torch.float32, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     weight = weight.contiguous(memory_format=torch.channels_last)
     assert_matches_reference(x, weight, bias, "B", 3)
 
 
-def test_output_and_input_grad_are_channels_last_so_stacks_convert_nothing():
-    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 3, torch.float32)
+def test_output_and_input_grad_are_channels_last_so_stacks_convert_nothing(device):
+    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 3, torch.float32, device=device)
     out = masked_conv2d(x, weight, bias, "A", 3)
     assert out.is_contiguous(memory_format=torch.channels_last)
     grad_x, _, _ = torch.ops.pixelfast.masked_conv2d_backward(out, x, weight, "A", 3, [True, True])
     assert grad_x.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_only_weight_grad_when_input_is_data():
-    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 7, torch.float64)
+def test_only_weight_grad_when_input_is_data(device):
+    x, weight, bias = make_inputs(2, 3, 6, 5, 5, 7, torch.float64, device=device)
     w = weight.clone().requires_grad_(True)
     w_ref = weight.clone().requires_grad_(True)
     masked_conv2d(x, w, bias, "A", 3).sum().backward()
@@ -120,16 +120,17 @@ def test_only_weight_grad_when_input_is_data():
     bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_many_shapes(batch, cin_per_group, cout_per_group, height, width, k, mask_type, groups, bias, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_many_shapes(batch, cin_per_group, cout_per_group, height, width, k, mask_type, groups, bias, seed, device):
     x, weight, b = make_inputs(
-        batch, cin_per_group * groups, cout_per_group * groups, height, width, k, torch.float64, bias, seed
+        batch, cin_per_group * groups, cout_per_group * groups, height, width, k, torch.float64, bias, seed, device
     )
     assert_matches_reference(x, weight, b, mask_type, groups)
 
 
 @pytest.mark.parametrize("mask_type,groups,k", [("A", 3, 3), ("B", 3, 5), ("B", 1, 3), ("A", 1, 1)])
-def test_gradcheck(mask_type, groups, k):
-    x, weight, bias = make_inputs(2, 3, 6, 4, 5, k, torch.float64)
+def test_gradcheck(mask_type, groups, k, device):
+    x, weight, bias = make_inputs(2, 3, 6, 4, 5, k, torch.float64, device=device)
     inputs = tuple(t.requires_grad_(True) for t in (x, weight, bias))
     # fast_mode checks random projections of the Jacobian: the same test, a fraction of the calls.
     assert torch.autograd.gradcheck(
@@ -138,25 +139,25 @@ def test_gradcheck(mask_type, groups, k):
 
 
 @pytest.mark.parametrize("mask_type,groups,k,bias", [("A", 3, 3, True), ("B", 1, 5, False), ("B", 3, 1, True)])
-def test_opcheck(mask_type, groups, k, bias):
-    x, weight, b = make_inputs(2, 3, 6, 5, 4, k, torch.float32, bias)
+def test_opcheck(mask_type, groups, k, bias, device):
+    x, weight, b = make_inputs(2, 3, 6, 5, 4, k, torch.float32, bias, device=device)
     args = (x.requires_grad_(True), weight.requires_grad_(True), b.requires_grad_(True) if bias else None)
     torch.library.opcheck(torch.ops.pixelfast.masked_conv2d.default, (*args, mask_type, groups))
-    grad_out = torch.randn(2, 6, 5, 4)
+    grad_out = torch.randn(2, 6, 5, 4, device=device)
     torch.library.opcheck(
         torch.ops.pixelfast.masked_conv2d_backward.default,
         (grad_out, x.detach(), weight.detach(), mask_type, groups, [True, True]),
     )
 
 
-def test_module_under_torch_compile_fullgraph():
+def test_module_under_torch_compile_fullgraph(device):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         MaskedConv2d(3, 12, 7, "A", color_groups=3),
         torch.nn.ReLU(),
         MaskedConv2d(12, 12, 3, "B", color_groups=3),
-    )
-    x = torch.randn(2, 3, 8, 8)
+    ).to(device)
+    x = torch.randn(2, 3, 8, 8, device=device)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     out = compiled(x)
     torch.testing.assert_close(out, model(x))
@@ -164,13 +165,13 @@ def test_module_under_torch_compile_fullgraph():
     assert model[0].weight.grad is not None and model[2].weight.grad.abs().sum() > 0
 
 
-def test_module_trains_with_any_optimizer_without_remasking():
+def test_module_trains_with_any_optimizer_without_remasking(device):
     torch.manual_seed(0)
-    layer = MaskedConv2d(3, 6, 5, "A", color_groups=3)
-    mask = layer.mask()
+    layer = MaskedConv2d(3, 6, 5, "A", color_groups=3).to(device)
+    mask = layer.mask().to(device)
     masked_before = layer.weight.detach()[mask == 0].clone()
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, weight_decay=0.0)
-    x = torch.randn(4, 3, 6, 6)
+    x = torch.randn(4, 3, 6, 6, device=device)
     for _ in range(3):
         optimizer.zero_grad()
         layer(x).pow(2).mean().backward()
@@ -179,11 +180,13 @@ def test_module_trains_with_any_optimizer_without_remasking():
     assert not torch.equal(layer.weight.detach()[mask == 1], torch.zeros_like(layer.weight)[mask == 1])
 
 
-def test_module_matches_reference_and_initialises_masked_weights_to_zero():
-    layer = MaskedConv2d(6, 9, 3, "B", color_groups=3)
-    assert torch.all(layer.weight.detach()[layer.mask() == 0] == 0)
-    x = torch.randn(2, 6, 5, 5)
-    torch.testing.assert_close(layer(x), masked_conv2d_ref(x, layer.weight, layer.bias, "B", 3))
+def test_module_matches_reference_and_initialises_masked_weights_to_zero(device):
+    layer = MaskedConv2d(6, 9, 3, "B", color_groups=3).to(device)
+    assert torch.all(layer.weight.detach()[layer.mask().to(device) == 0] == 0)
+    x = torch.randn(2, 6, 5, 5, device=device)
+    torch.testing.assert_close(
+        layer(x), masked_conv2d_ref(x, layer.weight, layer.bias, "B", 3), **tolerance(torch.float32, device)
+    )
     assert "mask_type='B'" in repr(layer)
 
 
@@ -236,6 +239,35 @@ def test_cuda_kernel_registered_when_built_with_cuda():
     )
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CPU")
     assert has_cuda_kernel == has_cuda_backward == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA
+
+
+CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+
+@pytest.mark.skipif(not pixelfast.ops.WITH_CUDA, reason="pixelfast was built without CUDA")
+@pytest.mark.parametrize("backward", [False, True])
+def test_cuda_kernel_rejects_cpu_tensors_with_its_own_message(backward):
+    # The CUDA kernel called directly with CPU tensors (no GPU needed: the dispatcher goes straight
+    # to it): the op's own check must fire before the device guard, not c10's "Expected a CUDA device".
+    x, weight, bias = make_inputs(1, 3, 3, 4, 4, 3, torch.float32)
+    with pytest.raises(RuntimeError, match="must be a CUDA tensor") as raised:
+        if backward:
+            torch.ops.pixelfast.masked_conv2d_backward.default.redispatch(
+                CUDA_KEYS, torch.randn(1, 3, 4, 4), x, weight, "B", 3, [True, True]
+            )
+        else:
+            torch.ops.pixelfast.masked_conv2d.default.redispatch(CUDA_KEYS, x, weight, bias, "B", 3)
+    assert "masked_conv2d" in str(raised.value) and "Expected a CUDA device" not in str(raised.value)
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])  # CUDA only
+@pytest.mark.parametrize("where", ["weight", "bias"])
+def test_cuda_kernel_names_the_tensor_left_on_the_cpu(where, device):
+    x, weight, bias = make_inputs(1, 3, 3, 4, 4, 3, torch.float32, device=device)
+    args = {"weight": weight, "bias": bias}
+    args[where] = args[where].cpu()
+    with pytest.raises(RuntimeError, match=f"{where} is on cpu"):
+        torch.ops.pixelfast.masked_conv2d.default.redispatch(CUDA_KEYS, x, args["weight"], args["bias"], "B", 3)
 
 
 def test_missing_library_gives_rebuild_instructions(monkeypatch):

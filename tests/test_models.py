@@ -42,8 +42,8 @@ def gated_receptive_field(model, c, i, j, height, width):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_pixelcnn_causal_for_every_subpixel(channels):
-    model = tiny(PixelCNN, channels, num_layers=2)
+def test_pixelcnn_causal_for_every_subpixel(channels, device):
+    model = tiny(PixelCNN, channels, num_layers=2).to(device)
     height, width = 5, 6
     positions = all_positions(channels, height, width)
     depends = check_causal(model, height, width, positions)
@@ -51,11 +51,11 @@ def test_pixelcnn_causal_for_every_subpixel(channels):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_gated_causal_and_sees_every_earlier_subpixel(channels):
+def test_gated_causal_and_sees_every_earlier_subpixel(channels, device):
     # Reach R = 1 + 5 * 1 = 6 covers the whole 5x6 image, so every earlier sub-pixel, including
     # the ones up and to the right (a masked PixelCNN's blind spot), must matter.
     height, width = 5, 6
-    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=6, kernel_size=3, first_kernel_size=3)
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=6, kernel_size=3, first_kernel_size=3).to(device)
     positions = all_positions(channels, height, width)
     depends = check_causal(model, height, width, positions)
     for k, (c, i, j) in enumerate(positions):
@@ -64,10 +64,10 @@ def test_gated_causal_and_sees_every_earlier_subpixel(channels):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_gated_receptive_field_is_exactly_as_documented(channels):
+def test_gated_receptive_field_is_exactly_as_documented(channels, device):
     # reach = 5 // 2 + 1 * (3 // 2) = 3 on a 7x9 image: nonzero exactly on earlier-and-within-reach.
     height, width = 7, 9
-    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=2, kernel_size=3, first_kernel_size=5)
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=2, kernel_size=3, first_kernel_size=5).to(device)
     positions = [(c, i, j) for (i, j) in [(0, 0), (0, 4), (3, 0), (3, 4), (6, 8), (5, 7)] for c in range(channels)]
     depends = check_causal(model, height, width, positions)
     for k, (c, i, j) in enumerate(positions):
@@ -88,10 +88,10 @@ def test_pixelcnn_has_blind_spot_gated_does_not():
     assert depends[0, 0, i - 1, j + 4]
 
 
-def test_conditional_models_stay_causal():
+def test_conditional_models_stay_causal(device):
     labels = torch.tensor([2])
-    check_causal(tiny(GatedPixelCNN, 3, num_classes=3), 4, 5, labels=labels)
-    check_causal(tiny(PixelCNN, 3, num_classes=3), 4, 5, labels=labels)
+    check_causal(tiny(GatedPixelCNN, 3, num_classes=3).to(device), 4, 5, labels=labels)
+    check_causal(tiny(PixelCNN, 3, num_classes=3).to(device), 4, 5, labels=labels)
 
 
 # ------------------------------------------------------------------------------------------- layers
@@ -145,9 +145,9 @@ def test_gated_activation_keeps_colour_groups_apart():
 
 @pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_logit_shape_and_loss(cls, channels):
-    model = tiny(cls, channels).float()
-    x = levels_image(2, channels, 5, 7)
+def test_logit_shape_and_loss(cls, channels, device):
+    model = tiny(cls, channels).float().to(device)
+    x = levels_image(2, channels, 5, 7).to(device)
     logits = model(x)
     assert logits.shape == (2, LEVELS, channels, 5, 7)
     assert logits.dtype == torch.float32
@@ -158,15 +158,15 @@ def test_logit_shape_and_loss(cls, channels):
 
 
 @pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
-def test_input_dtypes_agree_and_sizes_are_free(cls):
-    model = tiny(cls, 3)
-    x = levels_image(2, 3, 4, 6)
+def test_input_dtypes_agree_and_sizes_are_free(cls, device):
+    model = tiny(cls, 3).to(device)
+    x = levels_image(2, 3, 4, 6).to(device)
     reference = model(x)
     assert torch.equal(model(x.to(torch.uint8)), reference)
     assert torch.equal(model(x.double()), reference)
     assert torch.allclose(model.float()(x.float()).double(), reference, atol=1e-5)
     for height, width in [(1, 1), (1, 5), (6, 1)]:
-        assert model(levels_image(1, 3, height, width)).shape == (1, LEVELS, 3, height, width)
+        assert model(levels_image(1, 3, height, width).to(device)).shape == (1, LEVELS, 3, height, width)
 
 
 def test_binary_levels_and_no_residual_blocks():
@@ -219,16 +219,17 @@ def test_model_attributes():
 
 
 @pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
-def test_class_conditioning_changes_logits(cls):
-    model = tiny(cls, 1, num_classes=3)
-    x = levels_image(1, 1, 4, 4).repeat(3, 1, 1, 1)
-    logits = model(x, torch.tensor([0, 1, 2]))
+def test_class_conditioning_changes_logits(cls, device):
+    model = tiny(cls, 1, num_classes=3).to(device)
+    x = levels_image(1, 1, 4, 4).repeat(3, 1, 1, 1).to(device)
+    labels = torch.tensor([0, 1, 2], device=device)
+    logits = model(x, labels)
     assert not torch.allclose(logits[0], logits[1])
     assert not torch.allclose(logits[1], logits[2])
-    assert torch.allclose(model(x[:1], torch.tensor([1])), logits[1:2])  # images are independent
+    assert torch.allclose(model(x[:1], labels[1:2]), logits[1:2])  # images are independent
     # A fresh model starts at zero class biases, and training moves them.
-    fresh = cls(in_channels=1, levels=LEVELS, hidden_channels=6, num_layers=2, num_classes=3)
-    F.cross_entropy(fresh(x, torch.tensor([0, 1, 2])), x).backward()
+    fresh = cls(in_channels=1, levels=LEVELS, hidden_channels=6, num_layers=2, num_classes=3).to(device)
+    F.cross_entropy(fresh(x, labels), x).backward()
     grads = [p.grad for n, p in fresh.named_parameters() if "class" in n]
     assert len(grads) == fresh.num_layers * (2 if cls is GatedPixelCNN else 1)  # v and h biases
     assert all(g is not None and torch.any(g != 0) for g in grads)

@@ -47,9 +47,9 @@ def diagonal_model_receptive_field(c, i, j, channels, height, width):
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_causal_for_every_subpixel(kind, channels):
+def test_causal_for_every_subpixel(kind, channels, device):
     height, width = 5, 6
-    model = tiny(kind, channels)
+    model = tiny(kind, channels).to(device)
     positions = all_positions(channels, height, width)
     depends = check_causal(model, height, width, positions)
     assert_sees_immediate_past(depends, positions)
@@ -59,10 +59,10 @@ def test_causal_for_every_subpixel(kind, channels):
             assert torch.equal(depends[k], expected), f"receptive field of {(c, i, j)}"
 
 
-def test_conditional_models_stay_causal():
+def test_conditional_models_stay_causal(device):
     labels = torch.tensor([2])
     for kind in ("row", "diagonal"):
-        check_causal(tiny(kind, 3, num_classes=3), 4, 5, labels=labels, images=1)
+        check_causal(tiny(kind, 3, num_classes=3).to(device), 4, 5, labels=labels, images=1)
 
 
 def layer_dependence(layer, channels, height, width):
@@ -118,10 +118,10 @@ def test_row_lstm_layer_receptive_field_is_the_documented_triangle(groups):
 
 
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_fused_and_plain_layers_give_the_same_model(kind):
-    model = tiny(kind, 3, num_classes=2)
-    x = levels_image(2, 3, 5, 4).double()
-    labels = torch.tensor([0, 1])
+def test_fused_and_plain_layers_give_the_same_model(kind, device):
+    model = tiny(kind, 3, num_classes=2).to(device)
+    x = levels_image(2, 3, 5, 4).double().to(device)
+    labels = torch.tensor([0, 1], device=device)
     outputs, grads = [], []
     for fused in (True, False):
         model.fused = fused
@@ -137,10 +137,10 @@ def test_fused_and_plain_layers_give_the_same_model(kind):
 
 
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_trains(kind):
+def test_trains(kind, device):
     torch.manual_seed(0)
-    model = PixelRNN(kind=kind, in_channels=1, levels=LEVELS, hidden_channels=4, num_layers=1)
-    x = levels_image(4, 1, 4, 4)
+    model = PixelRNN(kind=kind, in_channels=1, levels=LEVELS, hidden_channels=4, num_layers=1).to(device)
+    x = levels_image(4, 1, 4, 4).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
@@ -171,18 +171,18 @@ def test_config_round_trip(kind):
     assert "kind='" + kind + "'" in repr(model)
 
 
-def test_logits_layout_and_levels_input():
-    model = tiny("diagonal", 3)
-    x = levels_image(2, 3, 4, 5)
+def test_logits_layout_and_levels_input(device):
+    model = tiny("diagonal", 3).to(device)
+    x = levels_image(2, 3, 4, 5).to(device)
     logits = model(x)
     assert logits.shape == (2, LEVELS, 3, 4, 5)
     torch.testing.assert_close(model(x.to(torch.uint8)), logits)
     assert torch.isfinite(F.cross_entropy(logits, x))
 
 
-def test_naive_sampling_runs():
+def test_naive_sampling_runs(device):
     model = tiny("row", 1).float()
-    images = pixelfast.sample(model, n=2, size=(3, 3), method="naive", generator=0)
+    images = pixelfast.sample(model, n=2, size=(3, 3), method="naive", generator=0, device=device)
     assert images.shape == (2, 1, 3, 3) and int(images.max()) < LEVELS
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from devices import DEVICES, tolerance
 from hypothesis import strategies as st
 from torch import nn
 
@@ -42,12 +43,18 @@ def random_labels(model, batch, seed=0):
     return torch.randint(0, model.num_classes, (batch,), generator=torch.Generator().manual_seed(seed))
 
 
-def assert_incremental_equals_forward(model, x, labels, atol=1e-4):
+def assert_incremental_equals_forward(model, x, labels, atol=1e-4, device="cpu"):
+    model, x = model.to(device), x.to(device)
+    labels = labels.to(device) if labels is not None else None
+    rtol = 1e-4
+    if torch.device(device).type == "cuda":
+        gpu = tolerance(next(model.parameters()).dtype, device)
+        atol, rtol = max(atol, gpu["atol"]), max(rtol, gpu["rtol"])
     with torch.no_grad():
         expected = model(x, labels)
     got = pixelfast.incremental_logits(model, x, labels)
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(got, expected, atol=atol, rtol=rtol)
 
 
 # --- the correctness contract, over many configurations ------------------------------------------
@@ -65,10 +72,12 @@ def assert_incremental_equals_forward(model, x, labels, atol=1e-4):
     batch=st.integers(1, 3),
     seed=st.integers(0, 1000),
 )
-def test_pixelcnn_incremental_logits_equal_forward(channels, levels, hidden, layers, classes, height, width, batch, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_pixelcnn_incremental_logits_equal_forward(channels, levels, hidden, layers, classes, height, width, batch, seed,
+                                                   device):
     model = jitter(PixelCNN(channels, levels, hidden_channels=3 * hidden, num_layers=layers, num_classes=classes), seed=seed)
     x = random_image(model, batch, height, width, seed)
-    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed), device=device)
 
 
 @settings(max_examples=25, deadline=None)
@@ -85,8 +94,9 @@ def test_pixelcnn_incremental_logits_equal_forward(channels, levels, hidden, lay
     batch=st.integers(1, 3),
     seed=st.integers(0, 1000),
 )
+@pytest.mark.parametrize("device", DEVICES)
 def test_gated_incremental_logits_equal_forward(
-    channels, levels, hidden, layers, kernel, first_kernel, classes, height, width, batch, seed
+    channels, levels, hidden, layers, kernel, first_kernel, classes, height, width, batch, seed, device
 ):
     model = GatedPixelCNN(
         channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
@@ -94,7 +104,7 @@ def test_gated_incremental_logits_equal_forward(
     )
     model = jitter(model, seed=seed)
     x = random_image(model, batch, height, width, seed)
-    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed), device=device)
 
 
 @settings(max_examples=25, deadline=None)
@@ -111,26 +121,28 @@ def test_gated_incremental_logits_equal_forward(
     batch=st.integers(1, 3),
     seed=st.integers(0, 1000),
 )
-def test_pixelrnn_incremental_logits_equal_forward(kind, channels, levels, hidden, layers, kernel, classes, height, width, batch, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_pixelrnn_incremental_logits_equal_forward(kind, channels, levels, hidden, layers, kernel, classes, height, width, batch, seed,
+                                                   device):
     model = PixelRNN(kind, channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
                      num_classes=classes)
     model = jitter(model, scale=0.3, seed=seed)
     x = random_image(model, batch, height, width, seed)
-    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed))
+    assert_incremental_equals_forward(model, x, random_labels(model, batch, seed), device=device)
 
 
 @pytest.mark.parametrize("model_type", [PixelCNN, GatedPixelCNN])
-def test_incremental_logits_float64_is_exact_to_rounding(model_type):
+def test_incremental_logits_float64_is_exact_to_rounding(model_type, device):
     model = jitter(model_type(3, 16, hidden_channels=6, num_layers=2, num_classes=2).double())
     x = random_image(model, 2, 6, 5)
-    assert_incremental_equals_forward(model, x, torch.tensor([0, 1]), atol=1e-10)
+    assert_incremental_equals_forward(model, x, torch.tensor([0, 1]), atol=1e-10, device=device)
 
 
 @pytest.mark.parametrize("size", [(12, 5), (5, 12)])
-def test_incremental_logits_non_square_and_realistic_width(size):
+def test_incremental_logits_non_square_and_realistic_width(size, device):
     model = jitter(GatedPixelCNN(3, 256, hidden_channels=12, num_layers=4, num_classes=10), scale=0.1)
     x = random_image(model, 4, *size)
-    assert_incremental_equals_forward(model, x, torch.arange(4))
+    assert_incremental_equals_forward(model, x, torch.arange(4), device=device)
 
 
 def test_incremental_logits_checks_its_input():
@@ -252,30 +264,31 @@ def test_cache_size_does_not_grow_with_height():
     ids=["PixelCNN", "GatedPixelCNN", "RowLSTM", "DiagonalBiLSTM"],
 )
 @pytest.mark.parametrize("channels", [1, 3])
-def test_cached_draws_the_same_images_as_naive(make, channels):
+def test_cached_draws_the_same_images_as_naive(make, channels, device):
     model = jitter(make(channels), scale=0.5)
-    kwargs = dict(size=(4, 5), labels=[0, 1, 2], generator=11, progress=False)
+    kwargs = dict(size=(4, 5), labels=[0, 1, 2], generator=11, progress=False, device=device)
     naive = pixelfast.sample(model, 3, method="naive", **kwargs)
     cached = pixelfast.sample(model, 3, method="cached", **kwargs)
     assert torch.equal(naive, cached)
 
 
-def test_cached_completion_keeps_known_pixels_and_matches_naive():
+def test_cached_completion_keeps_known_pixels_and_matches_naive(device):
     model = jitter(GatedPixelCNN(1, 8, hidden_channels=6, num_layers=2, num_classes=2), scale=0.5)
     image = torch.randint(0, 8, (2, 1, 6, 6))
     known = torch.zeros(6, 6, dtype=torch.bool)
     known[:3] = True  # the top half
-    kwargs = dict(labels=[0, 1], image=image, known=known, generator=5, progress=False)
+    kwargs = dict(labels=[0, 1], image=image, known=known, generator=5, progress=False, device=device)
     cached = pixelfast.sample(model, 2, method="cached", **kwargs)
-    assert torch.equal(cached[:, :, :3], image[:, :, :3].to(torch.uint8))
+    assert cached.device.type == device.type
+    assert torch.equal(cached[:, :, :3].cpu(), image[:, :, :3].to(torch.uint8))
     assert torch.equal(cached, pixelfast.sample(model, 2, method="naive", **kwargs))
 
 
-def test_cached_is_deterministic_and_auto_uses_it():
+def test_cached_is_deterministic_and_auto_uses_it(device):
     model = jitter(PixelCNN(3, 16, hidden_channels=6, num_layers=1), scale=0.5)
-    a = pixelfast.sample(model, 3, size=(4, 4), generator=1, progress=False)
-    b = pixelfast.sample(model, 3, size=(4, 4), generator=1, method="cached", progress=False)
-    c = pixelfast.sample(model, 3, size=(4, 4), generator=2, method="cached", progress=False)
+    a = pixelfast.sample(model, 3, size=(4, 4), generator=1, progress=False, device=device)
+    b = pixelfast.sample(model, 3, size=(4, 4), generator=1, method="cached", progress=False, device=device)
+    c = pixelfast.sample(model, 3, size=(4, 4), generator=2, method="cached", progress=False, device=device)
     assert torch.equal(a, b) and not torch.equal(b, c)
 
 
@@ -315,8 +328,8 @@ def test_cached_images_are_the_same_when_other_programs_hold_the_cores():
             process.wait()
 
 
-def test_low_temperature_is_the_argmax_of_the_forward_pass():
-    model = jitter(GatedPixelCNN(3, 8, hidden_channels=6, num_layers=2), scale=0.5)
+def test_low_temperature_is_the_argmax_of_the_forward_pass(device):
+    model = jitter(GatedPixelCNN(3, 8, hidden_channels=6, num_layers=2), scale=0.5).to(device)
     images = pixelfast.sample(model, 2, size=(4, 4), temperature=1e-6, generator=0, method="cached", progress=False)
     with torch.no_grad():
         logits = model(images.long())
@@ -366,12 +379,12 @@ def test_engine_rejects_a_corrupt_plan():
         run_engine(lower(model), x, args[0], args[1], None, 0.0, 4, False)
 
 
-def test_engine_reports_non_finite_logits():
+def test_engine_reports_non_finite_logits(device):
     model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
     with torch.no_grad():
         model.head.out.bias.fill_(float("nan"))
     with pytest.raises(RuntimeError, match="non-finite"):
-        pixelfast.sample(model, 1, size=(2, 2), method="cached", progress=False)
+        pixelfast.sample(model, 1, size=(2, 2), method="cached", progress=False, device=device)
 
 
 def test_cuda_engine_registered_when_built_with_cuda():

@@ -39,7 +39,7 @@ class ChainStub(nn.Module):
         self.seen.append((self.training, torch.is_grad_enabled()))
         n, c, h, w = x.shape
         flat = x.long().permute(0, 2, 3, 1).reshape(n, -1)  # sampling order: i, j, then colour
-        previous = torch.cat([torch.full((n, 1), -1), flat[:, :-1]], dim=1)
+        previous = torch.cat([torch.full((n, 1), -1, device=x.device), flat[:, :-1]], dim=1)
         target = previous + 1
         if labels is not None:
             target = target + labels.view(n, 1)
@@ -86,11 +86,11 @@ def test_draw_categorical_rejects_nan_logits():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_low_temperature_follows_the_chain_in_raster_then_rgb_order(channels):
+def test_low_temperature_follows_the_chain_in_raster_then_rgb_order(channels, device):
     stub = ChainStub(in_channels=channels, levels=5, image_size=(3, 4))
-    out = sample(stub, 2, temperature=1e-3, generator=0, progress=False)
-    assert out.dtype == torch.uint8 and out.shape == (2, channels, 3, 4)
-    assert torch.equal(out.long(), chain(2, channels, 3, 4, 5))
+    out = sample(stub, 2, temperature=1e-3, generator=0, progress=False, device=device)
+    assert out.dtype == torch.uint8 and out.shape == (2, channels, 3, 4) and out.device.type == device.type
+    assert torch.equal(out.long().cpu(), chain(2, channels, 3, 4, 5))
     assert stub.calls == channels * 3 * 4  # one full network run per sub-pixel
 
 
@@ -322,18 +322,19 @@ def _tiny_gated(num_classes=3):
     )
 
 
-def test_gated_pixelcnn_low_temperature_sample_is_the_greedy_decoding():
-    model = _tiny_gated()
-    labels = torch.tensor([0, 2])
-    out = sample(model, 2, labels=labels, temperature=1e-4, generator=0, progress=False)
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_gated_pixelcnn_low_temperature_sample_is_the_greedy_decoding(method, device):
+    model = _tiny_gated().to(device)
+    labels = torch.tensor([0, 2], device=device)
+    out = sample(model, 2, labels=labels, temperature=1e-4, generator=0, progress=False, method=method)
     # Causality: the logits the sampler saw at each sub-pixel equal those of one pass over the result.
     with torch.no_grad():
         logits = model(out.long(), labels)
     assert torch.equal(logits.argmax(1), out.long())
 
 
-def test_gated_pixelcnn_samples_are_reproducible_and_keep_known_pixels():
-    model = _tiny_gated()
+def test_gated_pixelcnn_samples_are_reproducible_and_keep_known_pixels(device):
+    model = _tiny_gated().to(device)
     a = sample(model, 3, generator=11, progress=False)
     assert a.shape == (3, 3, 4, 3) and a.dtype == torch.uint8 and int(a.max()) <= 3
     assert torch.equal(a, sample(model, 3, generator=11, progress=False))

@@ -130,6 +130,12 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
   return out;  // channels-last, like a convolution of a channels-last input
 }
 
+void check_arguments(const at::Tensor& x, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias, c10::string_view mask_type,
+                     int64_t color_groups) {
+  make_params(x, weight, bias, mask_type, color_groups);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out_in,
                                                         const at::Tensor& x_in,
                                                         const at::Tensor& weight,

@@ -24,6 +24,7 @@ from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.plan import UnsupportedModelError, check_supported
+from pixelfast.sampling.precision import full_fp32
 
 METHODS = ("auto", "naive", "cached")
 MODEL_ATTRIBUTES = ("in_channels", "levels", "num_classes", "image_size")
@@ -63,7 +64,9 @@ def sample(
     - ``device``: where to sample; default the model's device. The model is moved there for the
       call and moved back afterwards. The result is on this device.
 
-    Runs under ``torch.no_grad()`` in eval mode; the model's training mode is restored afterwards.
+    Runs under ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see
+    :mod:`pixelfast.sampling.precision`, so the naive sampler's convolutions compute what the
+    engine computes); the model's training mode and the precision settings are restored afterwards.
     """
     _check_model(model)
     n = _check_n(n)
@@ -81,7 +84,7 @@ def sample(
 
     home = _model_device(model)
     target = torch.device(device) if device is not None else home
-    with _eval_no_grad(model), _on_device(model, home, target):
+    with _eval_no_grad(model), _on_device(model, home, target), full_fp32():
         x = x.to(target)
         known_mask = known_mask.to(target)
         if label_tensor is not None:

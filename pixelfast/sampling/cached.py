@@ -14,10 +14,43 @@ from tqdm.auto import tqdm
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.categorical import draw_uniforms
 from pixelfast.sampling.plan import Plan, lower
+from pixelfast.sampling.precision import full_fp32
 
-# Images per engine call: enough to keep the engine's matrix products efficient, few enough that
-# the progress bar moves on big jobs.
+# Images per engine call on the CPU: enough to keep the engine's matrix products efficient, few
+# enough that the progress bar moves on big jobs. On CUDA every image goes in one launch (one block
+# per image) when it fits in memory: chunks there would only serialise the GPU on a host sync each.
 CHUNK = 64
+# The share of the GPU's free memory one engine call may plan to use.
+CUDA_MEMORY_SHARE = 0.5
+
+
+def engine_bytes_per_image(plan: Plan, channels: int, height: int, width: int, levels: int,
+                           record_logits: bool = False) -> int:
+    """The memory one image costs an engine call: its cached rows (the plan's buffers, see
+    :meth:`Plan.cache_values_per_image`), its contiguous inputs (int64 image, bool mask, float64
+    uniforms), its int64 output and, when recorded, its logits. The weights are shared by all images."""
+    element = plan.weights[0].element_size() if plan.weights else 4
+    sub_pixels = channels * height * width
+    total = plan.cache_values_per_image(width) * element + sub_pixels * (8 + 1 + 8 + 8)
+    if record_logits:
+        total += levels * sub_pixels * element
+    return total
+
+
+def chunk_size(n: int, device: torch.device, bytes_per_image: int, free_bytes: int | None = None) -> int:
+    """Images per engine call: ``CHUNK`` on the CPU; on CUDA all ``n`` at once when they fit in
+    ``CUDA_MEMORY_SHARE`` of the free memory (``free_bytes``, default ``torch.cuda.mem_get_info``),
+    else as many as fit (at least one)."""
+    if n < 1:
+        raise ValueError(f"chunk_size: n must be >= 1, got {n}")
+    if bytes_per_image < 1:
+        raise ValueError(f"chunk_size: bytes_per_image must be >= 1, got {bytes_per_image}")
+    if torch.device(device).type != "cuda":
+        return min(n, CHUNK)
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    fits = int(free_bytes * CUDA_MEMORY_SHARE) // bytes_per_image
+    return max(1, min(n, fits))
 
 
 def run_engine(
@@ -54,12 +87,14 @@ def sample_cached(
     """
     plan = plan if plan is not None else lower(model)
     uniforms = draw_uniforms(x.shape, generator, x.device)
-    n = x.shape[0]
-    chunks = range(0, n, CHUNK)
+    n, channels, height, width = x.shape
+    if n == 0:
+        return x.clone()
+    step = chunk_size(n, x.device, engine_bytes_per_image(plan, channels, height, width, model.levels))
     out = []
     with tqdm(total=n, desc="sampling (cached)", unit="img", disable=not progress, leave=False) as bar:
-        for start in chunks:
-            part = slice(start, start + CHUNK)
+        for start in range(0, n, step):
+            part = slice(start, start + step)
             images, _ = run_engine(
                 plan, x[part].contiguous(), known[part].contiguous(), uniforms[part].contiguous(),
                 None if labels is None else labels[part].contiguous(), temperature, model.levels, False,
@@ -73,8 +108,14 @@ def incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor |
     """The logits the cached engine computes at every sub-pixel when fed ``x`` (teacher-forced).
 
     ``x``: levels ``[B, C, H, W]``; returns ``[B, levels, C, H, W]``. This is the engine's
-    correctness contract: it equals ``model(x, labels)`` up to float rounding.
+    correctness contract: it equals ``model(x, labels)`` up to float rounding. Runs in full fp32
+    (TF32 off, restored afterwards; see :mod:`pixelfast.sampling.precision`).
     """
+    with full_fp32():
+        return _incremental_logits(model, x, labels)
+
+
+def _incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     plan = lower(model)
     parameter = next(model.parameters())
     labels = model.check_input(x, labels)  # shape, channels, level range, labels (as int64)

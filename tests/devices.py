@@ -1,0 +1,37 @@
+"""The devices the tests run on and the tolerances of their comparisons (fixtures: conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def cuda_skip_reason() -> str | None:
+    """Why the CUDA tests cannot run here, or None when they can."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU on this machine"
+    import pixelfast.ops as ops
+
+    if not ops.LOADED:
+        return "pixelfast's compiled ops did not load"
+    if not ops.WITH_CUDA:
+        return "pixelfast was built without CUDA (rebuild with PIXELFAST_CUDA=1)"
+    return None
+
+
+CUDA_SKIP = cuda_skip_reason()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(CUDA_SKIP is not None, reason=str(CUDA_SKIP)))]
+
+
+# Comparison tolerances. On a GPU, cuDNN and cuBLAS pick their own summation orders (and fp32
+# atomics), so fp32 results agree to a few ulps of the sums, not bit for bit.
+_TOLERANCE = {
+    ("cpu", torch.float32): dict(atol=2e-4, rtol=1e-4),
+    ("cpu", torch.float64): dict(atol=1e-10, rtol=1e-10),
+    ("cuda", torch.float32): dict(atol=5e-4, rtol=5e-4),
+    ("cuda", torch.float64): dict(atol=1e-9, rtol=1e-9),
+}
+
+
+def tolerance(dtype: torch.dtype, device: torch.device | str = "cpu") -> dict:
+    return _TOLERANCE[(torch.device(device).type, dtype)]
