@@ -118,3 +118,59 @@ def test_cuda_engine_checks_its_arguments_before_the_device():
         torch.ops.pixelfast.sample_cached.default.redispatch(cuda, *args)
     with pytest.raises(RuntimeError, match="sample_cached: temperature must be > 0"):
         torch.ops.pixelfast.sample_cached.default.redispatch(cuda, *args[:7], 0.0, *args[8:])
+
+
+def conditioned_plan(model):
+    """The model's plan with a condition op adding the call's condition to the logits (as
+    super-resolution's plan does), built with the plan builder's own methods."""
+    from pixelfast.sampling import plan as planning
+
+    builder = planning.PlanBuilder(torch.float64, torch.device("cpu"))
+    builder.buffer(model.in_channels)
+    original = builder.head
+    builder.head = lambda features, head, groups: original(features, head, groups, condition=True)
+    with torch.no_grad():
+        planning.LOWERINGS[type(model)](model, builder)
+    return builder.plan
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_engine_kernel_adds_the_condition_like_the_cpu_engine(emulated, channels, schedule):
+    from pixelfast.sampling.cached import run_engine
+
+    model = jitter(MODELS["gated"](channels, 6, 3, None), seed=2).double()
+    plan = conditioned_plan(model)
+    image = random_image(model, 2, 3, 4, seed=2)
+    condition = torch.randn(2, 6, channels, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    known = torch.ones_like(image, dtype=torch.bool)
+    uniforms = torch.zeros(image.shape, dtype=torch.float64)
+    _, logits = run_engine(plan, image, known, uniforms, None, 1.0, 6, True, condition)
+    with torch.no_grad():
+        expected = model(image) + condition  # the condition adds to the logits of the sum
+    torch.testing.assert_close(logits, expected, atol=1e-10, rtol=1e-10)
+    engine_condition = condition.permute(0, 3, 4, 2, 1).flatten(3).contiguous()
+    args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, 6, True)
+    images, emulated_logits = emulated.sample_cached(*args, engine_condition, 5, SCHEDULES[schedule], 1)
+    torch.testing.assert_close(emulated_logits, logits, atol=1e-12, rtol=1e-10)
+    known[:] = False  # free sampling with the condition: the same draws
+    args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms.uniform_(), None, 1.0, 6, False)
+    expected_images, _ = torch.ops.pixelfast.sample_cached(*args, engine_condition)
+    images, _ = emulated.sample_cached(*args, engine_condition, 5, SCHEDULES[schedule], 1)
+    assert torch.equal(images, expected_images)
+
+
+def test_engine_refuses_a_missing_or_misshapen_condition():
+    from pixelfast.sampling.cached import run_engine
+
+    model = MODELS["gated"](1, 6, 3, None).double()
+    plan = conditioned_plan(model)
+    image = torch.zeros(1, 1, 3, 4, dtype=torch.long)
+    args = (plan, image, torch.zeros_like(image, dtype=torch.bool), torch.zeros(image.shape, dtype=torch.float64),
+            None, 1.0, 6, False)
+    with pytest.raises(RuntimeError, match="no condition was given"):
+        run_engine(*args)
+    with pytest.raises(RuntimeError, match="the condition has 12 channels"):
+        run_engine(*args, torch.zeros(1, 12, 1, 3, 4, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="condition must be a Double tensor"):
+        run_engine(*args, torch.zeros(1, 6, 1, 3, 4))

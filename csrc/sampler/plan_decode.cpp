@@ -127,7 +127,8 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     }
     TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ", op.phase);
     TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
-    TORCH_CHECK(op.code == kClassBias || (op.src >= 0 && op.src < num_buffers),
+    const bool reads_source = op.code != kClassBias && op.code != kCondition;  // else a table or input
+    TORCH_CHECK(!reads_source || (op.src >= 0 && op.src < num_buffers),
                 "sample_cached: op source out of range");
     TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
     TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
@@ -137,7 +138,7 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                 "sample_cached: only row-phase ops may run on an earlier row or in reverse");
     TORCH_CHECK(op.src_dy <= 0 && (op.code == kAdd || op.src_dy == 0),
                 "sample_cached: only add may read its source on an earlier row");
-    if (op.code != kClassBias && op.src >= 0) {
+    if (reads_source) {
       TORCH_CHECK(plan.buffers[op.src].rows >= 1 - op.row_offset - op.src_dy,
                   "sample_cached: an op reads rows its source's ring does not keep");
     }

@@ -62,11 +62,16 @@ def run_engine(
     temperature: float,
     levels: int,
     record_logits: bool,
+    condition: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One engine call. ``condition``: logits ``[B, levels, C, H, W]`` that the plan's condition op
+    adds to the model's own (super-resolution's ``A(x)``), or None."""
     require_library()
+    if condition is not None:  # the engine reads a position's values contiguously: [B, H, W, C * levels]
+        condition = condition.permute(0, 3, 4, 2, 1).flatten(3).contiguous()
     return torch.ops.pixelfast.sample_cached(
         plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, labels,
-        float(temperature), int(levels), record_logits,
+        float(temperature), int(levels), record_logits, condition,
     )
 
 

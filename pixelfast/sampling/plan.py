@@ -28,7 +28,7 @@ from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
 
 # Op codes, phases and centre masks: the same numbers as csrc/sampler/plan.h.
-CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE, LSTM_CELL = 1, 2, 3, 4, 5, 6, 7
+CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE, LSTM_CELL, CONDITION = 1, 2, 3, 4, 5, 6, 7, 8
 ROW, PIXEL = 0, 1
 NO_CENTRE, CENTRE_A, CENTRE_B = 0, 1, 2
 MAX_SEGMENTS = 8
@@ -166,7 +166,12 @@ class PlanBuilder:
         self._op(CLASS_BIAS, phase, dst, -1, groups, table=self.weight(embedding.weight),
                  row_offset=row_offset, reverse=reverse)
 
-    def head(self, features: int, head: OutputHead, groups: int) -> None:
+    def condition(self, dst, groups):
+        """``dst += condition`` at each position: the engine call's per-image input map."""
+        self._op(CONDITION, PIXEL, dst, -1, groups)
+
+    def head(self, features: int, head: OutputHead, groups: int, condition: bool = False) -> None:
+        """The output head and the draw; ``condition`` adds the call's condition to the logits."""
         hidden_in = self.buffer(self.plan.buffers[features][0])
         self.relu(hidden_in, features, groups)
         hidden = self.buffer(head.hidden.out_channels)
@@ -174,6 +179,8 @@ class PlanBuilder:
         self.relu(hidden, hidden, groups)
         logits = self.buffer(head.out.out_channels)
         self.masked_conv(logits, hidden, head.out)
+        if condition:
+            self.condition(logits, groups)
         self._op(SAMPLE, PIXEL, 0, logits, groups)
 
 
