@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.emulation import SCHEDULES, load
+from emulation import SCHEDULES, load
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emulation import SCHEDULES, load
+from test_sampling_cached import jitter, random_image, random_labels
+
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.sampling.plan import lower
-from tests.emulation import SCHEDULES, load
-from tests.test_sampling_cached import jitter, random_image, random_labels
 
 MODELS = {
     "pixelcnn": lambda c, levels, h, classes: PixelCNN(c, levels, hidden_channels=h, num_layers=2, num_classes=classes),
