@@ -17,12 +17,12 @@ namespace lstm {
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < (n); \
        index += int64_t(blockDim.x) * gridDim.x)
 
-// Elements (threads' work items) of each kernel: a gather row holds taps * hidden X values and
-// 4 * hidden pre values; a cell kernel handles one hidden channel of one pixel.
-inline int64_t gather_elements(const Step& s) {
-  return scan_rows(s) * (s.taps > 4 ? s.taps : 4) * s.hidden;
-}
-inline int64_t cell_elements(const Step& s) { return scan_rows(s) * s.hidden; }
+// Elements (threads' work items) of each kernel, for its grid-stride loop and its launch: a
+// gather row covers taps * hidden X values and 4 * hidden pre values; a cell kernel handles one
+// hidden channel of one pixel.
+PF_HD int64_t gather_columns(const Step& s) { return (s.taps > 4 ? s.taps : 4) * s.hidden; }
+PF_HD int64_t gather_elements(const Step& s) { return scan_rows(s) * gather_columns(s); }
+PF_HD int64_t cell_elements(const Step& s) { return scan_rows(s) * s.hidden; }
 
 // Blocks of `threads` covering n elements, at most max_blocks (the grid-stride loops do the rest).
 inline int64_t blocks_for(int64_t n, int64_t threads, int64_t max_blocks) {
@@ -33,7 +33,7 @@ inline int64_t blocks_for(int64_t n, int64_t threads, int64_t max_blocks) {
 template <typename T>
 __global__ void gather_kernel(const GatherParams<T> a) {
   const Step& s = a.step;
-  const int64_t hidden = s.hidden, cols = (s.taps > 4 ? s.taps : 4) * hidden;
+  const int64_t hidden = s.hidden, cols = gather_columns(s);
   PF_GRID_STRIDE(e, gather_elements(s)) {
     const int64_t n = e / cols, col = e % cols;
     if (a.pre != nullptr && col < 4 * hidden) a.pre[n * 4 * hidden + col] = a.bias[col];
