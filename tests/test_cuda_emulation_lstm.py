@@ -65,7 +65,7 @@ def test_every_launch_shape(emulated, kind, threads, max_blocks):
         assert_emulated_matches_cpu(emulated, kind, (2, 3, 3, 3, 5), torch.float64, launch)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     kind=st.sampled_from(list(KINDS)),
     batch=st.integers(1, 3),

@@ -18,30 +18,20 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
-// `kernel` over n elements on the current stream; nothing to do for n == 0.
-template <typename Params>
-void launch(void (*kernel)(Params), int64_t n, const Params& params) {
-  if (n == 0) return;
-  kernel<<<blocks_for(n, kThreads, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      params);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
+struct CudaLauncher {
+  // `kernel` over n elements on the current stream; nothing to do for n == 0.
+  template <typename Params>
+  static void launch(void (*kernel)(Params), int64_t n, const Params& params) {
+    if (n == 0) return;
+    kernel<<<blocks_for(n, kThreads, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        params);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
 
-struct CudaBackend {
+struct CudaBackend : KernelLaunches<CudaLauncher> {
   static at::Tensor channels_last(const at::Tensor& t) {
     return t.contiguous(at::MemoryFormat::ChannelsLast);
-  }
-  template <typename T>
-  static void gather(const GatherParams<T>& a) {
-    launch(gather_kernel<T>, gather_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_forward(const CellForwardParams<T>& a) {
-    launch(cell_forward_kernel<T>, cell_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_backward(const CellBackwardParams<T>& a) {
-    launch(cell_backward_kernel<T>, cell_elements(a.step), a);
   }
 };
 

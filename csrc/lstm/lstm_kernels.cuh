@@ -95,5 +95,24 @@ __global__ void cell_backward_kernel(const CellBackwardParams<T> a) {
   }
 }
 
+// The kernels of a Backend (lstm_backend.h), each with the element count it covers, started by
+// Launcher::launch(kernel, elements, params): the CUDA launcher (lstm_cuda.cu) and the test-only
+// emulated one (tests/emulation/lstm_emulated.cpp) share this pairing.
+template <typename Launcher>
+struct KernelLaunches {
+  template <typename T>
+  static void gather(const GatherParams<T>& a) {
+    Launcher::launch(gather_kernel<T>, gather_elements(a.step), a);
+  }
+  template <typename T>
+  static void cell_forward(const CellForwardParams<T>& a) {
+    Launcher::launch(cell_forward_kernel<T>, cell_elements(a.step), a);
+  }
+  template <typename T>
+  static void cell_backward(const CellBackwardParams<T>& a) {
+    Launcher::launch(cell_backward_kernel<T>, cell_elements(a.step), a);
+  }
+};
+
 }  // namespace lstm
 }  // namespace pixelfast

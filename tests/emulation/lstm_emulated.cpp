@@ -24,31 +24,22 @@ struct LaunchShape {
 };
 thread_local LaunchShape launch_shape;
 
-template <typename Params>
-void launch(void (*kernel)(Params), int64_t n, const Params& params) {
-  if (n == 0) return;
-  LaunchShape& l = launch_shape;
-  // Each launch of a random schedule draws its own permutations.
-  const pf_emu::ScheduleScope scope(l.schedule, l.seed++);
-  pf_emu::launch(dim3(static_cast<unsigned>(blocks_for(n, l.threads, l.max_blocks))),
-                 dim3(static_cast<unsigned>(l.threads)), 0, kernel, params);
-}
+struct EmulatedLauncher {
+  template <typename Params>
+  static void launch(void (*kernel)(Params), int64_t n, const Params& params) {
+    if (n == 0) return;
+    LaunchShape& l = launch_shape;
+    // Each launch of a random schedule draws its own permutations.
+    const pf_emu::ScheduleScope scope(l.schedule, l.seed++);
+    pf_emu::launch(dim3(static_cast<unsigned>(blocks_for(n, l.threads, l.max_blocks))),
+                   dim3(static_cast<unsigned>(l.threads)), 0, kernel, params);
+  }
+};
 
-struct EmulatedBackend {
+// The CUDA backend of lstm_cuda.cu, launched by the emulation.
+struct EmulatedBackend : KernelLaunches<EmulatedLauncher> {
   static at::Tensor channels_last(const at::Tensor& t) {
     return t.contiguous(at::MemoryFormat::ChannelsLast);
-  }
-  template <typename T>
-  static void gather(const GatherParams<T>& a) {
-    launch(gather_kernel<T>, gather_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_forward(const CellForwardParams<T>& a) {
-    launch(cell_forward_kernel<T>, cell_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_backward(const CellBackwardParams<T>& a) {
-    launch(cell_backward_kernel<T>, cell_elements(a.step), a);
   }
 };
 
