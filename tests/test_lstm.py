@@ -338,6 +338,23 @@ def test_cuda_kernels_registered_when_built_with_cuda():
         assert has_cuda == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA, name
 
 
+@pytest.mark.skipif(not pixelfast.ops.WITH_CUDA, reason="pixelfast was built without its CUDA kernels")
+@pytest.mark.parametrize(
+    "name, args, tensor",
+    [
+        ("row_lstm", (_gates(), torch.randn(12, 3, 3), None, 1), "gates"),
+        ("diagonal_lstm", (_gates(), torch.randn(12, 3, 2), None, 1), "gates"),
+        ("row_lstm_backward", (_gates(3), torch.randn(12, 3, 3), _gates(3), _gates(3), _gates(), 1), "acts"),
+        ("diagonal_lstm_backward", (_gates(3), torch.randn(12, 3, 2), _gates(3), _gates(3), _gates(), 1), "acts"),
+    ],
+)
+def test_cuda_kernel_given_cpu_tensors_gives_the_ops_message(name, args, tensor):
+    # The CUDA kernel called directly (no GPU needed): the op's own message, before c10's device guard.
+    cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+    with pytest.raises(RuntimeError, match=f"{name}: {tensor} is on cpu, but this is the op's CUDA kernel"):
+        getattr(torch.ops.pixelfast, name).default.redispatch(cuda, *args)
+
+
 def test_missing_library_gives_rebuild_instructions(monkeypatch):
     monkeypatch.setattr(_library, "_load_error", "pixelfast's compiled library was never built.")
     with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):

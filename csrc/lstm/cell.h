@@ -1,4 +1,4 @@
-// LSTM gate math and scan geometry, shared by the CPU and CUDA scan kernels (no torch in here).
+// LSTM gate math, shared by the CPU and CUDA scan kernels (no torch in here).
 //
 // Gate layout. A layer with `hidden` state channels and `groups` colour groups (1, or 3 for R, G,
 // B) has 4 * hidden gate channels in `groups` contiguous blocks of 4m channels (m = hidden /
@@ -64,17 +64,6 @@ PF_HD_INLINE void cell_backward(T i, T f, T o, T g, T c, T c_prev, T dh, T dc_ne
   *da_o = dh * tc * o * (T(1) - o);
   *da_g = dc * i * (T(1) - g * g);
   *dc_carry = dc * f;
-}
-
-// Diagonal scan geometry. Skewing shifts image row i right by i, so skewed column t holds the
-// pixels (i, t - i): an anti-diagonal. Steps t = 0 .. H + W - 2; at step t the rows
-// first_row(t) .. last_row(t) are inside the image. Scan buffers hold one step's pixels as rows
-// (i - first_row(t)) * batch + b, so a step's rows are one contiguous block for the GEMM.
-PF_HD int64_t diag_steps(int64_t height, int64_t width) { return height + width - 1; }
-PF_HD int64_t first_row(int64_t t, int64_t width) { return t - width + 1 > 0 ? t - width + 1 : 0; }
-PF_HD int64_t last_row(int64_t t, int64_t height) { return t < height - 1 ? t : height - 1; }
-PF_HD int64_t diag_len(int64_t t, int64_t height, int64_t width) {
-  return last_row(t, height) - first_row(t, width) + 1;
 }
 
 }  // namespace lstm

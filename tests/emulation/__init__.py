@@ -24,6 +24,7 @@ CSRC = os.path.join(ROOT, "csrc")
 # scan drivers); they hold no op registrations, so compiling them twice registers nothing twice.
 HOST_SOURCES = [
     os.path.join(CSRC, "sampler", "plan_decode.cpp"),
+    os.path.join(CSRC, "lstm", "lstm_scan.cpp"),
 ]
 
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}

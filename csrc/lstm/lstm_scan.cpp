@@ -1,0 +1,237 @@
+// LSTM scans: argument checks and the device-generic drivers (lstm_op.h), for every backend's
+// Kernels table. Host only, no op registrations (the test-only emulated ops link it too).
+//
+// Row LSTM (one step per image row i, top to bottom):
+//   a(i, j) = gates(i, j) + bias + sum_s weight[:, :, s] . h(i - 1, j + s - k/2)
+//   c(i, j) = f * c(i - 1, j) + i * g,   h(i, j) = o * tanh(c(i, j))
+// Diagonal LSTM (one step per skewed column t = i + j, left to right; the skewed map's 2x1
+// state-to-state column conv reads rows i - 1 and i of column t - 1, i.e. pixels (i - 1, j) and
+// (i, j - 1)):
+//   a(i, j) = gates(i, j) + bias + weight[:, :, 0] . h(i - 1, j) + weight[:, :, 1] . h(i, j - 1)
+//   c(i, j) = f * c(i, j - 1) + i * g,   h(i, j) = o * tanh(c(i, j))
+// Everything outside the image (h and c of row -1, column -1) is zero. Skewing is only the index
+// map pixel (i, j) <-> step t = i + j; nothing skewed is ever materialised.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "lstm_op.h"
+
+namespace pixelfast {
+namespace lstm {
+namespace {
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+void check_float_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                      const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but ", ref_name, " has ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name,
+              " is on ", ref.device());
+}
+
+// The scan's first step. `diagonal`: the weight must be [4h, h, 2]; else [4h, h, k] with k odd.
+Step check_forward(const char* op, const at::Tensor& gates, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, int64_t groups, bool diagonal,
+                   const char* gates_name = "gates") {
+  TORCH_CHECK(gates.dim() == 4, op, ": ", gates_name, " must be 4-D [B, 4h, H, W], got ",
+              gates.dim(), "-D");
+  TORCH_CHECK(gates.scalar_type() == at::kFloat || gates.scalar_type() == at::kDouble, op, ": ",
+              gates_name, " must be float32 or float64, got ", gates.scalar_type());
+  TORCH_CHECK(groups == 1 || groups == 3, op, ": color_groups must be 1 or 3, got ", groups);
+  const int64_t channels = gates.size(1);
+  TORCH_CHECK(channels > 0 && channels % (4 * groups) == 0, op, ": ", gates_name,
+              " must have 4h channels with h divisible by color_groups=", groups, ", got ",
+              channels, " channels");
+  TORCH_CHECK(gates.size(2) >= 1 && gates.size(3) >= 1, op, ": ", gates_name,
+              " must have H, W >= 1, got ", gates.sizes());
+  const int64_t hidden = channels / 4;
+  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == channels && weight.size(1) == hidden, op,
+              ": weight must be [4h, h, ", diagonal ? "2" : "k", "] = [", channels, ", ", hidden,
+              ", ", diagonal ? "2" : "k", "], got ", weight.sizes());
+  if (diagonal) {
+    TORCH_CHECK(weight.size(2) == 2, op, ": weight must have 2 taps (above, left), got ",
+                weight.size(2));
+  } else {
+    TORCH_CHECK(weight.size(2) % 2 == 1, op, ": kernel size must be odd, got ", weight.size(2));
+  }
+  check_float_like(op, "weight", weight, gates, gates_name);
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == channels, op, ": bias must have shape [",
+                channels, "], got ", bias->sizes());
+    check_float_like(op, "bias", *bias, gates, gates_name);
+  }
+  return Step{diagonal ? ScanKind::kDiagonal : ScanKind::kRow,
+              gates.size(0),
+              hidden,
+              gates.size(2),
+              gates.size(3),
+              0,
+              weight.size(2),
+              groups};
+}
+
+Step check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor& weight,
+                     const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts,
+                     int64_t groups, bool diagonal) {
+  const Step s = check_forward(op, acts, weight, std::nullopt, groups, diagonal, "acts");
+  const std::vector<int64_t> state{s.batch, s.hidden, s.height, s.width};
+  const auto check_state = [&](const char* name, const at::Tensor& t) {
+    TORCH_CHECK(t.sizes() == at::IntArrayRef(state), op, ": ", name, " must have shape ",
+                at::IntArrayRef(state), ", got ", t.sizes());
+    check_float_like(op, name, t, acts, "acts");
+  };
+  check_state("grad_h", grad_h);
+  check_state("h", h);
+  check_state("c", c);
+  return s;
+}
+
+
+// The GEMM's right operand: Wm[s * h + c, q] = weight[q, c, s], [taps * h, 4h].
+at::Tensor weight_matrix(const at::Tensor& weight) {
+  return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)}).contiguous();
+}
+
+at::Tensor weight_from_matrix(const at::Tensor& wm, const Step& s) {
+  return wm.view({s.taps, s.hidden, 4 * s.hidden}).permute({2, 1, 0}).contiguous();
+}
+
+// The first `n` elements of a flat buffer as a contiguous [rows, n / rows] matrix.
+at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return buffer.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ drivers
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
+                                                           const at::Tensor& gates_in,
+                                                           const at::Tensor& weight,
+                                                           const std::optional<at::Tensor>& bias,
+                                                           int64_t groups) {
+  Step s = check_forward("row_lstm", gates_in, weight, bias, groups, false);
+  const at::Tensor gates = kernels.channels_last(gates_in);
+  const auto opts = gates.options();
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor c = at::empty_like(h, kChannelsLast);
+  at::Tensor acts = at::empty_like(gates, kChannelsLast);
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
+  const at::Tensor wm = weight_matrix(weight);
+  const int64_t rows = scan_rows(s);
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor pre = at::empty({rows, 4 * s.hidden}, opts);
+  for (s.index = 0; s.index < s.height; ++s.index) {
+    kernels.gather(s, h, x, b, pre);  // pre = bias, then += X . Wm
+    if (s.index > 0) at::addmm_out(pre, pre, x, wm);
+    kernels.cell_forward(s, gates, pre, h, c, acts);
+  }
+  return {h, c, acts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
+    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
+    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
+  Step s = check_backward("row_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups, false);
+  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
+  const at::Tensor h = kernels.channels_last(h_in);
+  const at::Tensor c = kernels.channels_last(c_in);
+  const at::Tensor acts = kernels.channels_last(acts_in);
+  const auto opts = acts.options();
+  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
+  const at::Tensor wm = weight_matrix(weight);
+  at::Tensor grad_wm = at::zeros_like(wm);
+  const int64_t rows = scan_rows(s);
+  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dx = at::empty({rows, s.taps * s.hidden}, opts);
+  at::Tensor dpre = at::empty({rows, 4 * s.hidden}, opts);
+  // dc * f flows from row i + 1 to row i: read one buffer, write the other.
+  at::Tensor dc_next = at::empty({rows, s.hidden}, opts);
+  at::Tensor dc_this = at::empty({rows, s.hidden}, opts);
+  for (s.index = s.height - 1; s.index >= 0; --s.index) {
+    kernels.cell_backward(s, grad_h, dx, acts, c, dc_next, dc_this, dpre, grad_gates);
+    if (s.index > 0) {
+      at::mm_out(dx, dpre, wm.t());  // gradient w.r.t. X of row i, i.e. h of row i - 1
+      kernels.gather(s, h, x, at::Tensor(), at::Tensor());
+      at::addmm_out(grad_wm, grad_wm, x.t(), dpre);
+    }
+    std::swap(dc_next, dc_this);
+  }
+  return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
+    const Kernels& kernels, const at::Tensor& gates_in, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, int64_t groups) {
+  Step s = check_forward("diagonal_lstm", gates_in, weight, bias, groups, true);
+  const at::Tensor gates = kernels.channels_last(gates_in);
+  const auto opts = gates.options();
+  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor c = at::empty_like(h, kChannelsLast);
+  at::Tensor acts = at::empty_like(gates, kChannelsLast);
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
+  const at::Tensor wm = weight_matrix(weight);
+  const int64_t max_rows = s.batch * std::min(s.height, s.width);
+  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
+  for (s.index = 0; s.index < diag_steps(s.height, s.width); ++s.index) {
+    const int64_t rows = scan_rows(s);
+    kernels.gather(s, h, x, b, pre);  // pre = bias, then += X . Wm
+    if (s.index > 0) {
+      at::Tensor out = matrix(pre, rows, 4 * s.hidden);
+      at::addmm_out(out, out, matrix(x, rows, 2 * s.hidden), wm);
+    }
+    kernels.cell_forward(s, gates, pre, h, c, acts);
+  }
+  return {h, c, acts};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
+    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
+    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
+  Step s = check_backward("diagonal_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups,
+                          true);
+  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
+  const at::Tensor h = kernels.channels_last(h_in);
+  const at::Tensor c = kernels.channels_last(c_in);
+  const at::Tensor acts = kernels.channels_last(acts_in);
+  const auto opts = acts.options();
+  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
+  const at::Tensor wm = weight_matrix(weight);
+  at::Tensor grad_wm = at::zeros_like(wm);
+  const int64_t max_rows = s.batch * std::min(s.height, s.width);
+  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor dx = at::empty({max_rows * 2 * s.hidden}, opts);
+  at::Tensor dpre = at::empty({max_rows * 4 * s.hidden}, opts);
+  // dc * f flows from column t + 1 to column t, whose rows are numbered differently: two buffers.
+  at::Tensor dc_next = at::empty({max_rows, s.hidden}, opts);
+  at::Tensor dc_this = at::empty({max_rows, s.hidden}, opts);
+  for (s.index = diag_steps(s.height, s.width) - 1; s.index >= 0; --s.index) {
+    kernels.cell_backward(s, grad_h, dx, acts, c, dc_next, dc_this, dpre, grad_gates);
+    if (s.index > 0) {
+      const int64_t rows = scan_rows(s);
+      const at::Tensor dpre_rows = matrix(dpre, rows, 4 * s.hidden);
+      at::Tensor dx_rows = matrix(dx, rows, 2 * s.hidden);
+      at::mm_out(dx_rows, dpre_rows, wm.t());
+      kernels.gather(s, h, x, at::Tensor(), at::Tensor());
+      at::addmm_out(grad_wm, grad_wm, matrix(x, rows, 2 * s.hidden).t(), dpre_rows);
+    }
+    std::swap(dc_next, dc_this);
+  }
+  return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+}
+
+}  // namespace lstm
+}  // namespace pixelfast
