@@ -21,7 +21,6 @@
 #include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -117,12 +116,16 @@ at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
 
 // ------------------------------------------------------------------------------ drivers
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
-                                                           const at::Tensor& gates_in,
-                                                           const at::Tensor& weight,
-                                                           const std::optional<at::Tensor>& bias,
-                                                           int64_t groups) {
-  Step s = check_forward("row_lstm", gates_in, weight, bias, groups, false);
+namespace {
+
+// The recurrence, one step (image row or skewed column) after another: per step the gather, one
+// GEMM over the step's rows (the state-to-state product) and the cell update. Both scans alike.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_forward(const Kernels& kernels, const char* op,
+                                                            bool diagonal, const at::Tensor& gates_in,
+                                                            const at::Tensor& weight,
+                                                            const std::optional<at::Tensor>& bias,
+                                                            int64_t groups) {
+  Step s = check_forward(op, gates_in, weight, bias, groups, diagonal);
   const at::Tensor gates = kernels.channels_last(gates_in);
   const auto opts = gates.options();
   at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
@@ -130,79 +133,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernel
   at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
   const at::Tensor wm = weight_matrix(weight);
-  const int64_t rows = scan_rows(s);
-  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor pre = at::empty({rows, 4 * s.hidden}, opts);
-  for (s.index = 0; s.index < s.height; ++s.index) {
-    kernels.gather(s, h, x, b, pre);  // pre = bias, then += X . Wm
-    if (s.index > 0) at::addmm_out(pre, pre, x, wm);
-    kernels.cell_forward(s, gates, pre, h, c, acts);
-  }
-  return {h, c, acts};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
-    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
-    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
-  Step s = check_backward("row_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups, false);
-  const at::Tensor grad_h = kernels.channels_last(grad_h_in);
-  const at::Tensor h = kernels.channels_last(h_in);
-  const at::Tensor c = kernels.channels_last(c_in);
-  const at::Tensor acts = kernels.channels_last(acts_in);
-  const auto opts = acts.options();
-  at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
-  const at::Tensor wm = weight_matrix(weight);
-  at::Tensor grad_wm = at::zeros_like(wm);
-  const int64_t rows = scan_rows(s);
-  at::Tensor x = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor dx = at::empty({rows, s.taps * s.hidden}, opts);
-  at::Tensor dpre = at::empty({rows, 4 * s.hidden}, opts);
-  // dc * f flows from row i + 1 to row i: read one buffer, write the other.
-  at::Tensor dc_next = at::empty({rows, s.hidden}, opts);
-  at::Tensor dc_this = at::empty({rows, s.hidden}, opts);
-  for (s.index = s.height - 1; s.index >= 0; --s.index) {
-    kernels.cell_backward(s, grad_h, dx, acts, c, dc_next, dc_this, dpre, grad_gates);
-    if (s.index > 0) {
-      at::mm_out(dx, dpre, wm.t());  // gradient w.r.t. X of row i, i.e. h of row i - 1
-      kernels.gather(s, h, x, at::Tensor(), at::Tensor());
-      at::addmm_out(grad_wm, grad_wm, x.t(), dpre);
-    }
-    std::swap(dc_next, dc_this);
-  }
-  return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
-    const Kernels& kernels, const at::Tensor& gates_in, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, int64_t groups) {
-  Step s = check_forward("diagonal_lstm", gates_in, weight, bias, groups, true);
-  const at::Tensor gates = kernels.channels_last(gates_in);
-  const auto opts = gates.options();
-  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
-  at::Tensor c = at::empty_like(h, kChannelsLast);
-  at::Tensor acts = at::empty_like(gates, kChannelsLast);
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
-  const at::Tensor wm = weight_matrix(weight);
-  const int64_t max_rows = s.batch * std::min(s.height, s.width);
-  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
+  const int64_t max_rows = max_scan_rows(s);
+  at::Tensor x = at::empty({max_rows * s.taps * s.hidden}, opts);
   at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
-  for (s.index = 0; s.index < diag_steps(s.height, s.width); ++s.index) {
+  for (s.index = 0; s.index < scan_steps(s); ++s.index) {
     const int64_t rows = scan_rows(s);
     kernels.gather(s, h, x, b, pre);  // pre = bias, then += X . Wm
     if (s.index > 0) {
       at::Tensor out = matrix(pre, rows, 4 * s.hidden);
-      at::addmm_out(out, out, matrix(x, rows, 2 * s.hidden), wm);
+      at::addmm_out(out, out, matrix(x, rows, s.taps * s.hidden), wm);
     }
     kernels.cell_forward(s, gates, pre, h, c, acts);
   }
   return {h, c, acts};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
-    const Kernels& kernels, const at::Tensor& grad_h_in, const at::Tensor& weight,
-    const at::Tensor& h_in, const at::Tensor& c_in, const at::Tensor& acts_in, int64_t groups) {
-  Step s = check_backward("diagonal_lstm_backward", grad_h_in, weight, h_in, c_in, acts_in, groups,
-                          true);
+// Backward through the steps in reverse: the cell's backward, then (for every step but the first)
+// the gradient w.r.t. X, i.e. the previous step's h, and the weight gradient from X.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
+    const Kernels& kernels, const char* op, bool diagonal, const at::Tensor& grad_h_in,
+    const at::Tensor& weight, const at::Tensor& h_in, const at::Tensor& c_in,
+    const at::Tensor& acts_in, int64_t groups) {
+  Step s = check_backward(op, grad_h_in, weight, h_in, c_in, acts_in, groups, diagonal);
   const at::Tensor grad_h = kernels.channels_last(grad_h_in);
   const at::Tensor h = kernels.channels_last(h_in);
   const at::Tensor c = kernels.channels_last(c_in);
@@ -211,26 +163,55 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
   at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
   const at::Tensor wm = weight_matrix(weight);
   at::Tensor grad_wm = at::zeros_like(wm);
-  const int64_t max_rows = s.batch * std::min(s.height, s.width);
-  at::Tensor x = at::empty({max_rows * 2 * s.hidden}, opts);
-  at::Tensor dx = at::empty({max_rows * 2 * s.hidden}, opts);
+  const int64_t max_rows = max_scan_rows(s);
+  at::Tensor x = at::empty({max_rows * s.taps * s.hidden}, opts);
+  at::Tensor dx = at::empty({max_rows * s.taps * s.hidden}, opts);
   at::Tensor dpre = at::empty({max_rows * 4 * s.hidden}, opts);
-  // dc * f flows from column t + 1 to column t, whose rows are numbered differently: two buffers.
+  // dc * f flows from step t + 1 to step t (whose rows may be numbered differently): read one
+  // buffer, write the other.
   at::Tensor dc_next = at::empty({max_rows, s.hidden}, opts);
   at::Tensor dc_this = at::empty({max_rows, s.hidden}, opts);
-  for (s.index = diag_steps(s.height, s.width) - 1; s.index >= 0; --s.index) {
+  for (s.index = scan_steps(s) - 1; s.index >= 0; --s.index) {
     kernels.cell_backward(s, grad_h, dx, acts, c, dc_next, dc_this, dpre, grad_gates);
     if (s.index > 0) {
       const int64_t rows = scan_rows(s);
       const at::Tensor dpre_rows = matrix(dpre, rows, 4 * s.hidden);
-      at::Tensor dx_rows = matrix(dx, rows, 2 * s.hidden);
+      at::Tensor dx_rows = matrix(dx, rows, s.taps * s.hidden);
       at::mm_out(dx_rows, dpre_rows, wm.t());
       kernels.gather(s, h, x, at::Tensor(), at::Tensor());
-      at::addmm_out(grad_wm, grad_wm, matrix(x, rows, 2 * s.hidden).t(), dpre_rows);
+      at::addmm_out(grad_wm, grad_wm, matrix(x, rows, s.taps * s.hidden).t(), dpre_rows);
     }
     std::swap(dc_next, dc_this);
   }
   return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward(const Kernels& kernels,
+                                                           const at::Tensor& gates,
+                                                           const at::Tensor& weight,
+                                                           const std::optional<at::Tensor>& bias,
+                                                           int64_t groups) {
+  return scan_forward(kernels, "row_lstm", false, gates, weight, bias, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward(
+    const Kernels& kernels, const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h,
+    const at::Tensor& c, const at::Tensor& acts, int64_t groups) {
+  return scan_backward(kernels, "row_lstm_backward", false, grad_h, weight, h, c, acts, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward(
+    const Kernels& kernels, const at::Tensor& gates, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, int64_t groups) {
+  return scan_forward(kernels, "diagonal_lstm", true, gates, weight, bias, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward(
+    const Kernels& kernels, const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h,
+    const at::Tensor& c, const at::Tensor& acts, int64_t groups) {
+  return scan_backward(kernels, "diagonal_lstm_backward", true, grad_h, weight, h, c, acts, groups);
 }
 
 }  // namespace lstm

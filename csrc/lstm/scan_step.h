@@ -43,6 +43,17 @@ PF_HD int64_t scan_rows(const Step& s) {
   return s.kind == ScanKind::kRow ? s.batch * s.width : diag_len(s.index, s.height, s.width) * s.batch;
 }
 
+// Steps of the scan: image rows, or skewed columns.
+PF_HD int64_t scan_steps(const Step& s) {
+  return s.kind == ScanKind::kRow ? s.height : diag_steps(s.height, s.width);
+}
+
+// The most rows any step has (the size of the scan buffers).
+PF_HD int64_t max_scan_rows(const Step& s) {
+  return s.kind == ScanKind::kRow ? s.batch * s.width
+                                  : s.batch * (s.height < s.width ? s.height : s.width);
+}
+
 // A pixel of image b; offset = (b * H + i) * W + j, its place in a channels-last image.
 struct Pixel {
   int64_t b, i, j, offset;
