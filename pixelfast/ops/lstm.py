@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
 COLOR_GROUPS = (1, 3)
@@ -105,8 +106,9 @@ def row_lstm(
 
     ``gates [B, 4h, H, W]``: input-to-state pre-activations (gate layout in the module doc);
     ``weight [4h, h, k]`` (odd ``k``): state-to-state ``k x 1`` conv over the previous row's ``h``;
-    ``bias [4h]`` or None. Equal to :func:`row_lstm_ref`.
+    ``bias [4h]`` or None. Equal to :func:`row_lstm_ref`. Float32 under ``torch.autocast``.
     """
+    gates, weight, bias = autocast.float32_inputs(gates, weight, bias)
     check_lstm_args("row_lstm", gates, weight, bias, color_groups, diagonal=False)
     require_library()
     h, c, _ = torch.ops.pixelfast.row_lstm(gates, weight, bias, color_groups)
@@ -125,8 +127,9 @@ def diagonal_lstm(
     ``gates [B, 4h, H, W]`` in image space; ``weight [4h, h, 2]`` (tap 0: pixel above, tap 1: pixel
     to the left); ``bias [4h]`` or None. The right-to-left direction is this op on the
     width-flipped gates, flipped back (see :class:`pixelfast.nn.DiagonalBiLSTM`). Equal to
-    :func:`diagonal_lstm_ref`.
+    :func:`diagonal_lstm_ref`. Float32 under ``torch.autocast``.
     """
+    gates, weight, bias = autocast.float32_inputs(gates, weight, bias)
     check_lstm_args("diagonal_lstm", gates, weight, bias, color_groups, diagonal=True)
     require_library()
     h, c, _ = torch.ops.pixelfast.diagonal_lstm(gates, weight, bias, color_groups)
@@ -268,3 +271,4 @@ if LOADED:
             _make_backward(getattr(torch.ops.pixelfast, f"{_name}_backward")),
             setup_context=_setup_context,
         )
+        autocast.register(f"pixelfast::{_name}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
 MASK_TYPES = ("A", "B")
@@ -99,8 +100,10 @@ def masked_conv2d(
 
     ``weight`` is the full ``[out, in, k, k]`` tensor; its masked entries are ignored and get a
     gradient of exactly zero. The result is channels-last (the layout the kernel computes in, so
-    stacked layers convert nothing): use ``.reshape``, not ``.view``, to flatten it.
+    stacked layers convert nothing): use ``.reshape``, not ``.view``, to flatten it. Under
+    ``torch.autocast`` it computes in float32 (:mod:`pixelfast.ops.autocast`).
     """
+    x, weight, bias = autocast.float32_inputs(x, weight, bias)
     check_masked_conv_args(x, weight, bias, mask_type, color_groups)
     require_library()
     return torch.ops.pixelfast.masked_conv2d(x, weight, bias, mask_type, color_groups)
@@ -159,3 +162,4 @@ if LOADED:
     torch.library.register_autograd(
         "pixelfast::masked_conv2d", _backward, setup_context=_setup_context
     )
+    autocast.register("pixelfast::masked_conv2d")
