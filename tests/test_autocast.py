@@ -13,6 +13,7 @@ from pixelfast.ops import diagonal_lstm, masked_conv2d, row_lstm
 MODELS = {
     "pixelcnn": lambda: PixelCNN(3, 8, hidden_channels=12, num_layers=2, num_classes=3),
     "gated": lambda: GatedPixelCNN(3, 8, hidden_channels=12, num_layers=3, num_classes=3),
+    "gated-grey": lambda: GatedPixelCNN(1, 8, hidden_channels=6, num_layers=2),
     "row": lambda: PixelRNN("row", 3, 8, hidden_channels=12, num_layers=2),
     "diagonal": lambda: PixelRNN("diagonal", 3, 8, hidden_channels=12, num_layers=2),
 }
@@ -35,7 +36,7 @@ def step(model, x, labels, device_type, dtype=None):
 def test_a_training_step_under_autocast_matches_float32(device, kind):
     torch.manual_seed(0)
     model = MODELS[kind]().to(device)
-    x = torch.randint(0, 8, (4, 3, 6, 6), device=device)
+    x = torch.randint(0, 8, (4, model.in_channels, 6, 6), device=device)
     labels = torch.tensor([0, 1, 2, 0], device=device) if model.num_classes else None
     loss32, grad32 = step(model, x, labels, device.type)
     for dtype in AUTOCAST_DTYPES[device.type]:
