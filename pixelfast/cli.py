@@ -1,4 +1,4 @@
-"""The ``pixelfast`` command: ``train``, ``eval`` and ``sample``.
+"""The ``pixelfast`` command: ``train``, ``eval``, ``sample`` and ``upscale``.
 
 Mistakes in the arguments (a bad value, a missing file, a checkpoint that is not one) end with
 one line on stderr and exit code 2, not a traceback.
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{parser.prog}: error: choose a command: train, eval or sample (see --help)")
+            raise UsageError(f"{parser.prog}: error: choose a command: train, eval, sample or upscale (see --help)")
         return args.run(args)
     except UsageError as error:
         _print_error(str(error))
@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model and write a checkpoint after every epoch")
     p.add_argument(
         "--model", default="GatedPixelCNN",
-        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal; "
+        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), or "
+        "SuperResolution (trained on each image and its downsampled self; --model-arg scale=4, "
+        "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'; "
         "default: %(default)s)",
     )
     _add_data_arguments(p, default_data="mnist-digits")
@@ -115,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=_int_at_least(1), default=None, help="images per grid row")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_sample)
+
+    # --- upscale ---
+    p = commands.add_parser("upscale", help="enlarge low-resolution images with a super-resolution model")
+    p.add_argument("--checkpoint", default=None, help="a SuperResolution checkpoint (required)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", default=None, help="a low-resolution PNG to enlarge")
+    source.add_argument("--demo", action="store_true",
+                        help="enlarge held-out shipped digits, downsampled by the model's scale; the grid "
+                        "shows each input, its samples and the truth")
+    p.add_argument("--count", type=_int_at_least(1), default=8, help="--demo: how many digits (default: %(default)s)")
+    p.add_argument("--n", type=_int_at_least(1), default=4, help="samples per input (default: %(default)s)")
+    p.add_argument("--temperature", type=_positive_float, default=0.9, help="default: %(default)s")
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
+    p.add_argument("--method", default="auto", choices=["auto", "naive", "cached"])
+    p.add_argument("--out", required=True, help="PNG grid to write: one row per input")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_upscale)
     return parser
 
 
@@ -244,7 +263,76 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _run_upscale(args) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from pixelfast.checkpoint import load_model
+    from pixelfast.data import downsample, mnist_digits
+    from pixelfast.images import save_grid
+    from pixelfast.models import SuperResolution
+    from pixelfast.sampling import upscale
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"pixelfast upscale: error: folder {str(out.parent)!r} for --out does not exist")
+    if args.checkpoint is None:
+        raise UsageError(
+            "pixelfast upscale: error: --checkpoint is required (no trained super-resolution model ships "
+            "with pixelfast yet); train one with: pixelfast train --model SuperResolution --out sr.pt"
+        )
+    model = load_model(args.checkpoint)
+    if not isinstance(model, SuperResolution):
+        raise UsageError(f"pixelfast upscale: error: {args.checkpoint} holds a {type(model).__name__}, "
+                         "not a SuperResolution model")
+    truth = None
+    if args.demo:
+        if model.in_channels != 1:
+            raise UsageError("pixelfast upscale: error: --demo upscales greyscale digits; this model is RGB")
+        truth = mnist_digits("test", levels=model.levels).images[: args.count].long()
+        low = downsample(truth, model.scale)
+    else:
+        low = _read_png(args.input, model.in_channels, model.levels)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    started = time.perf_counter()
+    images = upscale(model, low, n=args.n, temperature=args.temperature, generator=seed, method=args.method,
+                     progress=not args.no_progress).long()
+    seconds = time.perf_counter() - started
+    # one row per input: the input (enlarged by repetition), its samples, and the truth for --demo
+    shown = F.interpolate(low.float(), scale_factor=model.scale, mode="nearest").long()
+    rows = [shown.unsqueeze(1), images.view(len(low), args.n, *images.shape[1:])]
+    if truth is not None:
+        rows.append(truth.unsqueeze(1))
+    grid = torch.cat(rows, 1)
+    save_grid(grid.flatten(0, 1), out, model.levels, nrow=grid.shape[1])
+    (height, width), (big_h, big_w) = low.shape[2:], images.shape[2:]
+    print(f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w}, {args.n} sample(s) each, in "
+          f"{seconds:.2f} s (method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
+    return 0
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _read_png(path: str, channels: int, levels: int):
+    """A PNG as levels ``[1, channels, h, w]`` (grey or RGB, quantised like the datasets)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pixelfast.data import quantise
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--input {path!r} does not exist")
+    try:
+        with Image.open(path) as picture:
+            pixels = np.asarray(picture.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"--input {path!r} is not a readable PNG: {error}") from None
+    image = torch.from_numpy(pixels.copy())
+    image = image.unsqueeze(0) if channels == 1 else image.permute(2, 0, 1)
+    return quantise(image, levels).unsqueeze(0)
+
 
 
 def _load(args, split: str, levels: int, limit: int | None):

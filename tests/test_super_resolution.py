@@ -332,3 +332,73 @@ def test_upscale_refuses_bad_input():
     with pytest.raises(ValueError, match="method must be one of"):
         pixelfast.upscale(model, low, method="fast")
     assert pixelfast.upscale(model, low[0], generator=0, progress=False).shape == (1, 1, 4, 6)  # one [C, h, w]
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_by_cli(tmp_path_factory):
+    """A tiny joint model trained one epoch on 8 digits (28x28 from 7x7) by ``pixelfast train``."""
+    from pixelfast import cli
+
+    path = tmp_path_factory.mktemp("sr") / "sr.pt"
+    code = cli.main(["train", "--model", "SuperResolution", "--data", "mnist-digits", "--limit", "8", "--levels", "4",
+                     "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", str(path), "--no-progress",
+                     "--model-arg", "conditioning_channels=4", "--model-arg", "conditioning_blocks=1",
+                     "--model-arg", 'prior_config={"hidden_channels": 3, "num_layers": 1}'])
+    assert code == 0
+    return path
+
+
+def test_cli_trains_and_upscales_the_demo_digits(trained_by_cli, tmp_path, capsys):
+    from PIL import Image
+
+    from pixelfast import cli
+
+    model = load_model(trained_by_cli)
+    assert isinstance(model, SuperResolution) and model.image_size == (28, 28) and model.scale == 4
+    out = tmp_path / "demo.png"
+    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--count", "3", "--n", "2",
+                     "--seed", "0", "--out", str(out), "--no-progress"])
+    assert code == 0 and "upscaled 3 image(s) 7x7 -> 28x28, 2 sample(s) each" in capsys.readouterr().out
+    with Image.open(out) as grid:  # columns: input, 2 samples, truth; rows: 3 digits; 2-pixel padding
+        assert grid.size == (2 + 4 * 30, 2 + 3 * 30)
+
+
+def test_cli_upscales_a_png(trained_by_cli, tmp_path, capsys):
+    from PIL import Image
+
+    from pixelfast import cli
+
+    Image.fromarray(downsample(mnist_digits("test").images[0], 4)[0].numpy()).save(tmp_path / "low.png")
+    out = tmp_path / "out.png"
+    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "low.png"),
+                     "--out", str(out), "--no-progress"])
+    assert code == 0 and "1 image(s) 7x7 -> 28x28, 4 sample(s)" in capsys.readouterr().out
+    with Image.open(out) as grid:
+        assert grid.size == (2 + 5 * 30, 32)
+
+
+def test_cli_upscale_errors_are_one_line(trained_by_cli, tmp_path, capsys):
+    from pixelfast import cli
+
+    (tmp_path / "text.png").write_text("not a picture")
+    other = tmp_path / "gated.pt"
+    save_checkpoint(other, GatedPixelCNN(1, 4, hidden_channels=3, num_layers=1))
+    out = str(tmp_path / "o.png")
+    cases = [
+        (["--demo", "--out", out], "--checkpoint is required"),
+        (["--checkpoint", str(trained_by_cli), "--out", out], "one of the arguments --input --demo is required"),
+        (["--checkpoint", str(other), "--demo", "--out", out], "holds a GatedPixelCNN, not a SuperResolution"),
+        (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "text.png"), "--out", out],
+         "is not a readable PNG"),
+        (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "none.png"), "--out", out],
+         "does not exist"),
+        (["--checkpoint", str(trained_by_cli), "--demo", "--out", str(tmp_path / "no" / "o.png")],
+         "for --out does not exist"),
+    ]
+    for arguments, message in cases:
+        code = cli.main(["upscale", *arguments])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
