@@ -211,7 +211,10 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("objective", ["joint", "independent", "l2"])
-def test_trains_by_name_on_any_dataset(objective):
+def test_trains_by_name_on_any_dataset(objective, monkeypatch):
+    losses = []
+    original = SuperResolution.loss
+    monkeypatch.setattr(SuperResolution, "loss", lambda self, y, x: losses.append(x.shape) or original(self, y, x))
     images = levels((16, 1, 8, 8), 4, seed=1)
     config = {"scale": 4, "objective": objective, "conditioning_channels": 4, "conditioning_blocks": 1,
               "prior_config": {"hidden_channels": 4, "num_layers": 1}}
@@ -220,6 +223,7 @@ def test_trains_by_name_on_any_dataset(objective):
     assert result.model.image_size == (8, 8) and result.model.objective == objective
     first, last = result.history[0]["test_bits_per_dim"], result.history[-1]["test_bits_per_dim"]
     assert 0 < last < first  # held-out bits/dim of y given downsample(y), improving
+    assert losses == [(8, 1, 2, 2)] * 4  # the model's own objective, given the downsampled batch
 
 
 # --- the engine: incremental logits -------------------------------------------------------------
