@@ -291,6 +291,14 @@ def test_naive_and_cached_draw_the_same_images(prior, channels):
     assert not torch.equal(cached, pixelfast.upscale(model, low, n=2, temperature=0.9, generator=5, progress=False))
 
 
+def test_upscale_on_the_device(device):
+    model = small(3, 6, 2, prior_config={"hidden_channels": 6, "num_layers": 2}).to(device)
+    low = levels((2, 3, 2, 3), 6).to(device)
+    naive = pixelfast.upscale(model, low, n=2, generator=1, method="naive", progress=False)
+    cached = pixelfast.upscale(model, low, n=2, generator=1, method="cached", progress=False)
+    assert cached.device.type == torch.device(device).type and torch.equal(naive, cached)
+
+
 @pytest.mark.parametrize("method,calls", [("cached", 1), ("naive", 4 * 6)])
 def test_cached_runs_the_conditioning_network_once(method, calls):
     model = small(levels=6)
@@ -335,6 +343,8 @@ def test_upscale_refuses_bad_input():
         pixelfast.upscale(model, low, temperature=0.0)
     with pytest.raises(ValueError, match="method must be one of"):
         pixelfast.upscale(model, low, method="fast")
+    with pytest.raises(TypeError, match=r"use pixelfast.upscale\(model, low\)"):
+        pixelfast.sample(model, 2)
     assert pixelfast.upscale(model, low[0], generator=0, progress=False).shape == (1, 1, 4, 6)  # one [C, h, w]
 
 
