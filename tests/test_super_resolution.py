@@ -226,6 +226,21 @@ def test_trains_by_name_on_any_dataset(objective, monkeypatch):
     assert losses == [(8, 1, 2, 2)] * 4  # the model's own objective, given the downsampled batch
 
 
+def test_trains_on_an_rgb_image_folder(tmp_path):
+    from PIL import Image
+
+    for k in range(4):
+        pixels = levels((16, 16, 3), 256, seed=k).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / f"{k}.png")
+    config = {"conditioning_channels": 3, "conditioning_blocks": 0, "prior_config": {"hidden_channels": 3, "num_layers": 1}}
+    result = train("SuperResolution", "folder", root=tmp_path, levels=4, model_config=config, epochs=1, batch_size=4,
+                   progress=False, log=lambda message: None, device="cpu")
+    model = result.model
+    assert (model.in_channels, model.image_size, model.scale) == (3, (16, 16), 4)
+    assert result.history[0]["test_bits_per_dim"] > 0  # 16x16 RGB from 4x4
+    assert pixelfast.upscale(model, levels((1, 3, 4, 4), 4), generator=0, progress=False).shape == (1, 3, 16, 16)
+
+
 # --- the engine: incremental logits -------------------------------------------------------------
 
 
