@@ -1,4 +1,4 @@
-"""The ``pixelfast`` command: ``train``, ``eval``, ``sample`` and ``upscale``.
+"""The ``pixelfast`` command: ``train``, ``eval``, ``sample``, ``upscale`` and ``experiment``.
 
 Mistakes in the arguments (a bad value, a missing file, a checkpoint that is not one) end with
 one line on stderr and exit code 2, not a traceback.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 DEFAULT_CHECKPOINT = "default_gated_mnist.pt"  # shipped in pixelfast/assets/
+DEFAULT_SR_CHECKPOINT = "default_sr_digits.pt"  # shipped in pixelfast/assets/: 7x7 -> 28x28 digits
 EXIT_USAGE = 2
 
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{parser.prog}: error: choose a command: train, eval, sample or upscale (see --help)")
+            raise UsageError(f"{parser.prog}: error: choose a command: train, eval, sample, upscale or experiment (see --help)")
         return args.run(args)
     except UsageError as error:
         _print_error(str(error))
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- upscale ---
     p = commands.add_parser("upscale", help="enlarge low-resolution images with a super-resolution model")
-    p.add_argument("--checkpoint", default=None, help="a SuperResolution checkpoint (required)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a SuperResolution checkpoint (default: the shipped 7x7 -> 28x28 digits model)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", default=None, help="a low-resolution PNG to enlarge")
     source.add_argument("--demo", action="store_true",
@@ -134,6 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG grid to write: one row per input")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_upscale)
+
+    # --- experiment ---
+    p = commands.add_parser("experiment", help="the super-resolution measurements and the mode-averaging experiment")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    e = experiments.add_parser(
+        "super-resolution",
+        help="held-out digits 7x7 -> 28x28: bits/dim, PSNR, SSIM, consistency and a classifier's accuracy for the "
+        "super-resolution model against the L2 and independent-softmax baselines; a PNG grid",
+    )
+    e.add_argument("--checkpoint", default=None, help="the SuperResolution model (default: the shipped one)")
+    e.add_argument("--l2", required=True, help="checkpoint of the same conditioning network trained with objective=l2")
+    e.add_argument("--independent", required=True,
+                   help="checkpoint of the same conditioning network trained with objective=independent")
+    e.add_argument("--unconditional", default=None,
+                   help="a model of the 28x28 digits alone, for its bits/dim (default: the shipped Gated PixelCNN)")
+    e.add_argument("--count", type=_int_at_least(1), default=500, help="held-out digits measured (default: all %(default)s)")
+    e.add_argument("--classifier-epochs", type=_int_at_least(1), default=4,
+                   help="epochs of the digit classifier on the 4,500 training digits (default: %(default)s)")
+    e.add_argument("--seed", type=_int_at_least(0), default=0)
+    e.add_argument("--out", required=True, help="PNG grid: low-res | L2 | independent | samples (T=0.9) | truth")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=_run_experiment_super_resolution)
+    e = experiments.add_parser(
+        "mode-averaging",
+        help="one 14x14 digit in the top-left or bottom-right quadrant, a constant input: how often do the L2 "
+        "regression, the independent softmax and a PixelCNN draw ink in exactly one quadrant",
+    )
+    e.add_argument("--epochs", type=_int_at_least(1), default=3, help="training epochs of the two baselines (default: %(default)s)")
+    e.add_argument("--prior-epochs", type=_int_at_least(1), default=None, help="training epochs of the PixelCNN (default: --epochs)")
+    e.add_argument("--count", type=_int_at_least(1), default=1000, help="images drawn from each model (default: %(default)s)")
+    e.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N training digits")
+    e.add_argument("--seed", type=_int_at_least(0), default=0)
+    e.add_argument("--out", required=True, help="PNG: one row of draws per model")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=_run_experiment_mode_averaging)
+    p.set_defaults(run=_run_experiment_missing)
     return parser
 
 
@@ -276,12 +314,8 @@ def _run_upscale(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"pixelfast upscale: error: folder {str(out.parent)!r} for --out does not exist")
-    if args.checkpoint is None:
-        raise UsageError(
-            "pixelfast upscale: error: --checkpoint is required (no trained super-resolution model ships "
-            "with pixelfast yet); train one with: pixelfast train --model SuperResolution --out sr.pt"
-        )
-    model = load_model(args.checkpoint)
+    with _checkpoint_path(args.checkpoint, DEFAULT_SR_CHECKPOINT) as path:
+        model = load_model(path)
     if not isinstance(model, SuperResolution):
         raise UsageError(f"pixelfast upscale: error: {args.checkpoint} holds a {type(model).__name__}, "
                          "not a SuperResolution model")
@@ -311,7 +345,70 @@ def _run_upscale(args) -> int:
     return 0
 
 
+def _run_experiment_missing(args) -> int:
+    raise UsageError("pixelfast experiment: error: choose an experiment: super-resolution or mode-averaging (see --help)")
+
+
+def _run_experiment_super_resolution(args) -> int:
+    from pixelfast.checkpoint import load_model
+    from pixelfast.data import mnist_digits
+    from pixelfast.experiments import measure_super_resolution
+    from pixelfast.images import save_grid
+
+    out = _out_path(args.out, "pixelfast experiment super-resolution")
+    models = {}
+    for key, given, default in (("model", args.checkpoint, DEFAULT_SR_CHECKPOINT), ("l2", args.l2, None),
+                                ("independent", args.independent, None),
+                                ("unconditional", args.unconditional, DEFAULT_CHECKPOINT)):
+        with _checkpoint_path(given, default) as path:
+            models[key] = load_model(path)
+    started = time.perf_counter()
+    test, train = mnist_digits("test", models["model"].levels), mnist_digits("train", models["model"].levels)
+    report = measure_super_resolution(
+        models["model"], models["l2"], models["independent"], models["unconditional"],
+        test.images[: args.count], test.labels[: args.count], train.images, train.labels,
+        classifier_epochs=args.classifier_epochs, seed=args.seed, progress=not args.no_progress,
+    )
+    save_grid(report.grid, out, models["model"].levels, nrow=report.grid_columns)
+    print(report.table())
+    print(f"({min(args.count, len(test))} held-out digits, seed {args.seed}, {time.perf_counter() - started:.0f} s) "
+          f"grid -> {out}")
+    return 0
+
+
+def _run_experiment_mode_averaging(args) -> int:
+    import torch
+
+    from pixelfast.data import mnist_digits
+    from pixelfast.experiments import mode_averaging
+    from pixelfast.images import save_grid
+
+    out = _out_path(args.out, "pixelfast experiment mode-averaging")
+    digits = mnist_digits("train").images
+    if args.limit is not None:
+        digits = digits[: args.limit]
+    result = mode_averaging(digits, epochs=args.epochs, prior_epochs=args.prior_epochs, count=args.count,
+                            seed=args.seed, progress=not args.no_progress)
+    shown = min(12, args.count)
+    save_grid(torch.cat([images[:shown] for images in result.draws.values()]), out, 256, nrow=shown)
+    print(f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "
+          f"{result.data_fraction:.3f}")
+    for name, fraction in result.fractions.items():
+        print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant "
+              f"(trained {result.seconds[name]:.0f} s)")
+    print(f"(seed {args.seed}) first {shown} draws of each, one row per model -> {out}")
+    return 0
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _out_path(text: str, command: str) -> Path:
+    out = Path(text)
+    if not out.parent.is_dir():
+        raise UsageError(f"{command}: error: folder {str(out.parent)!r} for --out does not exist")
+    return out
+
 
 
 def _read_png(path: str, channels: int, levels: int):
@@ -362,21 +459,24 @@ def _parse_labels(text: str | None, num_classes: int) -> list[int]:
     return values
 
 
-def default_checkpoint():
-    """The shipped default checkpoint as an importlib.resources Traversable (it may be missing)."""
-    return importlib.resources.files("pixelfast").joinpath("assets").joinpath(DEFAULT_CHECKPOINT)
+def default_checkpoint(name: str | None = None):
+    """A shipped checkpoint (default: the Gated PixelCNN) as an importlib.resources Traversable
+    (it may be missing)."""
+    return importlib.resources.files("pixelfast").joinpath("assets").joinpath(name or DEFAULT_CHECKPOINT)
 
 
 @contextlib.contextmanager
-def _checkpoint_path(checkpoint: str | None) -> Iterator[Path]:
-    """The given checkpoint, or the shipped default one (found with importlib.resources)."""
+def _checkpoint_path(checkpoint: str | None, default: str | None = None) -> Iterator[Path]:
+    """The given checkpoint, or the shipped one named ``default`` (found with importlib.resources;
+    the Gated PixelCNN when ``default`` is None)."""
     if checkpoint is not None:
         yield Path(checkpoint)
         return
-    resource = default_checkpoint()
+    name = default or DEFAULT_CHECKPOINT
+    resource = default_checkpoint(name) if default else default_checkpoint()
     if not resource.is_file():
         raise FileNotFoundError(
-            f"no --checkpoint given and the shipped default model (pixelfast/assets/{DEFAULT_CHECKPOINT}) "
+            f"no --checkpoint given and the shipped default model (pixelfast/assets/{name}) "
             "is not installed; pass --checkpoint PATH"
         )
     with importlib.resources.as_file(resource) as path:
