@@ -417,7 +417,6 @@ def test_cli_upscale_errors_are_one_line(trained_by_cli, tmp_path, capsys):
     save_checkpoint(other, GatedPixelCNN(1, 4, hidden_channels=3, num_layers=1))
     out = str(tmp_path / "o.png")
     cases = [
-        (["--demo", "--out", out], "--checkpoint is required"),
         (["--checkpoint", str(trained_by_cli), "--out", out], "one of the arguments --input --demo is required"),
         (["--checkpoint", str(other), "--demo", "--out", out], "holds a GatedPixelCNN, not a SuperResolution"),
         (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "text.png"), "--out", out],
@@ -431,3 +430,13 @@ def test_cli_upscale_errors_are_one_line(trained_by_cli, tmp_path, capsys):
         code = cli.main(["upscale", *arguments])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_upscale_without_the_shipped_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from pixelfast import cli
+
+    monkeypatch.setattr(cli, "DEFAULT_SR_CHECKPOINT", "not_shipped.pt")
+    code = cli.main(["upscale", "--demo", "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "shipped default model (pixelfast/assets/not_shipped.pt)" in err
+
