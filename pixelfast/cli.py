@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prior-epochs", type=_int_at_least(1), default=None, help="training epochs of the PixelCNN (default: --epochs)")
     e.add_argument("--count", type=_int_at_least(1), default=1000, help="images drawn from each model (default: %(default)s)")
     e.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N training digits")
+    e.add_argument("--hidden-channels", type=_int_at_least(1), default=16,
+                   help="the PixelCNN's (Gated PixelCNN prior's) width (default: %(default)s)")
+    e.add_argument("--num-layers", type=_int_at_least(1), default=8, help="its layers (default: %(default)s)")
     e.add_argument("--seed", type=_int_at_least(0), default=0)
     e.add_argument("--out", required=True, help="PNG: one row of draws per model")
     e.add_argument("--no-progress", action="store_true")
@@ -387,8 +390,9 @@ def _run_experiment_mode_averaging(args) -> int:
     digits = mnist_digits("train").images
     if args.limit is not None:
         digits = digits[: args.limit]
+    prior_config = {"hidden_channels": args.hidden_channels, "num_layers": args.num_layers}
     result = mode_averaging(digits, epochs=args.epochs, prior_epochs=args.prior_epochs, count=args.count,
-                            seed=args.seed, progress=not args.no_progress)
+                            prior_config=prior_config, seed=args.seed, progress=not args.no_progress)
     shown = min(12, args.count)
     save_grid(torch.cat([images[:shown] for images in result.draws.values()]), out, 256, nrow=shown)
     print(f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "

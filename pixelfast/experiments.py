@@ -113,11 +113,12 @@ class SuperResolutionReport:
     rows: list[Row]
     grid: torch.Tensor  # level images [rows * columns, 1, 28, 28] for save_grid
     grid_columns: int
+    count: int  # held-out images measured
 
     def table(self) -> str:
         lines = ["| model | held-out bits/dim |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in self.bits_per_dim.items()]
-        lines += ["", "| output (500 held-out digits) | PSNR (dB) | SSIM | consistency MSE | classifier accuracy |",
+        lines += ["", f"| output ({self.count} held-out digits) | PSNR (dB) | SSIM | consistency MSE | classifier accuracy |",
                   "|---|---|---|---|---|"]
         lines += [f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.consistency:.3f} | {r.accuracy:.3f} |"
                   for r in self.rows]
@@ -215,7 +216,7 @@ def measure_super_resolution(
     columns = [shown.unsqueeze(1), outputs["L2 regression"][:k].unsqueeze(1),
                outputs["independent softmax, sample (T=1)"][:k].unsqueeze(1), samples, truth[:k].unsqueeze(1)]
     grid = torch.cat(columns, 1)
-    return SuperResolutionReport(bpd, rows, grid.flatten(0, 1), grid.shape[1])
+    return SuperResolutionReport(bpd, rows, grid.flatten(0, 1), grid.shape[1], truth.shape[0])
 
 
 # --- the mode-averaging experiment -------------------------------------------------------------
@@ -286,7 +287,7 @@ def mode_averaging(
     The models are :class:`SuperResolution` (scale 4, 256 levels, ``conditioning_channels`` wide,
     ``conditioning_blocks`` blocks) with ``objective="l2"`` (its draw is its prediction, the same image
     every time), ``"independent"`` (a sample of each sub-pixel's softmax) and ``"joint"`` with a
-    Gated PixelCNN prior (``prior_config``, default 32 channels, 8 layers), drawn by the cached
+    Gated PixelCNN prior (``prior_config``, default 16 channels, 8 layers), drawn by the cached
     engine. The first two train ``epochs`` epochs, the joint model ``prior_epochs`` (default ``epochs``).
     """
     from pixelfast.sampling import upscale
@@ -299,7 +300,7 @@ def mode_averaging(
     constant = torch.zeros(1, 1, 7, 7, dtype=torch.int64)  # says nothing about the quadrant
     common = dict(in_channels=1, levels=256, scale=4, conditioning_channels=conditioning_channels,
                   conditioning_blocks=conditioning_blocks, image_size=(28, 28))
-    prior_config = prior_config or {"hidden_channels": 32, "num_layers": 8}
+    prior_config = prior_config or {"hidden_channels": 16, "num_layers": 8}
     specs = {
         MODE_AVERAGING_MODELS[0]: (dict(objective="l2"), epochs),
         MODE_AVERAGING_MODELS[1]: (dict(objective="independent"), epochs),

@@ -131,6 +131,7 @@ def test_measure_super_resolution_table_and_grid():
     # columns: low-res, L2, independent, 3 samples, truth; 2 digits
     assert report.grid_columns == 7 and report.grid.shape == (14, 1, 28, 28)
     assert torch.equal(report.grid[6], test.images[0].long()) and torch.equal(report.grid[13], test.images[1].long())
+    assert report.count == 6 and "| output (6 held-out digits) |" in report.table()
     assert "| super-resolution (A + B) |" in report.table() and "| truth | inf | 1.0000 | 0.000 |" in report.table()
     with pytest.raises(ValueError, match="objective='l2'"):
         measure_super_resolution(tiny("joint"), tiny("independent"), tiny("independent"), None, test.images[:2],
