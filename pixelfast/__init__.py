@@ -2,8 +2,8 @@
 
 from pixelfast import data, models, nn, ops
 from pixelfast.evaluate import bits_per_dim
-from pixelfast.sampling import incremental_logits, sample
+from pixelfast.sampling import incremental_logits, sample, upscale
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "ops", "models", "data", "sample", "incremental_logits", "bits_per_dim", "__version__"]
+__all__ = ["nn", "ops", "models", "data", "sample", "upscale", "incremental_logits", "bits_per_dim", "__version__"]

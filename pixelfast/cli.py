@@ -1,4 +1,4 @@
-"""The ``pixelfast`` command: ``train``, ``eval`` and ``sample``.
+"""The ``pixelfast`` command: ``train``, ``eval``, ``sample``, ``upscale`` and ``experiment``.
 
 Mistakes in the arguments (a bad value, a missing file, a checkpoint that is not one) end with
 one line on stderr and exit code 2, not a traceback.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 DEFAULT_CHECKPOINT = "default_gated_mnist.pt"  # shipped in pixelfast/assets/
+DEFAULT_SR_CHECKPOINT = "default_sr_digits.pt"  # shipped in pixelfast/assets/: 7x7 -> 28x28 digits
 EXIT_USAGE = 2
 
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{parser.prog}: error: choose a command: train, eval or sample (see --help)")
+            raise UsageError(f"{parser.prog}: error: choose a command: train, eval, sample, upscale or experiment (see --help)")
         return args.run(args)
     except UsageError as error:
         _print_error(str(error))
@@ -64,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model and write a checkpoint after every epoch")
     p.add_argument(
         "--model", default="GatedPixelCNN",
-        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal; "
+        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), or "
+        "SuperResolution (trained on each image and its downsampled self; --model-arg scale=4, "
+        "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'; "
         "default: %(default)s)",
     )
     _add_data_arguments(p, default_data="mnist-digits")
@@ -115,6 +118,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=_int_at_least(1), default=None, help="images per grid row")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_sample)
+
+    # --- upscale ---
+    p = commands.add_parser("upscale", help="enlarge low-resolution images with a super-resolution model")
+    p.add_argument("--checkpoint", default=None,
+                   help="a SuperResolution checkpoint (default: the shipped 7x7 -> 28x28 digits model)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", default=None, help="a low-resolution PNG to enlarge")
+    source.add_argument("--demo", action="store_true",
+                        help="enlarge held-out shipped digits, downsampled by the model's scale; the grid "
+                        "shows each input, its samples and the truth")
+    p.add_argument("--count", type=_int_at_least(1), default=8, help="--demo: how many digits (default: %(default)s)")
+    p.add_argument("--n", type=_int_at_least(1), default=4, help="samples per input (default: %(default)s)")
+    p.add_argument("--temperature", type=_positive_float, default=0.9, help="default: %(default)s")
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
+    p.add_argument("--method", default="auto", choices=["auto", "naive", "cached"])
+    p.add_argument("--out", required=True, help="PNG grid to write: one row per input")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_upscale)
+
+    # --- experiment ---
+    p = commands.add_parser("experiment", help="the super-resolution measurements and the mode-averaging experiment")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    e = experiments.add_parser(
+        "super-resolution",
+        help="held-out digits 7x7 -> 28x28: bits/dim, PSNR, SSIM, consistency and a classifier's accuracy for the "
+        "super-resolution model against the L2 and independent-softmax baselines; a PNG grid",
+    )
+    e.add_argument("--checkpoint", default=None, help="the SuperResolution model (default: the shipped one)")
+    e.add_argument("--l2", required=True, help="checkpoint of the same conditioning network trained with objective=l2")
+    e.add_argument("--independent", required=True,
+                   help="checkpoint of the same conditioning network trained with objective=independent")
+    e.add_argument("--unconditional", default=None,
+                   help="a model of the 28x28 digits alone, for its bits/dim (default: the shipped Gated PixelCNN)")
+    e.add_argument("--count", type=_int_at_least(1), default=500, help="held-out digits measured (default: all %(default)s)")
+    e.add_argument("--classifier-epochs", type=_int_at_least(1), default=4,
+                   help="epochs of the digit classifier on the 4,500 training digits (default: %(default)s)")
+    e.add_argument("--seed", type=_int_at_least(0), default=0)
+    e.add_argument("--out", required=True, help="PNG grid: low-res | L2 | independent | samples (T=0.9) | truth")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=_run_experiment_super_resolution)
+    e = experiments.add_parser(
+        "mode-averaging",
+        help="one 14x14 digit in the top-left or bottom-right quadrant, a constant input: how often do the L2 "
+        "regression, the independent softmax and a PixelCNN draw ink in exactly one quadrant",
+    )
+    e.add_argument("--epochs", type=_int_at_least(1), default=3, help="training epochs of the two baselines (default: %(default)s)")
+    e.add_argument("--prior-epochs", type=_int_at_least(1), default=None, help="training epochs of the PixelCNN (default: --epochs)")
+    e.add_argument("--count", type=_int_at_least(1), default=1000, help="images drawn from each model (default: %(default)s)")
+    e.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N training digits")
+    e.add_argument("--hidden-channels", type=_int_at_least(1), default=16,
+                   help="the PixelCNN's (Gated PixelCNN prior's) width (default: %(default)s)")
+    e.add_argument("--num-layers", type=_int_at_least(1), default=8, help="its layers (default: %(default)s)")
+    e.add_argument("--seed", type=_int_at_least(0), default=0)
+    e.add_argument("--out", required=True, help="PNG: one row of draws per model")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=_run_experiment_mode_averaging)
+    p.set_defaults(run=_run_experiment_missing)
     return parser
 
 
@@ -244,7 +304,136 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _run_upscale(args) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from pixelfast.checkpoint import load_model
+    from pixelfast.data import downsample, mnist_digits
+    from pixelfast.images import save_grid
+    from pixelfast.models import SuperResolution
+    from pixelfast.sampling import upscale
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"pixelfast upscale: error: folder {str(out.parent)!r} for --out does not exist")
+    with _checkpoint_path(args.checkpoint, DEFAULT_SR_CHECKPOINT) as path:
+        model = load_model(path)
+    if not isinstance(model, SuperResolution):
+        raise UsageError(f"pixelfast upscale: error: {args.checkpoint} holds a {type(model).__name__}, "
+                         "not a SuperResolution model")
+    truth = None
+    if args.demo:
+        if model.in_channels != 1:
+            raise UsageError("pixelfast upscale: error: --demo upscales greyscale digits; this model is RGB")
+        truth = mnist_digits("test", levels=model.levels).images[: args.count].long()
+        low = downsample(truth, model.scale)
+    else:
+        low = _read_png(args.input, model.in_channels, model.levels)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    started = time.perf_counter()
+    images = upscale(model, low, n=args.n, temperature=args.temperature, generator=seed, method=args.method,
+                     progress=not args.no_progress).long()
+    seconds = time.perf_counter() - started
+    # one row per input: the input (enlarged by repetition), its samples, and the truth for --demo
+    shown = F.interpolate(low.float(), scale_factor=model.scale, mode="nearest").long()
+    rows = [shown.unsqueeze(1), images.view(len(low), args.n, *images.shape[1:])]
+    if truth is not None:
+        rows.append(truth.unsqueeze(1))
+    grid = torch.cat(rows, 1)
+    save_grid(grid.flatten(0, 1), out, model.levels, nrow=grid.shape[1])
+    (height, width), (big_h, big_w) = low.shape[2:], images.shape[2:]
+    print(f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w}, {args.n} sample(s) each, in "
+          f"{seconds:.2f} s (method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
+    return 0
+
+
+def _run_experiment_missing(args) -> int:
+    raise UsageError("pixelfast experiment: error: choose an experiment: super-resolution or mode-averaging (see --help)")
+
+
+def _run_experiment_super_resolution(args) -> int:
+    from pixelfast.checkpoint import load_model
+    from pixelfast.data import mnist_digits
+    from pixelfast.experiments import measure_super_resolution
+    from pixelfast.images import save_grid
+
+    out = _out_path(args.out, "pixelfast experiment super-resolution")
+    models = {}
+    for key, given, default in (("model", args.checkpoint, DEFAULT_SR_CHECKPOINT), ("l2", args.l2, None),
+                                ("independent", args.independent, None),
+                                ("unconditional", args.unconditional, DEFAULT_CHECKPOINT)):
+        with _checkpoint_path(given, default) as path:
+            models[key] = load_model(path)
+    started = time.perf_counter()
+    test, train = mnist_digits("test", models["model"].levels), mnist_digits("train", models["model"].levels)
+    report = measure_super_resolution(
+        models["model"], models["l2"], models["independent"], models["unconditional"],
+        test.images[: args.count], test.labels[: args.count], train.images, train.labels,
+        classifier_epochs=args.classifier_epochs, seed=args.seed, progress=not args.no_progress,
+    )
+    save_grid(report.grid, out, models["model"].levels, nrow=report.grid_columns)
+    print(report.table())
+    print(f"({min(args.count, len(test))} held-out digits, seed {args.seed}, {time.perf_counter() - started:.0f} s) "
+          f"grid -> {out}")
+    return 0
+
+
+def _run_experiment_mode_averaging(args) -> int:
+    import torch
+
+    from pixelfast.data import mnist_digits
+    from pixelfast.experiments import mode_averaging
+    from pixelfast.images import save_grid
+
+    out = _out_path(args.out, "pixelfast experiment mode-averaging")
+    digits = mnist_digits("train").images
+    if args.limit is not None:
+        digits = digits[: args.limit]
+    prior_config = {"hidden_channels": args.hidden_channels, "num_layers": args.num_layers}
+    result = mode_averaging(digits, epochs=args.epochs, prior_epochs=args.prior_epochs, count=args.count,
+                            prior_config=prior_config, seed=args.seed, progress=not args.no_progress)
+    shown = min(12, args.count)
+    save_grid(torch.cat([images[:shown] for images in result.draws.values()]), out, 256, nrow=shown)
+    print(f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "
+          f"{result.data_fraction:.3f}")
+    for name, fraction in result.fractions.items():
+        print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant "
+              f"(trained {result.seconds[name]:.0f} s)")
+    print(f"(seed {args.seed}) first {shown} draws of each, one row per model -> {out}")
+    return 0
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _out_path(text: str, command: str) -> Path:
+    out = Path(text)
+    if not out.parent.is_dir():
+        raise UsageError(f"{command}: error: folder {str(out.parent)!r} for --out does not exist")
+    return out
+
+
+
+def _read_png(path: str, channels: int, levels: int):
+    """A PNG as levels ``[1, channels, h, w]`` (grey or RGB, quantised like the datasets)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pixelfast.data import quantise
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--input {path!r} does not exist")
+    try:
+        with Image.open(path) as picture:
+            pixels = np.asarray(picture.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"--input {path!r} is not a readable PNG: {error}") from None
+    image = torch.from_numpy(pixels.copy())
+    image = image.unsqueeze(0) if channels == 1 else image.permute(2, 0, 1)
+    return quantise(image, levels).unsqueeze(0)
+
 
 
 def _load(args, split: str, levels: int, limit: int | None):
@@ -274,21 +463,24 @@ def _parse_labels(text: str | None, num_classes: int) -> list[int]:
     return values
 
 
-def default_checkpoint():
-    """The shipped default checkpoint as an importlib.resources Traversable (it may be missing)."""
-    return importlib.resources.files("pixelfast").joinpath("assets").joinpath(DEFAULT_CHECKPOINT)
+def default_checkpoint(name: str | None = None):
+    """A shipped checkpoint (default: the Gated PixelCNN) as an importlib.resources Traversable
+    (it may be missing)."""
+    return importlib.resources.files("pixelfast").joinpath("assets").joinpath(name or DEFAULT_CHECKPOINT)
 
 
 @contextlib.contextmanager
-def _checkpoint_path(checkpoint: str | None) -> Iterator[Path]:
-    """The given checkpoint, or the shipped default one (found with importlib.resources)."""
+def _checkpoint_path(checkpoint: str | None, default: str | None = None) -> Iterator[Path]:
+    """The given checkpoint, or the shipped one named ``default`` (found with importlib.resources;
+    the Gated PixelCNN when ``default`` is None)."""
     if checkpoint is not None:
         yield Path(checkpoint)
         return
-    resource = default_checkpoint()
+    name = default or DEFAULT_CHECKPOINT
+    resource = default_checkpoint(name) if default else default_checkpoint()
     if not resource.is_file():
         raise FileNotFoundError(
-            f"no --checkpoint given and the shipped default model (pixelfast/assets/{DEFAULT_CHECKPOINT}) "
+            f"no --checkpoint given and the shipped default model (pixelfast/assets/{name}) "
             "is not installed; pass --checkpoint PATH"
         )
     with importlib.resources.as_file(resource) as path:

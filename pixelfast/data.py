@@ -9,6 +9,10 @@ Sources:
   only with ``download=True``).
 - ``image_folder``: a folder of same-sized PNGs; sub-folders of PNGs are classes.
 
+Super-resolution: :func:`downsample` is the one definition of a low-resolution image (training,
+evaluation and the command line all use it), and :class:`LowResolutionPairs` turns any of these
+datasets into ``(low, high)`` pairs.
+
 Every source ends in a :class:`LevelsDataset`, whose whole contents are two tensors, so training
 and evaluation can slice batches without a DataLoader.
 """
@@ -23,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 DATASET_NAMES = ("mnist-digits", "mnist", "fashion-mnist", "cifar10", "folder")
@@ -138,6 +143,58 @@ def binarise(x: torch.Tensor, threshold: int = 128) -> torch.Tensor:
     if not 0 < threshold <= 255:
         raise ValueError(f"binarise: threshold must be in 1..255, got {threshold}")
     return (x >= threshold).to(torch.uint8)
+
+
+# --- low resolution ---------------------------------------------------------------------------
+
+
+def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """The low-resolution image: each ``factor x factor`` block's mean level, rounded (half to even).
+
+    ``images``: levels ``[N, C, H, W]`` or ``[C, H, W]`` (integers, or floats holding whole
+    numbers), ``H`` and ``W`` multiples of ``factor``; returns levels ``[.., C, H / factor, W / factor]``
+    of the same dtype. The mean of levels is a level, so the result has the input's levels.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"downsample: factor must be an int >= 1, got {factor!r}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"downsample: images must be a tensor, got {type(images).__name__}")
+    if images.dim() not in (3, 4):
+        raise ValueError(f"downsample: images must be [N, C, H, W] or [C, H, W], got shape {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if height % factor or width % factor:
+        raise ValueError(
+            f"downsample: the image size {height}x{width} is not a multiple of the factor {factor}"
+        )
+    check_level_values(images, 256, "downsample: images")  # pixelfast levels are 0..255 at most
+    mean = F.avg_pool2d(images.to(torch.float64), factor)  # area average over each block
+    return mean.round().to(images.dtype)
+
+
+class LowResolutionPairs(Dataset):
+    """``(low, high)`` pairs from a level-image dataset: ``high`` its image, ``low = downsample(high, factor)``.
+
+    Items are ``(low uint8 [C, H / factor, W / factor], high uint8 [C, H, W])``; the whole pair set
+    is the tensors ``low`` and ``high`` (computed once). ``data``: a :class:`LevelsDataset`, an
+    image tensor or an ``(images, labels)`` pair (see :func:`as_tensors`; labels are dropped).
+    """
+
+    def __init__(self, data, factor: int = 4) -> None:
+        high, _ = as_tensors(data)
+        self.high = high.to(torch.uint8).contiguous()
+        self.low = downsample(self.high, factor)
+        self.factor = factor
+        self.levels = getattr(data, "levels", None)
+
+    def __len__(self) -> int:
+        return self.high.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.low[index], self.high[index]
+
+    def __repr__(self) -> str:
+        c, h, w = self.high.shape[1:]
+        return f"LowResolutionPairs({len(self)} x [{c}, {h // self.factor}, {w // self.factor}] -> [{c}, {h}, {w}])"
 
 
 # --- the shipped digits ------------------------------------------------------------------------

@@ -65,7 +65,9 @@ def bits_per_dim(
                 y = None
                 if conditional:
                     y = labels[start : start + batch_size].to(device)
-                logits = model(x, y)
+                # a pixelfast model says what its forward takes (super-resolution: the image and its
+                # downsampled self)
+                logits = model(*model.inputs(x, y)) if hasattr(model, "inputs") else model(x, y)
                 total_nats += F.cross_entropy(logits.float(), x, reduction="sum").item()
     finally:
         model.train(was_training)

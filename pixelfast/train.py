@@ -1,4 +1,4 @@
-"""Maximum-likelihood training: Adam on the per-sub-pixel cross entropy, a checkpoint every epoch.
+"""Training: Adam on the model's objective (the per-sub-pixel cross entropy; super-resolution's own loss), a checkpoint every epoch.
 
 Reproducibility: the model is initialised under ``seed``, and epoch ``e`` shuffles the data with a
 generator seeded from ``(seed, e)`` (torch's global RNG is seeded the same way for the epoch, for
@@ -139,7 +139,7 @@ def train(
                 index = order[start : start + batch_size]
                 x = train_images[index].to(device=device, dtype=torch.int64)
                 y = train_labels[index].to(device) if conditional else None
-                loss = F.cross_entropy(model(x, y), x)
+                loss = _loss(model, x, y)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"train: the loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
@@ -177,6 +177,14 @@ def _check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"train: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def _loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A pixelfast model's own objective (``model.loss(*model.inputs(x, labels))``: the cross
+    entropy, or super-resolution's); for another module, the cross entropy of ``model(x, labels)``."""
+    if hasattr(model, "loss") and hasattr(model, "inputs"):
+        return model.loss(*model.inputs(x, labels))
+    return F.cross_entropy(model(x, labels), x)
 
 
 def _default_device() -> torch.device:

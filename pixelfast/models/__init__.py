@@ -10,11 +10,13 @@ from pixelfast.models.base import PixelModel
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
 from pixelfast.models.pixelrnn import PixelRNN
+from pixelfast.models.super_resolution import SuperResolution
 
 MODELS: dict[str, type[PixelModel]] = {
     "PixelCNN": PixelCNN,
     "GatedPixelCNN": GatedPixelCNN,
     "PixelRNN": PixelRNN,
+    "SuperResolution": SuperResolution,
 }
 
 
@@ -35,4 +37,4 @@ def build_model(name: str, config: dict) -> nn.Module:
     return cls(**config)
 
 
-__all__ = ["MODELS", "PixelModel", "PixelCNN", "GatedPixelCNN", "PixelRNN", "build_model"]
+__all__ = ["MODELS", "PixelModel", "PixelCNN", "GatedPixelCNN", "PixelRNN", "SuperResolution", "build_model"]

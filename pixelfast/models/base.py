@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -82,6 +83,15 @@ class PixelModel(nn.Module):
             "image_size": None if self.image_size is None else list(self.image_size),
             **{key: getattr(self, key) for key in self.config_keys},
         }
+
+    def inputs(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple:
+        """What training and evaluation pass to ``forward`` (and :meth:`loss`) for a batch of
+        dataset ``images`` and ``labels``: here ``(images, labels)``."""
+        return images, labels
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training objective: the mean cross entropy per sub-pixel of ``forward(x, labels)``."""
+        return F.cross_entropy(self(x, labels), x.to(next(self.parameters()).device).long())
 
     def prepare(
         self, x: torch.Tensor, labels: torch.Tensor | None

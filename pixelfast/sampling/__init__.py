@@ -5,10 +5,12 @@ from pixelfast.sampling.categorical import draw_categorical
 from pixelfast.sampling.cached import incremental_logits, sample_cached
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.plan import UnsupportedModelError, lower
+from pixelfast.sampling.upscale import upscale
 
 __all__ = [
     "METHODS",
     "sample",
+    "upscale",
     "sample_naive",
     "sample_cached",
     "incremental_logits",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pixelfast.data import check_level_values
+from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.naive import sample_naive
@@ -126,6 +127,9 @@ def _pick_method(method: str, model: nn.Module) -> Sampler:
 def _check_model(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"sample: model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, SuperResolution):
+        raise TypeError("sample: a SuperResolution model draws given low-resolution images; use "
+                        "pixelfast.upscale(model, low)")
     missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
     if missing:
         raise TypeError(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.categorical import draw_uniforms
 from pixelfast.sampling.plan import Plan, lower
@@ -84,11 +85,14 @@ def sample_cached(
     generator: torch.Generator | None,
     progress: bool = True,
     plan: Plan | None = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill the sub-pixels of ``x`` (int64 ``[n, C, H, W]``) where ``known`` is False, with the engine.
 
     Same contract as :func:`pixelfast.sampling.naive.sample_naive`, and the same uniforms, so the
     same seed gives the same images as the naive sampler (up to float rounding of the logits).
+    ``condition``: logits ``[n, levels, C, H, W]`` added to the model's before each draw (a
+    super-resolution model's ``A(x)``; see :func:`run_engine`).
     """
     plan = plan if plan is not None else lower(model)
     uniforms = draw_uniforms(x.shape, generator, x.device)
@@ -103,29 +107,42 @@ def sample_cached(
             images, _ = run_engine(
                 plan, x[part].contiguous(), known[part].contiguous(), uniforms[part].contiguous(),
                 None if labels is None else labels[part].contiguous(), temperature, model.levels, False,
+                None if condition is None else condition[part],
             )
             out.append(images)
             bar.update(images.shape[0])
     return torch.cat(out)
 
 
-def incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def incremental_logits(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *, condition: torch.Tensor | None = None
+) -> torch.Tensor:
     """The logits the cached engine computes at every sub-pixel when fed ``x`` (teacher-forced).
 
     ``x``: levels ``[B, C, H, W]``; returns ``[B, levels, C, H, W]``. This is the engine's
-    correctness contract: it equals ``model(x, labels)`` up to float rounding. Runs in full fp32
-    (TF32 off, restored afterwards; see :mod:`pixelfast.sampling.precision`).
+    correctness contract: it equals ``model(x, labels)`` up to float rounding, and for a
+    super-resolution model ``model(x, condition)``, ``condition`` being the low-resolution image
+    (its ``A(condition)`` is computed once and added inside the engine). Runs in full fp32 (TF32
+    off, restored afterwards; see :mod:`pixelfast.sampling.precision`).
     """
-    with full_fp32():
-        return _incremental_logits(model, x, labels)
+    with full_fp32(), torch.no_grad():
+        return _incremental_logits(model, x, labels, condition)
 
 
-def _incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def _incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None,
+                        condition: torch.Tensor | None) -> torch.Tensor:
     plan = lower(model)
     parameter = next(model.parameters())
     labels = model.check_input(x, labels)  # shape, channels, level range, labels (as int64)
+    if isinstance(model, SuperResolution):
+        if condition is None:
+            raise ValueError("incremental_logits: a super-resolution model needs condition=, the low-resolution image")
+        model.check_pair(x, condition)
+        condition = model.conditioning_logits(condition)
+    elif condition is not None:
+        raise ValueError(f"incremental_logits: condition= is for super-resolution models, not {type(model).__name__}")
     image = x.detach().to(parameter.device).round().long()
     known = torch.ones_like(image, dtype=torch.bool)
     uniforms = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
-    _, logits = run_engine(plan, image.contiguous(), known, uniforms, labels, 1.0, model.levels, True)
+    _, logits = run_engine(plan, image.contiguous(), known, uniforms, labels, 1.0, model.levels, True, condition)
     return logits

@@ -1,7 +1,8 @@
 """The exact, slow sampler: the whole network re-run for every sub-pixel.
 
 Order: pixels in raster order (row by row, left to right), and R, G, B within a pixel. Each step
-runs ``model(x, labels)`` on the whole partly-drawn batch and draws sub-pixel ``(c, i, j)`` of every
+runs ``model(x, labels)`` on the whole partly-drawn batch (``labels``: the model's second input, the
+class labels, or a super-resolution model's low-resolution images) and draws sub-pixel ``(c, i, j)`` of every
 image from the logits there. This is the reference the cached engine is tested against, so it
 does nothing clever: no cropping, no caching.
 """

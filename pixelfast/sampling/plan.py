@@ -21,6 +21,7 @@ from torch import nn
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
 from pixelfast.models.pixelrnn import PixelRNN, PixelRNNBlock
+from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
 from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, _ClassGates
@@ -70,6 +71,7 @@ class PlanBuilder:
         self.plan = Plan()
         self.dtype = dtype
         self.device = device
+        self.condition_logits = False  # whether heads add the call's condition (super-resolution)
 
     # --- buffers and weights -------------------------------------------------------------------
 
@@ -170,8 +172,9 @@ class PlanBuilder:
         """``dst += condition`` at each position: the engine call's per-image input map."""
         self._op(CONDITION, PIXEL, dst, -1, groups)
 
-    def head(self, features: int, head: OutputHead, groups: int, condition: bool = False) -> None:
-        """The output head and the draw; ``condition`` adds the call's condition to the logits."""
+    def head(self, features: int, head: OutputHead, groups: int, condition: bool | None = None) -> None:
+        """The output head and the draw; ``condition`` adds the call's condition to the logits
+        (None: when the builder's ``condition_logits`` says so)."""
         hidden_in = self.buffer(self.plan.buffers[features][0])
         self.relu(hidden_in, features, groups)
         hidden = self.buffer(head.hidden.out_channels)
@@ -179,7 +182,7 @@ class PlanBuilder:
         self.relu(hidden, hidden, groups)
         logits = self.buffer(head.out.out_channels)
         self.masked_conv(logits, hidden, head.out)
-        if condition:
+        if self.condition_logits if condition is None else condition:
             self.condition(logits, groups)
         self._op(SAMPLE, PIXEL, 0, logits, groups)
 
@@ -187,6 +190,14 @@ class PlanBuilder:
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run."""
     kind = type(model)
+    if kind is SuperResolution:
+        if model.prior is None:
+            raise UnsupportedModelError(
+                f"the cached engine runs super-resolution models with a prior; this one (objective="
+                f"{model.objective!r}) has none: its sub-pixels are independent given the low-resolution image"
+            )
+        check_supported(model.prior)
+        return
     if kind not in SUPPORTED_LAYERS:
         names = ", ".join(k.__name__ for k in SUPPORTED_LAYERS)
         raise UnsupportedModelError(
@@ -310,7 +321,15 @@ def _lower_pixelrnn(model: PixelRNN, b: PlanBuilder) -> None:
     b.head(features, model.head, g)
 
 
-LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated, PixelRNN: _lower_pixelrnn}
+def _lower_super_resolution(model: SuperResolution, b: PlanBuilder) -> None:
+    """The prior's plan, its head adding the engine call's condition, ``A(x)`` (computed once per
+    image by the conditioning network, outside the engine), to the prior's logits before each draw."""
+    b.condition_logits = True
+    LOWERINGS[type(model.prior)](model.prior, b)
+
+
+LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated, PixelRNN: _lower_pixelrnn,
+             SuperResolution: _lower_super_resolution}
 
 
 def lower(model: nn.Module) -> Plan:
