@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "test", "all"])
     p.add_argument("--batch-size", type=_int_at_least(1), default=256)
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--per-image", default=None, metavar="CSV",
+        help="also write each image's score to this CSV file: index, label, log_prob_nats, bits_per_dim",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_eval)
 
     # --- sample ---
@@ -200,8 +205,11 @@ def _run_train(args) -> int:
 def _run_eval(args) -> int:
     from pixelfast.checkpoint import build_from_checkpoint, load_checkpoint
     from pixelfast.device import check_device
-    from pixelfast.evaluate import baseline_bits_per_dim, bits_per_dim
+    from pixelfast.evaluate import baseline_bits_per_dim, log_prob
 
+    per_image = Path(args.per_image) if args.per_image is not None else None
+    if per_image is not None and not per_image.parent.is_dir():
+        raise UsageError(f"pixelfast eval: error: folder {str(per_image.parent)!r} for --per-image does not exist")
     device = check_device(args.device or "cpu", "--device")
     with _checkpoint_path(args.checkpoint) as path:
         ckpt = load_checkpoint(path)
@@ -213,14 +221,31 @@ def _run_eval(args) -> int:
     data = _load(args, split, model.levels, args.limit)
     # The baseline is fitted on the whole training split: --limit only trims what is evaluated.
     train_data = _load(args, "train" if split != "all" else "all", model.levels, None)
-    model_bpd = bits_per_dim(model, data, batch_size=args.batch_size)
+    scores = log_prob(model, data, batch_size=args.batch_size, progress=not args.no_progress)
+    sub_pixels = data.images[0].numel()
+    model_bpd = -scores.sum().item() / (sub_pixels * len(scores) * math.log(2))
+    if per_image is not None:
+        _write_scores(per_image, scores, data.labels, sub_pixels)
     baseline = baseline_bits_per_dim(train_data, data, model.levels)
     name = args.checkpoint or "the shipped default model"
     print(f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim "
           f"on {args.data} {split} ({len(data)} images)")
     print(f"baseline  independent per-sub-pixel categorical fitted on {args.data} "
           f"{'train' if split != 'all' else 'all'} ({len(train_data)} images): {baseline:.4f} bits/dim")
+    if per_image is not None:
+        print(f"per-image scores -> {per_image}")
     return 0
+
+
+def _write_scores(path: Path, scores, labels, sub_pixels: int) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "log_prob_nats", "bits_per_dim"])
+        for k, nats in enumerate(scores.tolist()):
+            label = "" if labels is None else int(labels[k])
+            writer.writerow([k, label, repr(nats), repr(-nats / (sub_pixels * math.log(2)))])
 
 
 def _run_sample(args) -> int:

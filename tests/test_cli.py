@@ -231,3 +231,22 @@ def test_broken_checkpoints_and_runtime_failures_are_one_line(trained, tmp_path,
     code = cli.main(["train", "--limit", "4", "--hidden-channels", "1000000", "--num-layers", "2",
                      "--out", str(tmp_path / "huge.pt"), "--no-progress"])
     one_error_line(capsys, code, "allocate", expected_code=1)
+
+
+def test_eval_writes_per_image_scores(trained, tmp_path, capsys):
+    import csv
+    import math
+
+    out = tmp_path / "scores.csv"
+    assert cli.main(["eval", "--checkpoint", str(trained), "--limit", "10", "--per-image", str(out),
+                     "--batch-size", "4", "--no-progress"]) == 0
+    printed = float(re.search(r"([0-9.]+) bits/dim", capsys.readouterr().out).group(1))
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["index"]) for r in rows] == list(range(10))
+    assert all(r["label"].isdigit() for r in rows)
+    nats = [float(r["log_prob_nats"]) for r in rows]
+    for r, value in zip(rows, nats):
+        assert float(r["bits_per_dim"]) == pytest.approx(-value / (28 * 28 * math.log(2)))
+    assert sum(float(r["bits_per_dim"]) for r in rows) / 10 == pytest.approx(printed, abs=1e-4)
+    code = cli.main(["eval", "--checkpoint", str(trained), "--per-image", str(tmp_path / "no" / "s.csv")])
+    one_error_line(capsys, code, "--per-image does not exist")
