@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
-from devices import DEVICES, tolerance
+from devices import DEVICES, links_cuda_runtime, tolerance
 from hypothesis import strategies as st
 
 import pixelfast
@@ -243,7 +243,9 @@ def test_cuda_kernel_registered_when_built_with_cuda():
         "pixelfast::masked_conv2d_backward", "CUDA"
     )
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d_backward", "CPU")
     assert has_cuda_kernel == has_cuda_backward == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA
+    assert has_cuda_kernel == links_cuda_runtime()  # read from the binary, not from the build's record
 
 
 CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
