@@ -363,16 +363,19 @@ def test_cached_images_are_the_same_when_other_programs_hold_the_cores():
     # With every core busy elsewhere the team's threads are preempted and the engine goes on with
     # one thread part-way through (csrc/sampler/engine_cpu.cpp, keep_going): same images.
     model = jitter(GatedPixelCNN(1, 16, hidden_channels=24, num_layers=3, num_classes=4), scale=0.5)
-    kwargs = dict(size=(12, 12), labels=[0, 1, 2, 3], generator=9, method="cached", progress=False)
+    kwargs = dict(size=(24, 24), labels=[0, 1, 2, 3], generator=9, method="cached", progress=False)
     before = torch.get_num_threads()
     busy = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 2))
     ]
     try:
         torch.set_num_threads(1)
         alone = pixelfast.sample(model, 4, **kwargs)
         torch.set_num_threads(2)
+        solo_before = torch.ops.pixelfast.sampler_solo_runs()
         assert torch.equal(pixelfast.sample(model, 4, **kwargs), alone)
+        # The fallback did run (else this test would only repeat the thread-count test).
+        assert torch.ops.pixelfast.sampler_solo_runs() > solo_before
     finally:
         torch.set_num_threads(before)
         for process in busy:
