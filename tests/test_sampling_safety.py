@@ -97,3 +97,17 @@ def test_concurrent_calls_restore_the_training_mode(model):
     model.eval()
     pixelfast.sample(model, 1, progress=False)
     assert not model.training
+
+
+def test_device_argument_samples_there_and_leaves_the_model_home(model, device):
+    # On a GPU machine this moves a CPU model to CUDA for the call: the images come back on the
+    # asked device and the model keeps its own CPU tensors.
+    before = snapshot(model)
+    pointers = [p.data_ptr() for p in model.parameters()]
+    images = pixelfast.sample(model, 2, device=device, generator=0, method="cached", progress=False)
+    assert images.device.type == device.type and images.shape == (2, 1, 4, 4)
+    assert_unchanged(model, before)
+    assert pointers == [p.data_ptr() for p in model.parameters()]  # its own storage, not copies
+    same = pixelfast.sample(model, 2, generator=0, method="cached", progress=False)
+    if device.type == "cpu":
+        assert torch.equal(images, same)
