@@ -37,7 +37,8 @@ def log_prob(
     ``condition`` (``[N, ...]``), for a model conditioned on something other than a class, is
     passed to its forward as the second argument instead of labels, ``condition[k]`` with image
     ``k``. Runs in eval mode, no grad, ``batch_size`` images at a time (a tqdm bar when
-    ``progress``) on ``device`` (default: the model's); the model's mode is restored afterwards.
+    ``progress``) with the images on ``device`` (default: the model's, where the model must be);
+    the model's mode is restored afterwards, also when several threads score with one model.
     Higher is more likely; ``-log_prob / (C * H * W * ln 2)`` is an image's bits/dim.
     """
     from pixelfast.sampling.api import eval_no_grad
