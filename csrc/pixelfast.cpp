@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "sampler/engine.h"
+
 // Importing pixelfast._C runs the static registrations above and below; the module itself is empty.
 extern "C" {
 PyObject* PyInit__C(void) {
@@ -38,4 +40,7 @@ TORCH_LIBRARY(pixelfast, m) {
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
       "Tensor? condition=None) -> (Tensor, Tensor)");
+  // How many CPU engine calls went on with one thread because other programs held the cores
+  // (csrc/sampler/engine_cpu.cpp, keep_going); lets a test see that the fallback ran.
+  m.def("sampler_solo_runs() -> int", &pixelfast::sampler::sampler_solo_runs);
 }

@@ -10,11 +10,14 @@ Format (version 1)::
      "metrics": dict}              # e.g. bits/dim history and the training settings
 
 ``weights_only=True`` means a checkpoint can hold tensors and plain containers only, so loading a
-file from elsewhere cannot run code.
+file from elsewhere cannot run code. Every member's CRC-32 is checked before loading (torch stores
+tensors uncompressed, so a flipped bit would otherwise load as a wrong weight); the weights must be
+finite, and hold the config's number of layers before the model is built.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -86,6 +89,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint: folder {str(folder)!r} does not exist")
+    _remove_leftovers(folder, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -102,6 +106,15 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         raise
     _fsync_folder(folder)
     return path
+
+
+def _remove_leftovers(folder: Path, name: str) -> None:
+    """Delete the temporary files an earlier save of ``name`` left when it was killed mid-write."""
+    for leftover in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass  # another process's save finished (renamed it) first, or it is not ours to delete
 
 
 def _umask() -> int:
@@ -126,14 +139,13 @@ def _fsync_folder(folder: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read and validate a checkpoint dict; raise :class:`CheckpointError` for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = _readable_file(Path(path))
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index sits at the end
         raise CheckpointError(
             f"{str(path)!r} is not a pixelfast checkpoint: not a torch zip archive "
             "(corrupt, truncated, or another kind of file)"
         )
+    _check_crcs(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -166,7 +178,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"{str(path)!r}: model_name must be a str and model_config a dict")
     if not isinstance(ckpt["model_state"], dict) or not isinstance(ckpt["epoch"], int):
         raise CheckpointError(f"{str(path)!r}: model_state must be a dict and epoch an int")
+    if not isinstance(ckpt["metrics"], dict):
+        raise CheckpointError(f"{str(path)!r}: metrics must be a dict, got {type(ckpt['metrics']).__name__}")
     return ckpt
+
+
+def _readable_file(path: Path) -> Path:
+    """``path`` if it is a regular file this process can read, else an error that says which."""
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file (a pipe, socket or device?)")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"checkpoint {str(path)!r} cannot be read: permission denied") from None
+    return path
+
+
+def _check_crcs(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as error:
+        raise CheckpointError(f"{str(path)!r} is not a readable pixelfast checkpoint (corrupt or truncated): {error}") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable pixelfast checkpoint: member {bad!r} fails its CRC check "
+            "(corrupt: damaged after it was written)"
+        )
 
 
 def build_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> nn.Module:
@@ -178,15 +221,41 @@ def build_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> nn.Module:
         raise CheckpointError(
             f"{source}: unknown model {name!r}; this pixelfast knows {sorted(models.MODELS)}"
         )
+    config, state = dict(ckpt["model_config"]), ckpt["model_state"]
+    _check_finite(state, source)
+    _check_block_count(config, state, source, name)
     try:
-        model = models.build_model(name, dict(ckpt["model_config"]))
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{source}: cannot build {name} from its saved config: {error}") from None
+        model = models.build_model(name, config)
+    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: too big to allocate
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{source}: cannot build {name} from its saved config: {first}") from None
     try:
-        model.load_state_dict(ckpt["model_state"])
+        model.load_state_dict(state)
     except RuntimeError as error:
         raise CheckpointError(f"{source}: the saved weights do not fit {name}: {error}") from None
     return model
+
+
+def _check_finite(state: dict, source: str) -> None:
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: model_state[{key!r}] is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: the saved weight {key!r} holds NaN or infinite values")
+
+
+def _check_block_count(config: dict, state: dict, source: str, name: str) -> None:
+    """Every model keeps its ``num_layers`` layers in ``blocks``: a config whose ``num_layers``
+    disagrees with the saved blocks is refused before the (possibly enormous) model is built."""
+    num_layers = config.get("num_layers")
+    if not isinstance(num_layers, int) or isinstance(num_layers, bool):
+        return  # the build below names the bad value
+    saved = {key.split(".")[1] for key in state if key.startswith("blocks.")}
+    if num_layers != len(saved):
+        raise CheckpointError(
+            f"{source}: the saved weights do not fit {name}'s saved config: it says num_layers={num_layers}, "
+            f"the weights hold {len(saved)} layers"
+        )
 
 
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:

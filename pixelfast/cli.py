@@ -1,7 +1,8 @@
 """The ``pixelfast`` command: ``train``, ``eval``, ``sample``, ``upscale`` and ``experiment``.
 
 Mistakes in the arguments (a bad value, a missing file, a checkpoint that is not one) end with
-one line on stderr and exit code 2, not a traceback.
+one line on stderr and exit code 2; failures while running (training that diverges, memory that
+runs out, any other runtime error) with one line and exit code 1. Never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterator, Sequence
 
 DEFAULT_CHECKPOINT = "default_gated_mnist.pt"  # shipped in pixelfast/assets/
 DEFAULT_SR_CHECKPOINT = "default_sr_digits.pt"  # shipped in pixelfast/assets/: 7x7 -> 28x28 digits
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -44,13 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (ValueError, TypeError, OSError, NotImplementedError) as error:
         # Includes CheckpointError (a ValueError) and FileNotFoundError (an OSError).
-        command = getattr(args, "command", None)
-        prefix = f"pixelfast {command}" if command else "pixelfast"
-        _print_error(f"{prefix}: error: {error}")
+        _print_error(f"{_prefix(args)}: error: {error}")
         return EXIT_USAGE
+    except (RuntimeError, ArithmeticError, MemoryError) as error:
+        # The run itself failed: TrainingDiverged (an ArithmeticError), an allocation torch refused.
+        _print_error(f"{_prefix(args)}: error: {str(error) or type(error).__name__}")
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         _print_error("pixelfast: interrupted")
         return 130
+
+
+def _prefix(args) -> str:
+    command = getattr(args, "command", None)
+    return f"pixelfast {command}" if command else "pixelfast"
 
 
 def _print_error(message: str) -> None:
@@ -79,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", required=True, help="checkpoint path, rewritten (atomically) after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --out where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out with a fresh run")
     p.add_argument("--hidden-channels", type=_int_at_least(1))
     p.add_argument("--num-layers", type=_int_at_least(0))
     p.add_argument("--kernel-size", type=_int_at_least(1))
@@ -98,13 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "test", "all"])
     p.add_argument("--batch-size", type=_int_at_least(1), default=256)
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--per-image", default=None, metavar="CSV",
+        help="also write each image's score to this CSV file: index, label, log_prob_nats, bits_per_dim",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_eval)
 
     # --- sample ---
     p = commands.add_parser("sample", help="draw images into a PNG grid")
     p.add_argument("--checkpoint", default=None, help="default: the shipped class-conditional MNIST model")
     p.add_argument("--n", type=_int_at_least(1), default=64, help="number of images (default: %(default)s)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, help="PNG file to write (its name must end in .png)")
     p.add_argument(
         "--labels", default=None,
         help="class-conditional models: 'all' (default; one row per class) or a list like 3 or 0,1,2 "
@@ -239,7 +254,7 @@ def _run_train(args) -> int:
         args.model, args.data, root=args.root, levels=args.levels, download=args.download,
         channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed, out=args.out,
-        resume=args.resume, progress=not args.no_progress,
+        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
     if result.history and result.history[-1]["test_bits_per_dim"] is not None:
         print(f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "
@@ -249,11 +264,16 @@ def _run_train(args) -> int:
 
 def _run_eval(args) -> int:
     from pixelfast.checkpoint import build_from_checkpoint, load_checkpoint
-    from pixelfast.evaluate import baseline_bits_per_dim, bits_per_dim
+    from pixelfast.device import check_device
+    from pixelfast.evaluate import baseline_bits_per_dim, log_prob
 
+    per_image = Path(args.per_image) if args.per_image is not None else None
+    if per_image is not None and not per_image.parent.is_dir():
+        raise UsageError(f"pixelfast eval: error: folder {str(per_image.parent)!r} for --per-image does not exist")
+    device = check_device(args.device or "cpu", "--device")
     with _checkpoint_path(args.checkpoint) as path:
         ckpt = load_checkpoint(path)
-        model = build_from_checkpoint(ckpt, repr(str(path))).eval().to(args.device or "cpu")
+        model = build_from_checkpoint(ckpt, repr(str(path))).eval().to(device)
     saved = (ckpt["metrics"].get("training") or {}).get("data")
     if args.data is None:
         args.data = saved or "mnist-digits"
@@ -261,31 +281,64 @@ def _run_eval(args) -> int:
     data = _load(args, split, model.levels, args.limit)
     # The baseline is fitted on the whole training split: --limit only trims what is evaluated.
     train_data = _load(args, "train" if split != "all" else "all", model.levels, None)
-    model_bpd = bits_per_dim(model, data, batch_size=args.batch_size)
+    scores = log_prob(model, data, batch_size=args.batch_size, progress=not args.no_progress)
+    sub_pixels = data.images[0].numel()
+    model_bpd = -scores.sum().item() / (sub_pixels * len(scores) * math.log(2))
+    if per_image is not None:
+        _write_scores(per_image, scores, data.labels, sub_pixels)
     baseline = baseline_bits_per_dim(train_data, data, model.levels)
     name = args.checkpoint or "the shipped default model"
     print(f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim "
           f"on {args.data} {split} ({len(data)} images)")
     print(f"baseline  independent per-sub-pixel categorical fitted on {args.data} "
           f"{'train' if split != 'all' else 'all'} ({len(train_data)} images): {baseline:.4f} bits/dim")
+    if per_image is not None:
+        print(f"per-image scores -> {per_image}")
     return 0
 
 
+def _write_scores(path: Path, scores, labels, sub_pixels: int) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "log_prob_nats", "bits_per_dim"])
+        for k, nats in enumerate(scores.tolist()):
+            label = "" if labels is None else int(labels[k])
+            writer.writerow([k, label, repr(nats), repr(-nats / (sub_pixels * math.log(2)))])
+
+
 def _run_sample(args) -> int:
+    import torch
+
     from pixelfast.checkpoint import load_model
+    from pixelfast.device import check_device
     from pixelfast.images import save_grid
     from pixelfast.sampling import sample
+    from pixelfast.sampling.api import check_canvas
 
     out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"pixelfast sample: error: --out must name a .png file (it is written as PNG), got {args.out!r}")
     if not out.parent.is_dir():
         raise UsageError(f"pixelfast sample: error: folder {str(out.parent)!r} for --out does not exist")
+    device = check_device(args.device or "cpu", "--device")
     with _checkpoint_path(args.checkpoint) as path:
-        model = load_model(path, map_location=args.device or "cpu")
+        model = load_model(path, map_location=device)
+    size = tuple(args.size) if args.size else model.image_size
+    if size is None:
+        raise UsageError("pixelfast sample: error: the model does not record its image size; pass --size H W")
+    check_canvas(args.n, model.in_channels, *size)  # before the labels: --n may be absurd
     labels, nrow = None, args.nrow
     if model.num_classes is not None:
         rows = _parse_labels(args.labels, model.num_classes)
+        if args.n < len(rows):
+            raise UsageError(
+                f"pixelfast sample: error: --n {args.n} is fewer than the {len(rows)} labels asked for "
+                "(one row per label)"
+            )
         per_row = math.ceil(args.n / len(rows))  # one row per label
-        labels = [rows[k // per_row] for k in range(args.n)]
+        labels = torch.tensor(rows).repeat_interleave(per_row)[: args.n]
         nrow = nrow or per_row
     elif args.labels is not None:
         raise UsageError("pixelfast sample: error: --labels given, but the model is unconditional")
@@ -293,7 +346,7 @@ def _run_sample(args) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     started = time.perf_counter()
     images = sample(
-        model, args.n, size=tuple(args.size) if args.size else None, labels=labels,
+        model, args.n, size=size, labels=labels,
         temperature=args.temperature, generator=seed, method=args.method, progress=not args.no_progress,
     )
     seconds = time.perf_counter() - started
@@ -450,13 +503,11 @@ def _parse_labels(text: str | None, num_classes: int) -> list[int]:
     if text is None or text.strip().lower() == "all":
         return list(range(num_classes))
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",")]
     except ValueError:
         raise UsageError(
             f"pixelfast sample: error: --labels must be 'all' or integers like 0,1,2; got {text!r}"
         ) from None
-    if not values:
-        raise UsageError("pixelfast sample: error: --labels is empty")
     bad = [v for v in values if not 0 <= v < num_classes]
     if bad:
         raise UsageError(f"pixelfast sample: error: --labels must be in 0..{num_classes - 1}; got {bad}")

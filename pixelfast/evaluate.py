@@ -1,4 +1,5 @@
-"""Bits per dimension: the mean negative log-likelihood per sub-pixel, in bits.
+"""Likelihoods: each image's exact log-likelihood (:func:`log_prob`) and bits per dimension, the
+mean negative log-likelihood per sub-pixel, in bits.
 
 ``bits/dim = sum of -ln p(x_k | x_<k) over every sub-pixel / (number of sub-pixels * ln 2)``.
 A model that knew nothing about 256-level data would score 8 bits/dim.
@@ -11,8 +12,80 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from pixelfast.data import as_tensors, check_level_values
+from pixelfast.device import check_device
+
+
+def log_prob(
+    model: nn.Module,
+    images,
+    labels: torch.Tensor | None = None,
+    condition: torch.Tensor | None = None,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """The exact log-likelihood of each image, in nats: float64 ``[N]``, entry ``n`` the sum over
+    image ``n``'s sub-pixels of ``ln p(x_k | x_<k)``, from one forward pass per batch.
+
+    ``images``: a Dataset, an image tensor ``[N, C, H, W]`` of levels, or an ``(images, labels)``
+    pair. ``labels`` (``[N]``) overrides the data's labels; a class-conditional model needs them,
+    an unconditional one ignores the data's.
+    ``condition`` (``[N, ...]``), for a model conditioned on something other than a class, is
+    passed to its forward as the second argument instead of labels, ``condition[k]`` with image
+    ``k``. Runs in eval mode, no grad, ``batch_size`` images at a time (a tqdm bar when
+    ``progress``) with the images on ``device`` (default: the model's, where the model must be);
+    the model's mode is restored afterwards, also when several threads score with one model.
+    Higher is more likely; ``-log_prob / (C * H * W * ln 2)`` is an image's bits/dim.
+    """
+    from pixelfast.sampling.api import eval_no_grad
+
+    images, data_labels = as_tensors(images)
+    if condition is not None and labels is not None:
+        raise ValueError("log_prob: give labels or condition, not both (either is the forward's second argument)")
+    conditional = getattr(model, "num_classes", None) is not None
+    if labels is None and conditional and condition is None:
+        labels = data_labels  # an unconditional model ignores the data's labels
+    if conditional and labels is None and condition is None:
+        raise ValueError("log_prob: the model is class-conditional; give data with labels (or labels=...)")
+    if labels is not None:
+        if not conditional:
+            raise ValueError("log_prob: labels were given but the model is unconditional (num_classes is None)")
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"log_prob: labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    if condition is not None:
+        if not isinstance(condition, torch.Tensor) or condition.dim() < 1 or condition.shape[0] != images.shape[0]:
+            shape = tuple(condition.shape) if isinstance(condition, torch.Tensor) else type(condition).__name__
+            raise ValueError(f"log_prob: condition must be a tensor with one entry per image, [{images.shape[0]}, ...], got {shape}")
+    levels = getattr(model, "levels", None)
+    if levels is not None:
+        check_level_values(images, levels, "log_prob: images")
+    in_channels = getattr(model, "in_channels", None)
+    if in_channels is not None and images.shape[1] != in_channels:
+        raise ValueError(f"log_prob: the model takes {in_channels}-channel images, the data has {images.shape[1]}")
+    if images.shape[0] == 0:
+        raise ValueError("log_prob: the data is empty")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"log_prob: batch_size must be an int >= 1, got {batch_size!r}")
+    device = _model_device(model) if device is None else check_device(device, "log_prob")
+    second = labels if labels is not None else condition
+
+    out = torch.empty(images.shape[0], dtype=torch.float64)
+    starts = range(0, images.shape[0], batch_size)
+    with eval_no_grad(model):
+        for start in tqdm(starts, desc="log_prob", unit="batch", disable=not progress, leave=False):
+            x = images[start : start + batch_size].to(device=device, dtype=torch.int64)
+            y = None if second is None else second[start : start + batch_size].to(device)
+            # without a condition, a pixelfast model says what its forward takes (super-resolution:
+            # the image and its own downsampled self)
+            logits = model(*model.inputs(x, y)) if condition is None and hasattr(model, "inputs") else model(x, y)
+            nats = F.cross_entropy(logits.float(), x, reduction="none")  # [B, C, H, W]
+            out[start : start + x.shape[0]] = -nats.double().sum(dim=(1, 2, 3)).cpu()
+    return out
 
 
 def bits_per_dim(
@@ -23,55 +96,10 @@ def bits_per_dim(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> float:
-    """The model's bits/dim on ``data``: a Dataset, an image tensor ``[N, C, H, W]`` of levels, or
-    an ``(images, labels)`` pair. ``labels`` overrides the data's labels (needed for a
-    class-conditional model when ``data`` is a bare tensor). Runs in eval mode, no grad; the
-    model's mode is restored afterwards.
-    """
-    images, data_labels = as_tensors(data)
-    if labels is None:
-        labels = data_labels
-    conditional = getattr(model, "num_classes", None) is not None
-    if conditional and labels is None:
-        raise ValueError(
-            "bits_per_dim: the model is class-conditional; give data with labels (or labels=...)"
-        )
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.int64)
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"bits_per_dim: labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-    levels = getattr(model, "levels", None)
-    if levels is not None:
-        check_level_values(images, levels, "bits_per_dim: images")
-    in_channels = getattr(model, "in_channels", None)
-    if in_channels is not None and images.shape[1] != in_channels:
-        raise ValueError(
-            f"bits_per_dim: the model takes {in_channels}-channel images, the data has {images.shape[1]}"
-        )
-    if images.shape[0] == 0:
-        raise ValueError("bits_per_dim: the data is empty")
-    if batch_size < 1:
-        raise ValueError(f"bits_per_dim: batch_size must be >= 1, got {batch_size}")
-    if device is None:
-        device = _model_device(model)
-
-    was_training = model.training
-    model.eval()
-    total_nats = 0.0
-    try:
-        with torch.no_grad():
-            for start in range(0, images.shape[0], batch_size):
-                x = images[start : start + batch_size].to(device=device, dtype=torch.int64)
-                y = None
-                if conditional:
-                    y = labels[start : start + batch_size].to(device)
-                # a pixelfast model says what its forward takes (super-resolution: the image and its
-                # downsampled self)
-                logits = model(*model.inputs(x, y)) if hasattr(model, "inputs") else model(x, y)
-                total_nats += F.cross_entropy(logits.float(), x, reduction="sum").item()
-    finally:
-        model.train(was_training)
-    return total_nats / (images.numel() * math.log(2))
+    """The model's bits/dim on ``data`` (see :func:`log_prob` for ``data`` and ``labels``): the
+    images' total negative log-likelihood over their number of sub-pixels, in bits."""
+    nats = log_prob(model, data, labels, batch_size=batch_size, device=device, progress=False)
+    return -nats.sum().item() / (as_tensors(data)[0].numel() * math.log(2))
 
 
 def baseline_bits_per_dim(train_data, test_data, levels: int) -> float:

@@ -31,6 +31,7 @@ from pixelfast.checkpoint import (
     save_checkpoint,
 )
 from pixelfast.data import LevelsDataset, as_tensors, check_level_values, load_dataset
+from pixelfast.device import check_device
 from pixelfast.evaluate import bits_per_dim
 
 EVAL_BATCH_SIZE = 256
@@ -61,6 +62,7 @@ def train(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
@@ -76,7 +78,11 @@ def train(
       bits/dim is skipped. ``limit`` keeps only the first ``limit`` images of each split.
     - ``device``: where to train (default: CUDA when available); the model is moved there.
     - ``out``: checkpoint path, written atomically after every epoch. ``resume=True`` continues
-      from it (a missing file starts afresh); the model must match the checkpoint's.
+      from it (a missing file starts afresh); the model must match the checkpoint's. An existing
+      file is never replaced by a fresh run unless ``overwrite=True``.
+
+    Training stops with a :class:`TrainingDiverged` error when the loss, the weights or the
+    held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
     epochs = _check_int("epochs", epochs, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
@@ -87,8 +93,17 @@ def train(
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
     if resume and out is None:
         raise ValueError("train: resume=True needs the checkpoint path (out=...)")
+    if resume and overwrite:
+        raise ValueError("train: resume=True and overwrite=True contradict each other; choose one")
     if out is not None and not Path(out).parent.is_dir():
         raise FileNotFoundError(f"train: the folder for the checkpoint {str(out)!r} does not exist")
+    if out is not None and Path(out).is_dir():
+        raise IsADirectoryError(f"train: the checkpoint path {str(out)!r} is a folder")
+    if out is not None and Path(out).exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"train: {str(out)!r} already exists; resume=True continues it, overwrite=True replaces it"
+        )
+    device = check_device(device, "train") if device is not None else _default_device()
     if not isinstance(model, (nn.Module, str)):
         raise TypeError(f"train: model must be an nn.Module or a model name, got {type(model).__name__}")
     if levels is None:
@@ -107,7 +122,6 @@ def train(
         test_images, test_labels = as_tensors(test_set)
         _check_model_fits_data(model, test_images, test_labels, "held-out data")
 
-    device = torch.device(device) if device is not None else _default_device()
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     settings = {"data": data_name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
@@ -141,9 +155,7 @@ def train(
                 y = train_labels[index].to(device) if conditional else None
                 loss = _loss(model, x, y)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"train: the loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
-                    )
+                    raise TrainingDiverged(_diverged(f"the loss became {loss.item()}", epoch, out))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -151,9 +163,14 @@ def train(
                 bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
             bar.close()
         train_bpd = total_nats / n / math.log(2)  # running mean over the epoch, weights changing
+        bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            raise TrainingDiverged(_diverged(f"the weight {bad!r} became non-finite", epoch, out))
         test_bpd = None
         if test_set is not None:
             test_bpd = bits_per_dim(model, test_set, batch_size=EVAL_BATCH_SIZE, device=device)
+            if not math.isfinite(test_bpd):
+                raise TrainingDiverged(_diverged(f"the held-out bits/dim became {test_bpd}", epoch, out))
         history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
                         "test_bits_per_dim": test_bpd, "seconds": time.perf_counter() - started})
         message = f"epoch {epoch + 1}/{epochs}: train {train_bpd:.4f} bits/dim"
@@ -166,6 +183,20 @@ def train(
             message += f" (saved {out})"
         log(message)
     return TrainResult(model, history, out)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss, the weights or the held-out bits/dim stopped being finite (learning rate too high)."""
+
+
+def _diverged(what: str, epoch: int, out: Path | None) -> str:
+    if out is None:
+        kept = "nothing was saved"
+    elif epoch == 0:
+        kept = f"{out} was not written"
+    else:
+        kept = f"{out} keeps epoch {epoch}, the last good one"
+    return f"train: stopped in epoch {epoch + 1}: {what}; lower the learning rate ({kept})"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -239,6 +270,12 @@ def _check_model_fits_data(model: nn.Module, images: torch.Tensor, labels, what:
         raise ValueError(f"train: the {what} is empty")
     if images.shape[1] != model.in_channels:
         raise ValueError(f"train: the model takes {model.in_channels}-channel images; the {what} has {images.shape[1]}")
+    size = getattr(model, "image_size", None)
+    if size is not None and tuple(size) != tuple(images.shape[2:]):
+        raise ValueError(
+            f"train: the model's image_size is {list(size)}, but the {what} has {images.shape[2]}x{images.shape[3]} "
+            "images (image_size records the size the model samples by default)"
+        )
     check_level_values(images, model.levels, f"train: {what}")
     if model.num_classes is not None:
         if labels is None:

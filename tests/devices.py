@@ -19,6 +19,17 @@ def cuda_skip_reason() -> str | None:
     return None
 
 
+def links_cuda_runtime() -> bool:
+    """Whether the compiled library links torch's CUDA runtime (``libc10_cuda``): read from the
+    binary itself, independently of the build's own record (``pixelfast._build_info``), so the
+    kernel-registration tests compare two sources on a CPU-only build too."""
+    from pathlib import Path
+
+    import pixelfast._C
+
+    return b"libc10_cuda" in Path(pixelfast._C.__file__).read_bytes()
+
+
 CUDA_SKIP = cuda_skip_reason()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(CUDA_SKIP is not None, reason=str(CUDA_SKIP)))]
 

@@ -149,3 +149,72 @@ def test_saved_checkpoint_has_a_normal_file_mode(saved):
     umask = os.umask(0o022)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_flipped_bit_inside_a_tensor_is_refused(tmp_path, saved):
+    path, model, _ = saved
+    weight = max(model.state_dict().values(), key=torch.numel)
+    raw = path.read_bytes()
+    at = raw.find(weight.detach().cpu().numpy().tobytes())
+    assert at > 0  # torch stores tensors uncompressed: the weight's bytes are in the file as they are
+    flipped = bytearray(raw)
+    flipped[at + 5] ^= 0x10
+    damaged = tmp_path / "flipped.pt"
+    damaged.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="CRC"):
+        load_checkpoint(damaged)
+
+
+def test_non_finite_weights_and_bad_metrics_are_refused(tmp_path, model):
+    good = make_checkpoint(model)
+    state = dict(good["model_state"])
+    key = next(iter(state))
+    state[key] = torch.full_like(state[key], float("nan"))
+    torch.save({**good, "model_state": state}, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=f"{key}.*NaN or infinite"):
+        load_model(tmp_path / "nan.pt")
+    torch.save({**good, "metrics": [1, 2]}, tmp_path / "metrics.pt")
+    with pytest.raises(CheckpointError, match="metrics must be a dict"):
+        load_checkpoint(tmp_path / "metrics.pt")
+
+
+def test_a_config_with_a_million_layers_is_refused_before_building(tmp_path, model):
+    import time
+
+    good = make_checkpoint(model)
+    torch.save({**good, "model_config": {**good["model_config"], "num_layers": 10**6}}, tmp_path / "big.pt")
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match="num_layers=1000000.*2 layers"):
+        load_model(tmp_path / "big.pt")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_folders_pipes_and_unreadable_files_are_named_as_such(tmp_path, saved, monkeypatch):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_checkpoint(tmp_path)
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(fifo)
+    path = saved[0]
+    real_open = open
+
+    def refusing_open(file, *args, **kwargs):  # as a file without read permission (tests may run as root)
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(PermissionError, match="permission denied"):
+        load_checkpoint(path)
+
+
+def test_a_save_cleans_up_what_a_killed_save_left(tmp_path, model):
+    path = tmp_path / "model.pt"
+    leftovers = [tmp_path / ".model.pt.abc123.tmp", tmp_path / ".model.pt.x_y.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.abc123.tmp"  # another checkpoint's save in progress: not ours
+    other.write_bytes(b"busy")
+    save_checkpoint(path, model)
+    assert sorted(os.listdir(tmp_path)) == [".other.pt.abc123.tmp", "model.pt"]

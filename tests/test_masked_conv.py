@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
-from devices import DEVICES, tolerance
+from devices import DEVICES, links_cuda_runtime, tolerance
 from hypothesis import strategies as st
 
 import pixelfast
@@ -205,6 +205,11 @@ def test_module_matches_reference_and_initialises_masked_weights_to_zero(device)
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), torch.randn(4)), ValueError, "bias"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "C"), ValueError, "mask_type"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 2), ValueError, "color_groups"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", True), ValueError, "color_groups"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 0, 5), torch.randn(3, 3, 3, 3)), ValueError, "H, W >= 1"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 0), torch.randn(3, 3, 3, 3)), ValueError, "H, W >= 1"),
+        (lambda: masked_conv2d(torch.randn(1, 0, 5, 5), torch.randn(3, 0, 3, 3)), ValueError, "one input channel"),
+        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(0, 3, 3, 3)), ValueError, "one output"),
         (lambda: MaskedConv2d(4, 6, 3, "A", color_groups=3), ValueError, "divisible by 3"),
         (lambda: MaskedConv2d(3, 6, 4, "A"), ValueError, "odd"),
         (lambda: MaskedConv2d(3, 6, 3, "a"), ValueError, "mask_type"),
@@ -238,7 +243,9 @@ def test_cuda_kernel_registered_when_built_with_cuda():
         "pixelfast::masked_conv2d_backward", "CUDA"
     )
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d_backward", "CPU")
     assert has_cuda_kernel == has_cuda_backward == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA
+    assert has_cuda_kernel == links_cuda_runtime()  # read from the binary, not from the build's record
 
 
 CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)

@@ -177,3 +177,25 @@ def test_checkpoint_of_a_trained_model_reloads_to_the_same_bits_per_dim(tmp_path
     assert bits_per_dim(again, digits[1]) == pytest.approx(bits_per_dim(model, digits[1]), abs=1e-6)
     save_checkpoint(tmp_path / "copy.pt", again, epoch=1)
     assert load_checkpoint(tmp_path / "copy.pt")["optimizer_state"] is None
+
+
+def test_an_existing_checkpoint_is_never_replaced_by_a_fresh_run(tmp_path, digits):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"an older run")
+    with pytest.raises(FileExistsError, match="already exists"):
+        run(digits, out, epochs=1)
+    assert out.read_bytes() == b"an older run"
+    with pytest.raises(ValueError, match="contradict"):
+        train("GatedPixelCNN", digits[0], out=out, resume=True, overwrite=True)
+    train_set, test_set = digits
+    train("GatedPixelCNN", train_set, model_config=TINY, epochs=1, batch_size=16, device="cpu", out=out,
+          overwrite=True, progress=False, log=lambda message: None)
+    assert load_checkpoint(out)["epoch"] == 1
+
+
+def test_divergence_without_a_checkpoint_says_nothing_was_saved(digits):
+    from pixelfast.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="stopped in epoch 1: .*nothing was saved"):
+        train("GatedPixelCNN", digits[0], test_data=digits[1], model_config=TINY, epochs=2, batch_size=48,
+              lr=1e30, device="cpu", progress=False, log=lambda message: None)

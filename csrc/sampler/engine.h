@@ -111,6 +111,9 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
   return d;
 }
 
+// How many CPU engine calls went on with one thread because other programs held the cores.
+int64_t sampler_solo_runs();
+
 std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,

@@ -78,6 +78,9 @@ int64_t involuntary_switches() {
 // A row in which the team was preempted this often is one in which other programs hold the cores.
 constexpr int64_t kPreemptions = 4;
 
+// How many engine calls have gone on with one thread since the library was loaded (see keep_going).
+std::atomic<int64_t> solo_runs{0};
+
 // The barrier of the engine's thread team: one wait per op, a few hundred thousand per image, so it
 // spins (well under a microsecond when every thread has a core). A waiter that spins too long
 // sleeps on the generation counter instead (a futex), leaving the core to whoever needs it.
@@ -221,6 +224,7 @@ struct CpuEngine {
     barrier->wait();
     if (!solo->load()) return true;
     team = 1;
+    if (rank == 0) solo_runs.fetch_add(1);
     return rank == 0;
   }
 
@@ -259,6 +263,8 @@ void run_team(const CpuEngine<scalar_t>& engine) {
 }
 
 }  // namespace
+
+int64_t sampler_solo_runs() { return solo_runs.load(); }
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,

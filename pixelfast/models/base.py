@@ -39,7 +39,8 @@ class PixelModel(nn.Module):
 
     Subclasses set ``name`` (their key in ``pixelfast.models.MODELS``) and ``config_keys`` (their
     own constructor arguments, kept as attributes of the same names), call ``set_widths`` in their
-    constructor and ``prepare(x, labels)`` at the top of ``forward``.
+    constructor and ``prepare(x, labels)`` at the top of ``forward``, and keep their ``num_layers``
+    layers in an ``nn.ModuleList`` named ``blocks`` (checkpoint loading counts them before building).
     """
 
     name = ""

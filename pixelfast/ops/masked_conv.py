@@ -61,8 +61,8 @@ def check_masked_conv_args(
         raise ValueError(f"masked_conv2d: kernel size must be odd and in 1..{MAX_KERNEL_SIZE}, got {k}")
     if mask_type not in MASK_TYPES:
         raise ValueError(f"masked_conv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-    if color_groups not in (1, 3):
-        raise ValueError(f"masked_conv2d: color_groups must be 1 or 3, got {color_groups}")
+    if isinstance(color_groups, bool) or color_groups not in (1, 3):
+        raise ValueError(f"masked_conv2d: color_groups must be 1 or 3, got {color_groups!r}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"masked_conv2d: input must be float32 or float64, got {x.dtype}")
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
@@ -76,6 +76,10 @@ def check_masked_conv_args(
             f"weight on {weight.device}" + ("" if bias is None else f", bias on {bias.device}")
         )
     out_channels, in_channels = weight.shape[0], weight.shape[1]
+    if out_channels < 1 or in_channels < 1:
+        raise ValueError(f"masked_conv2d: weight must have at least one output and one input channel, got {tuple(weight.shape)}")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"masked_conv2d: input must have H, W >= 1, got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
         raise ValueError(
             f"masked_conv2d: input has {x.shape[1]} channels but the weight expects {in_channels}"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import threading
 import warnings
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from pixelfast.data import check_level_values
+from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
@@ -29,6 +32,9 @@ from pixelfast.sampling.precision import full_fp32
 
 METHODS = ("auto", "naive", "cached")
 MODEL_ATTRIBUTES = ("in_channels", "levels", "num_classes", "image_size")
+# The most sub-pixels (n * C * H * W) one call draws: its int64 canvas alone is then 16 GiB.
+# Checked before anything is allocated, so a mistyped n or size fails at once; split bigger jobs.
+MAX_SUB_PIXELS = 2**31
 
 Sampler = Callable[..., torch.Tensor]
 
@@ -63,16 +69,20 @@ def sample(
     - ``method``: ``"naive"`` (re-run the network for every sub-pixel), ``"cached"`` (the
       compiled incremental engine) or ``"auto"`` (cached when available, else naive).
     - ``device``: where to sample; default the model's device. The model is moved there for the
-      call and moved back afterwards. The result is on this device.
+      call and its own tensors are put back afterwards, also when the call fails. The result is on
+      this device.
 
-    Runs under ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see
+    At most :data:`MAX_SUB_PIXELS` sub-pixels (``n * C * H * W``) per call. Runs under
+    ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see
     :mod:`pixelfast.sampling.precision`, so the naive sampler's convolutions compute what the
-    engine computes); the model's training mode and the precision settings are restored afterwards.
+    engine computes); the model's training mode and the precision settings are restored afterwards,
+    also when several threads sample from one model at once.
     """
     _check_model(model)
     n = _check_n(n)
     height, width = _check_size(size, model, image)
     channels, levels = model.in_channels, model.levels
+    check_canvas(n, channels, height, width)
     label_tensor = _check_labels(labels, model, n)
     temperature = _check_temperature(temperature)
     generator = _check_generator(generator)
@@ -81,11 +91,11 @@ def sample(
         raise ValueError(f"sample: method must be one of {METHODS}, got {method!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"sample: progress must be True or False, got {progress!r}")
+    home = _model_device(model)
+    target = check_device(device, "sample") if device is not None else home
     run = _pick_method(method, model)
 
-    home = _model_device(model)
-    target = torch.device(device) if device is not None else home
-    with _eval_no_grad(model), _on_device(model, home, target), full_fp32():
+    with eval_no_grad(model), _on_device(model, home, target), full_fp32():
         x = x.to(target)
         known_mask = known_mask.to(target)
         if label_tensor is not None:
@@ -153,6 +163,16 @@ def _check_n(n) -> int:
     return int(n)
 
 
+def check_canvas(n: int, channels: int, height: int, width: int) -> None:
+    """Refuse a call that would draw more than :data:`MAX_SUB_PIXELS` sub-pixels."""
+    total = n * channels * height * width
+    if total > MAX_SUB_PIXELS:
+        raise ValueError(
+            f"sample: {n} images of {channels}x{height}x{width} are {total} sub-pixels, more than one "
+            f"call draws ({MAX_SUB_PIXELS}); ask for fewer or smaller images per call"
+        )
+
+
 def _check_size(size, model: nn.Module, image) -> tuple[int, int]:
     if size is None:
         size = model.image_size
@@ -190,6 +210,7 @@ def _check_labels(labels, model: nn.Module, n: int) -> torch.Tensor | None:
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
     if _is_int(labels):
+        _check_label_range([labels], num_classes)
         tensor = torch.full((n,), int(labels), dtype=torch.int64)
     elif isinstance(labels, torch.Tensor):
         if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
@@ -203,6 +224,7 @@ def _check_labels(labels, model: nn.Module, n: int) -> torch.Tensor | None:
     elif isinstance(labels, (list, tuple)):
         if not all(_is_int(v) for v in labels):
             raise TypeError(f"sample: labels must be ints, got {labels!r}")
+        _check_label_range(labels, num_classes)
         tensor = torch.tensor([int(v) for v in labels], dtype=torch.int64)
     else:
         raise TypeError(f"sample: labels must be an int, a sequence of ints or a tensor, got {type(labels).__name__}")
@@ -214,6 +236,13 @@ def _check_labels(labels, model: nn.Module, n: int) -> torch.Tensor | None:
             f"sample: labels must be in 0..{num_classes - 1}, got values in {int(tensor.min())}..{int(tensor.max())}"
         )
     return tensor
+
+
+def _check_label_range(values, num_classes: int) -> None:
+    # Before any tensor is made: an int beyond int64 (say 2**70) must be a range error too.
+    bad = [int(v) for v in values if not 0 <= v < num_classes]
+    if bad:
+        raise ValueError(f"sample: labels must be in 0..{num_classes - 1}, got {bad[0]}")
 
 
 def _check_temperature(temperature) -> float:
@@ -286,24 +315,48 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+_modes_lock = threading.Lock()
+_modes: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [calls, was_training]
+
+
 @contextlib.contextmanager
-def _eval_no_grad(model: nn.Module):
-    was_training = model.training
-    model.eval()
+def eval_no_grad(model: nn.Module):
+    """Eval mode and no grad for the call; the first of overlapping calls on one model records its
+    training mode and the last one restores it, so concurrent calls cannot leave it in eval mode."""
+    with _modes_lock:
+        entry = _modes.get(model)
+        if entry is None:
+            entry = _modes[model] = [0, model.training]
+            model.eval()
+        entry[0] += 1
     try:
         with torch.no_grad():
             yield
     finally:
-        model.train(was_training)
+        with _modes_lock:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _modes[model]
+                model.train(entry[1])
 
 
 @contextlib.contextmanager
 def _on_device(model: nn.Module, home: torch.device, target: torch.device):
+    """Move the model to ``target`` for the call, then put back its own tensors (not copies moved
+    back, which a failed move, e.g. to a device without memory, could have lost)."""
     if target == home:
         yield
         return
-    model.to(target)
+    saved = [(module, dict(module._parameters), {k: (p.data, p.grad) for k, p in module._parameters.items()
+                                                    if p is not None}, dict(module._buffers))
+             for module in model.modules()]
     try:
+        model.to(target)
         yield
     finally:
-        model.to(home)
+        for module, parameters, data, buffers in saved:
+            module._parameters.update(parameters)
+            for key, (tensor, grad) in data.items():
+                parameters[key].data = tensor
+                parameters[key].grad = grad
+            module._buffers.update(buffers)
