@@ -440,3 +440,9 @@ def test_cli_upscale_without_the_shipped_model_is_a_clear_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "shipped default model (pixelfast/assets/not_shipped.pt)" in err
 
+
+
+def test_upscale_refuses_a_huge_n_at_once():
+    model = SuperResolution(1, 4, scale=2, conditioning_channels=4, conditioning_blocks=1)
+    with pytest.raises(ValueError, match="sub-pixels"):
+        pixelfast.upscale(model, torch.zeros(2, 1, 3, 3, dtype=torch.long), n=10**12, progress=False)

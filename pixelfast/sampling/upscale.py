@@ -22,7 +22,8 @@ import torch
 from pixelfast.data import check_level_values
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.sampling.api import (
-    METHODS, _cached_engine, _check_generator, _check_n, _check_temperature, _eval_no_grad, _model_device,
+    METHODS, _cached_engine, _check_generator, _check_n, _check_temperature, _model_device, check_canvas,
+    eval_no_grad,
 )
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.categorical import categorical, draw_uniforms
@@ -63,9 +64,10 @@ def upscale(
     if not isinstance(progress, bool):
         raise TypeError(f"upscale: progress must be True or False, got {progress!r}")
     cached = model.prior is not None and _use_engine(method, model)
+    check_canvas(low.shape[0] * n, low.shape[1], model.scale * low.shape[2], model.scale * low.shape[3])
 
     device = _model_device(model)
-    with _eval_no_grad(model), full_fp32():
+    with eval_no_grad(model), full_fp32():
         low = low.to(device)
         batch, channels, height, width = low.shape
         high = torch.zeros(batch * n, channels, model.scale * height, model.scale * width,
