@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint path, rewritten (atomically) after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --out where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out with a fresh run")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32, or mixed precision under torch.autocast: bf16 (CPU or GPU), fp16 (GPU)")
     p.add_argument("--hidden-channels", type=_int_at_least(1))
     p.add_argument("--num-layers", type=_int_at_least(0))
     p.add_argument("--kernel-size", type=_int_at_least(1))
@@ -254,7 +256,7 @@ def _run_train(args) -> int:
         args.model, args.data, root=args.root, levels=args.levels, download=args.download,
         channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed, out=args.out,
-        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        resume=args.resume, overwrite=args.overwrite, precision=args.precision, progress=not args.no_progress,
     )
     if result.history and result.history[-1]["test_bits_per_dim"] is not None:
         print(f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "

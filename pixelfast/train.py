@@ -35,6 +35,8 @@ from pixelfast.device import check_device
 from pixelfast.evaluate import bits_per_dim
 
 EVAL_BATCH_SIZE = 256
+# Mixed precision: the autocast dtype of each `precision` (None: plain float32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -63,6 +65,7 @@ def train(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
@@ -81,6 +84,9 @@ def train(
       from it (a missing file starts afresh); the model must match the checkpoint's. An existing
       file is never replaced by a fresh run unless ``overwrite=True``.
 
+    - ``precision``: ``"fp32"``, or mixed precision under ``torch.autocast``: ``"bf16"`` (CPU or
+      GPU), ``"fp16"`` (GPU, with a gradient scaler). The weights and optimizer stay float32.
+
     Training stops with a :class:`TrainingDiverged` error when the loss, the weights or the
     held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
@@ -93,6 +99,8 @@ def train(
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
     if resume and out is None:
         raise ValueError("train: resume=True needs the checkpoint path (out=...)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"train: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if resume and overwrite:
         raise ValueError("train: resume=True and overwrite=True contradict each other; choose one")
     if out is not None and not Path(out).parent.is_dir():
@@ -122,10 +130,15 @@ def train(
         test_images, test_labels = as_tensors(test_set)
         _check_model_fits_data(model, test_images, test_labels, "held-out data")
 
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"train: precision='fp16' needs a CUDA device (use 'bf16' on {device.type})")
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    amp_dtype = PRECISIONS[precision]
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     settings = {"data": data_name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
-                "seed": seed, "epochs": epochs, "limit": limit}
+                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision}
     start_epoch, history = 0, []
     out = Path(out) if out is not None else None
     if resume:
@@ -153,12 +166,14 @@ def train(
                 index = order[start : start + batch_size]
                 x = train_images[index].to(device=device, dtype=torch.int64)
                 y = train_labels[index].to(device) if conditional else None
-                loss = _loss(model, x, y)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = _loss(model, x, y)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(_diverged(f"the loss became {loss.item()}", epoch, out))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 total_nats += loss.item() * index.numel()
                 bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
             bar.close()

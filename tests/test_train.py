@@ -199,3 +199,40 @@ def test_divergence_without_a_checkpoint_says_nothing_was_saved(digits):
     with pytest.raises(TrainingDiverged, match="stopped in epoch 1: .*nothing was saved"):
         train("GatedPixelCNN", digits[0], test_data=digits[1], model_config=TINY, epochs=2, batch_size=48,
               lr=1e30, device="cpu", progress=False, log=lambda message: None)
+
+
+def test_bf16_training_runs_under_autocast_and_tracks_float32(digits):
+    train_set, test_set = digits
+    results = {}
+    for precision in ("fp32", "bf16"):
+        result = train("GatedPixelCNN", train_set, test_data=test_set, model_config=TINY, epochs=2, batch_size=16,
+                       lr=3e-3, device="cpu", seed=0, precision=precision, progress=False, log=lambda m: None)
+        results[precision] = result.history[-1]["test_bits_per_dim"]
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert math.isfinite(results["bf16"])
+    assert results["bf16"] == pytest.approx(results["fp32"], rel=0.03)
+
+
+def test_the_training_step_runs_under_autocast_only_for_mixed_precision(digits, monkeypatch):
+    import pixelfast.train as training
+
+    enabled = []
+    original = training._loss
+
+    def recording(model, x, labels):
+        enabled.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return original(model, x, labels)
+
+    monkeypatch.setattr(training, "_loss", recording)
+    for precision, expected in (("fp32", False), ("bf16", True)):
+        enabled.clear()
+        train("GatedPixelCNN", digits[0], model_config=TINY, epochs=1, batch_size=16, device="cpu",
+              precision=precision, progress=False, log=lambda m: None)
+        assert enabled and all(flag == expected for flag in enabled)
+
+
+def test_precision_errors(digits):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train("GatedPixelCNN", digits[0], model_config=TINY, device="cpu", precision="fp8", progress=False)
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        train("GatedPixelCNN", digits[0], model_config=TINY, device="cpu", precision="fp16", progress=False)
