@@ -453,8 +453,8 @@ def _run_experiment_mode_averaging(args) -> int:
     print(f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "
           f"{result.data_fraction:.3f}")
     for name, fraction in result.fractions.items():
-        print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant "
-              f"(trained {result.seconds[name]:.0f} s)")
+        print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant, "
+              f"{result.blank[name]:.3f} are blank (trained {result.seconds[name]:.0f} s)")
     print(f"(seed {args.seed}) first {shown} draws of each, one row per model -> {out}")
     return 0
 

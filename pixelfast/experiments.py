@@ -258,6 +258,7 @@ def one_quadrant(images: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
 @dataclasses.dataclass
 class ModeAveragingResult:
     fractions: dict[str, float]  # model -> fraction of its draws with ink in exactly one quadrant
+    blank: dict[str, float]  # model -> fraction of its draws with no ink at all
     draws: dict[str, torch.Tensor]  # model -> its images (levels [count, 1, 28, 28])
     data_fraction: float  # the same count on the training canvases (1.0 up to the threshold)
     seconds: dict[str, float]  # model -> training seconds
@@ -306,7 +307,7 @@ def mode_averaging(
         MODE_AVERAGING_MODELS[1]: (dict(objective="independent"), epochs),
         MODE_AVERAGING_MODELS[2]: (dict(objective="joint", prior_config=prior_config), prior_epochs or epochs),
     }
-    fractions, draws, seconds = {}, {}, {}
+    fractions, blank, draws, seconds = {}, {}, {}, {}
     for index, (name, (options, model_epochs)) in enumerate(specs.items()):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + index)
@@ -320,7 +321,8 @@ def mode_averaging(
             images = upscale(model, constant, n=count, generator=seed, progress=progress).long()
         draws[name] = images
         fractions[name] = one_quadrant(images).double().mean().item()
-    return ModeAveragingResult(fractions, draws, one_quadrant(canvases).double().mean().item(), seconds)
+        blank[name] = (images.flatten(1).sum(1) == 0).double().mean().item()
+    return ModeAveragingResult(fractions, blank, draws, one_quadrant(canvases).double().mean().item(), seconds)
 
 
 def _fit_constant_input(model, canvases, constant, epochs, batch_size, lr, seed, progress, name) -> float:

@@ -77,6 +77,7 @@ def test_mode_averaging_trains_draws_and_counts():
     for name, images in result.draws.items():
         assert images.shape == (5, 1, 28, 28) and 0 <= images.min() and images.max() <= 255
         assert result.fractions[name] == one_quadrant(images).double().mean().item()
+        assert result.blank[name] == (images.flatten(1).sum(1) == 0).double().mean().item()
     l2 = result.draws[MODE_AVERAGING_MODELS[0]]
     assert (l2 == l2[:1]).all()  # the regression's draw is its one prediction
     with pytest.raises(ValueError, match="must be >= 1"):
@@ -165,7 +166,7 @@ def test_cli_experiment_mode_averaging(tmp_path, capsys):
     assert code == 0 and out.is_file(), printed
     assert "training canvases (8, one digit each) with ink in exactly one quadrant: 1.000" in printed
     for name in MODE_AVERAGING_MODELS:
-        assert f"{name}: " in printed and "of 3 draws" in printed
+        assert f"{name}: " in printed and "of 3 draws" in printed and "are blank" in printed
 
 
 def test_cli_experiment_errors_are_one_line(tmp_path, capsys):

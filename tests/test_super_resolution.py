@@ -441,6 +441,35 @@ def test_cli_upscale_without_the_shipped_model_is_a_clear_error(tmp_path, capsys
     assert code == 2 and err.count("\n") == 1 and "shipped default model (pixelfast/assets/not_shipped.pt)" in err
 
 
+# --- the shipped model ----------------------------------------------------------------------------
+
+
+def test_the_shipped_model_loads_and_upscales(tmp_path, capsys):
+    """``pixelfast/assets/default_sr_digits.pt``: a joint model 7x7 -> 28x28 over 256 levels that
+    ``pixelfast upscale`` uses when no checkpoint is given; its samples are consistent with the input."""
+    from PIL import Image
+
+    from pixelfast import cli
+
+    resource = cli.default_checkpoint(cli.DEFAULT_SR_CHECKPOINT)
+    assert resource.is_file(), "the shipped super-resolution model is missing from the package"
+    model = load_model(str(resource))
+    assert isinstance(model, SuperResolution) and model.objective == "joint"
+    assert (model.in_channels, model.levels, model.scale, model.image_size) == (1, 256, 4, (28, 28))
+    truth = mnist_digits("test").images[:2].long()
+    low = downsample(truth, 4)
+    high = pixelfast.upscale(model, low, n=2, temperature=0.8, generator=0, progress=False)
+    assert high.shape == (4, 1, 28, 28) and high.dtype == torch.uint8
+    # a trained model draws digits that downsample back close to their input (an untrained one does not)
+    error = (downsample(high.long(), 4) - low.repeat_interleave(2, 0)).double().abs().mean().item()
+    assert error < 20, error
+    out = tmp_path / "up.png"
+    assert cli.main(["upscale", "--demo", "--count", "1", "--n", "1", "--seed", "0", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "upscaled 1 image(s) 7x7 -> 28x28" in capsys.readouterr().out
+    with Image.open(out) as grid:  # input, one sample, truth
+        assert grid.size == (2 + 3 * 30, 32)
+
 
 def test_upscale_refuses_a_huge_n_at_once():
     model = SuperResolution(1, 4, scale=2, conditioning_channels=4, conditioning_blocks=1)
