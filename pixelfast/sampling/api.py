@@ -119,7 +119,8 @@ def _cached_engine(model: nn.Module) -> Sampler:
     return sample_cached
 
 
-def _pick_method(method: str, model: nn.Module) -> Sampler:
+def _pick_method(method: str, model: nn.Module, caller: str = "sample") -> Sampler:
+    """The sampler ``method`` names; ``caller`` names the public function in the fallback warning."""
     if method == "naive":
         return sample_naive
     if method == "cached":
@@ -127,7 +128,7 @@ def _pick_method(method: str, model: nn.Module) -> Sampler:
     try:  # "auto": the cached engine when it can run the model, else naive with a warning
         return _cached_engine(model)
     except (UnsupportedModelError, RuntimeError) as error:
-        warnings.warn(f"sample: falling back to the naive sampler: {error}", stacklevel=3)
+        warnings.warn(f"{caller}: falling back to the naive sampler: {error}", stacklevel=3)
         return sample_naive
 
 

@@ -15,20 +15,17 @@ A model without a prior (``objective="independent"`` or ``"l2"``) draws every su
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from pixelfast.data import check_level_values
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.sampling.api import (
-    METHODS, _cached_engine, _check_generator, _check_n, _check_temperature, _model_device, check_canvas,
+    METHODS, _check_generator, _check_n, _check_temperature, _model_device, _pick_method, check_canvas,
     eval_no_grad,
 )
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.categorical import categorical, draw_uniforms
 from pixelfast.sampling.naive import sample_naive
-from pixelfast.sampling.plan import UnsupportedModelError
 from pixelfast.sampling.precision import full_fp32
 
 
@@ -63,7 +60,7 @@ def upscale(
         raise ValueError(f"upscale: method must be one of {METHODS}, got {method!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"upscale: progress must be True or False, got {progress!r}")
-    cached = model.prior is not None and _use_engine(method, model)
+    cached = model.prior is not None and _pick_method(method, model, "upscale") is sample_cached
     check_canvas(low.shape[0] * n, low.shape[1], model.scale * low.shape[2], model.scale * low.shape[3])
 
     device = _model_device(model)
@@ -81,20 +78,6 @@ def upscale(
         else:  # the model's second input is the low-resolution image
             out = sample_naive(model, high, known, low.repeat_interleave(n, 0), temperature, generator, progress)
     return out.to(torch.uint8)
-
-
-def _use_engine(method: str, model: SuperResolution) -> bool:
-    if method == "naive":
-        return False
-    if method == "cached":
-        _cached_engine(model)
-        return True
-    try:
-        _cached_engine(model)
-        return True
-    except (UnsupportedModelError, RuntimeError) as error:
-        warnings.warn(f"upscale: falling back to the naive sampler: {error}", stacklevel=3)
-        return False
 
 
 def _check_low(low, model: SuperResolution) -> torch.Tensor:
