@@ -128,8 +128,7 @@ def conditioned_plan(model):
 
     builder = planning.PlanBuilder(torch.float64, torch.device("cpu"))
     builder.buffer(model.in_channels)
-    original = builder.head
-    builder.head = lambda features, head, groups: original(features, head, groups, condition=True)
+    builder.condition_logits = True
     with torch.no_grad():
         planning.LOWERINGS[type(model)](model, builder)
     return builder.plan

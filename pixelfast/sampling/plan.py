@@ -172,9 +172,9 @@ class PlanBuilder:
         """``dst += condition`` at each position: the engine call's per-image input map."""
         self._op(CONDITION, PIXEL, dst, -1, groups)
 
-    def head(self, features: int, head: OutputHead, groups: int, condition: bool | None = None) -> None:
-        """The output head and the draw; ``condition`` adds the call's condition to the logits
-        (None: when the builder's ``condition_logits`` says so)."""
+    def head(self, features: int, head: OutputHead, groups: int) -> None:
+        """The output head and the draw; with ``condition_logits`` set, the call's condition is added
+        to the logits first."""
         hidden_in = self.buffer(self.plan.buffers[features][0])
         self.relu(hidden_in, features, groups)
         hidden = self.buffer(head.hidden.out_channels)
@@ -182,7 +182,7 @@ class PlanBuilder:
         self.relu(hidden, hidden, groups)
         logits = self.buffer(head.out.out_channels)
         self.masked_conv(logits, hidden, head.out)
-        if self.condition_logits if condition is None else condition:
+        if self.condition_logits:
             self.condition(logits, groups)
         self._op(SAMPLE, PIXEL, 0, logits, groups)
 
