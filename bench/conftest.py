@@ -44,6 +44,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             exponent = math.log(large_t / small_t) / math.log(large_px / small_px)
             detail = ", ".join(f"{px} px: {t:.3f} s" for px, t in sorted(points))
             lines.append(f"{group}\n    {detail}; time ~ pixels^{exponent:.3f}")
+    reports = [bench.extra_info["report"] for bench in session.benchmarks if "report" in bench.extra_info]
+    if reports:
+        terminalreporter.section("pixelfast measurements")
+        for line in reports:
+            terminalreporter.write_line(line)
     if lines:
         terminalreporter.section("pixelfast speed-ups (plain median / fast median, same run)")
         for line in lines:

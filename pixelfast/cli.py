@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out with a fresh run")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32, or mixed precision under torch.autocast: bf16 (CPU or GPU), fp16 (GPU)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start a fresh run from this checkpoint's weights (a model of the same kind; "
+                        "added Gated PixelCNN layers start as identities)")
+    p.add_argument("--augment-shift", type=_int_at_least(0), default=0, metavar="K",
+                   help="shift each training image by a random -K..K pixels in each direction (default: 0)")
     p.add_argument("--hidden-channels", type=_int_at_least(1))
     p.add_argument("--num-layers", type=_int_at_least(0))
     p.add_argument("--kernel-size", type=_int_at_least(1))
@@ -120,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --- sample ---
     p = commands.add_parser("sample", help="draw images into a PNG grid")
     p.add_argument("--checkpoint", default=None, help="default: the shipped class-conditional MNIST model")
-    p.add_argument("--n", type=_int_at_least(1), default=64, help="number of images (default: %(default)s)")
+    p.add_argument("--n", "--num-images", dest="n", type=_int_at_least(1), default=64,
+                   help="number of images (default: %(default)s); under torchrun write --num-images (torchrun takes --n for its own)")
     p.add_argument("--out", required=True, help="PNG file to write (its name must end in .png)")
     p.add_argument(
         "--labels", default=None,
@@ -191,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="PNG: one row of draws per model")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(run=_run_experiment_mode_averaging)
+    e = experiments.add_parser(
+        "class-agreement",
+        help="class-conditional samples of a digits model: how many does a logistic-regression classifier "
+        "(trained on the 4,500 training digits) label as the asked digit",
+    )
+    e.add_argument("--checkpoint", default=None, help="a class-conditional 28x28 digits model (default: the shipped one)")
+    e.add_argument("--count", type=_int_at_least(1), default=1000, help="samples per temperature (default: %(default)s)")
+    e.add_argument("--temperature", type=_positive_float, nargs="+", default=[1.0], help="default: 1.0")
+    e.add_argument("--seed", type=_int_at_least(0), default=0)
+    e.add_argument("--out", default=None, help="PNG grid of the first 100 samples at the first temperature")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=_run_experiment_class_agreement)
     p.set_defaults(run=_run_experiment_missing)
     return parser
 
@@ -236,7 +254,9 @@ def _positive_float(text: str) -> float:
 
 
 def _run_train(args) -> int:
-    from pixelfast.train import train
+    from pixelfast import distributed
+    from pixelfast.device import check_device
+    from pixelfast.train import default_device, train
 
     config: dict = {}
     for key in ("hidden_channels", "num_layers", "kernel_size", "head_channels"):
@@ -252,13 +272,17 @@ def _run_train(args) -> int:
             config[key.replace("-", "_")] = json.loads(text)
         except json.JSONDecodeError:
             config[key.replace("-", "_")] = text
-    result = train(
-        args.model, args.data, root=args.root, levels=args.levels, download=args.download,
-        channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed, out=args.out,
-        resume=args.resume, overwrite=args.overwrite, precision=args.precision, progress=not args.no_progress,
-    )
-    if result.history and result.history[-1]["test_bits_per_dim"] is not None:
+    device = distributed.rank_device(check_device(args.device, "--device") if args.device else default_device())
+    with distributed.launched(device):
+        result = train(
+            args.model, args.data, root=args.root, levels=args.levels, download=args.download,
+            channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, device=device, seed=args.seed, out=args.out,
+            resume=args.resume, overwrite=args.overwrite, precision=args.precision, init_from=args.init_from,
+            augment_shift=args.augment_shift, progress=not args.no_progress,
+        )
+        main_process = distributed.rank() == 0
+    if main_process and result.history and result.history[-1]["test_bits_per_dim"] is not None:
         print(f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "
               f"{result.history[-1]['test_bits_per_dim']:.4f}")
     return 0
@@ -313,6 +337,7 @@ def _write_scores(path: Path, scores, labels, sub_pixels: int) -> None:
 def _run_sample(args) -> int:
     import torch
 
+    from pixelfast import distributed
     from pixelfast.checkpoint import load_model
     from pixelfast.device import check_device
     from pixelfast.images import save_grid
@@ -324,7 +349,7 @@ def _run_sample(args) -> int:
         raise UsageError(f"pixelfast sample: error: --out must name a .png file (it is written as PNG), got {args.out!r}")
     if not out.parent.is_dir():
         raise UsageError(f"pixelfast sample: error: folder {str(out.parent)!r} for --out does not exist")
-    device = check_device(args.device or "cpu", "--device")
+    device = distributed.rank_device(check_device(args.device or "cpu", "--device"))
     with _checkpoint_path(args.checkpoint) as path:
         model = load_model(path, map_location=device)
     size = tuple(args.size) if args.size else model.image_size
@@ -345,16 +370,28 @@ def _run_sample(args) -> int:
     elif args.labels is not None:
         raise UsageError("pixelfast sample: error: --labels given, but the model is unconditional")
     nrow = nrow or max(1, math.ceil(math.sqrt(args.n)))
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    started = time.perf_counter()
-    images = sample(
-        model, args.n, size=size, labels=labels,
-        temperature=args.temperature, generator=seed, method=args.method, progress=not args.no_progress,
-    )
-    seconds = time.perf_counter() - started
-    save_grid(images.cpu(), out, model.levels, nrow=nrow)
+    with distributed.launched(device):
+        # Under torchrun each process draws its share of the images, exactly as one process would.
+        rank, world = distributed.rank(), distributed.world_size()
+        seed = distributed.from_rank_zero(args.seed if args.seed is not None else secrets.randbelow(2**31))
+        start, stop = distributed.share(0, args.n, world, rank)
+        started = time.perf_counter()
+        if stop > start:
+            images = sample(
+                model, args.n, size=size, labels=labels, temperature=args.temperature, generator=seed,
+                method=args.method, progress=not args.no_progress and rank == 0,
+                part=(start, stop) if world > 1 else None,
+            )
+        else:  # more processes than images
+            images = torch.empty(0, model.in_channels, *size, dtype=torch.uint8)
+        images = distributed.gather_to_rank_zero(images)
+        seconds = time.perf_counter() - started
+    if images is None:
+        return 0  # rank 0 writes the grid
+    save_grid(images, out, model.levels, nrow=nrow)
     height, width = images.shape[2:]
-    print(f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s "
+    where = f" over {world} processes" if world > 1 else ""
+    print(f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s{where} "
           f"(method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
     return 0
 
@@ -404,7 +441,7 @@ def _run_upscale(args) -> int:
 
 
 def _run_experiment_missing(args) -> int:
-    raise UsageError("pixelfast experiment: error: choose an experiment: super-resolution or mode-averaging (see --help)")
+    raise UsageError("pixelfast experiment: error: choose an experiment: super-resolution, mode-averaging or class-agreement (see --help)")
 
 
 def _run_experiment_super_resolution(args) -> int:
@@ -456,6 +493,32 @@ def _run_experiment_mode_averaging(args) -> int:
         print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant, "
               f"{result.blank[name]:.3f} are blank (trained {result.seconds[name]:.0f} s)")
     print(f"(seed {args.seed}) first {shown} draws of each, one row per model -> {out}")
+    return 0
+
+
+def _run_experiment_class_agreement(args) -> int:
+    from pixelfast.checkpoint import load_model
+    from pixelfast.data import mnist_digits
+    from pixelfast.experiments import class_agreement, train_logistic_classifier
+    from pixelfast.images import save_grid
+
+    out = _out_path(args.out, "pixelfast experiment class-agreement") if args.out is not None else None
+    with _checkpoint_path(args.checkpoint, DEFAULT_CHECKPOINT) as path:
+        model = load_model(path)
+    if model.num_classes != 10 or model.in_channels != 1 or tuple(model.image_size or ()) != (28, 28):
+        raise UsageError("pixelfast experiment class-agreement: error: the model must be a class-conditional "
+                         "(10 digits) grey 28x28 model")
+    train, test = mnist_digits("train", model.levels), mnist_digits("test", model.levels)
+    classifier = train_logistic_classifier(train.images, train.labels, levels=model.levels)
+    result = class_agreement(model, classifier, count=args.count, temperatures=args.temperature, seed=args.seed,
+                             test_images=test.images, test_labels=test.labels, progress=not args.no_progress)
+    print(f"classifier: logistic regression, {result.classifier_accuracy:.3f} accurate on the "
+          f"{len(test)} held-out digits")
+    for temperature, fraction in result.fractions.items():
+        print(f"temperature {temperature:g}: {fraction:.3f} of {args.count} samples show the asked digit")
+    if out is not None:
+        save_grid(result.samples[args.temperature[0]][:100], out, model.levels, nrow=10)
+        print(f"(seed {args.seed}) first 100 samples at temperature {args.temperature[0]:g} -> {out}")
     return 0
 
 

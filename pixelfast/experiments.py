@@ -91,6 +91,81 @@ def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     return hits / images.shape[0]
 
 
+# --- does a class-conditional sample show the asked digit? -------------------------------------
+
+
+def train_logistic_classifier(
+    images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256, weight_decay: float = 1e-4, steps: int = 200,
+) -> nn.Module:
+    """Multinomial logistic regression on the pixels (levels scaled to [0, 1]) of ``images
+    [N, 1, 28, 28]``: ``nn.Linear(784, 10)`` fitted by full-batch L-BFGS to the cross entropy plus
+    ``weight_decay`` times the squared weights. Deterministic: it starts from zero weights."""
+    _check_digits(images, levels, "train_logistic_classifier: images")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"train_logistic_classifier: labels must be [{images.shape[0]}] digits 0..9")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    nn.init.zeros_(model[1].weight)
+    nn.init.zeros_(model[1].bias)
+    x = images.to(torch.float32) / (levels - 1)
+    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), labels) + weight_decay * model[1].weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return _Scaled(model, levels).eval()
+
+
+class _Scaled(nn.Module):
+    """A classifier of levels: divides by ``levels - 1`` before ``inner``."""
+
+    def __init__(self, inner: nn.Module, levels: int) -> None:
+        super().__init__()
+        self.inner, self.levels = inner, levels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner(images.to(torch.float32) / (self.levels - 1))
+
+
+@dataclasses.dataclass
+class Agreement:
+    """:func:`class_agreement`'s result: for each temperature, the fraction of the samples that
+    the classifier labels as the asked class; the classifier's accuracy on held-out real digits."""
+
+    fractions: dict[float, float]
+    classifier_accuracy: float
+    count: int
+    samples: dict[float, torch.Tensor]
+
+
+def class_agreement(
+    model: nn.Module, classifier: nn.Module, *, count: int = 1000, temperatures=(1.0,), seed: int = 0,
+    test_images: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, progress: bool = True,
+) -> Agreement:
+    """Draw ``count`` class-conditional samples from ``model`` at each temperature (labels
+    ``0, 1, .., 9, 0, 1, ..``, seed ``seed``) and measure how many ``classifier`` labels as asked."""
+    from pixelfast.sampling import sample
+
+    if getattr(model, "num_classes", None) != 10:
+        raise ValueError("class_agreement: the model must be class-conditional over the 10 digits (num_classes=10)")
+    if count < 1:
+        raise ValueError(f"class_agreement: count must be >= 1, got {count}")
+    labels = torch.arange(count) % 10
+    fractions, samples = {}, {}
+    for temperature in temperatures:
+        drawn = sample(model, count, labels=labels, temperature=temperature, generator=seed, progress=progress)
+        samples[temperature] = drawn
+        fractions[temperature] = accuracy(classifier, drawn.long(), labels)
+    held_out = float("nan")
+    if test_images is not None:
+        held_out = accuracy(classifier, test_images.long(), test_labels)
+    return Agreement(fractions, held_out, count, samples)
+
+
 # --- the super-resolution measurements ---------------------------------------------------------
 
 

@@ -21,7 +21,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
+
+from pixelfast import distributed
 
 from pixelfast.checkpoint import (
     CheckpointError,
@@ -66,6 +69,8 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     precision: str = "fp32",
+    init_from: str | os.PathLike | None = None,
+    augment_shift: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
@@ -87,6 +92,14 @@ def train(
     - ``precision``: ``"fp32"``, or mixed precision under ``torch.autocast``: ``"bf16"`` (CPU or
       GPU), ``"fp16"`` (GPU, with a gradient scaler). The weights and optimizer stay float32.
 
+    - ``init_from``: start a fresh run from another checkpoint's weights instead of random ones: a
+      model of the same kind whose every tensor fits this one (same name and shape). Tensors the
+      source lacks keep their fresh values, and the model's ``grown_from`` hook may adjust them
+      (the Gated PixelCNN zeroes the residual output of added blocks, so a deeper model starts out
+      computing exactly what the source did). The optimizer starts fresh.
+    - ``augment_shift``: shift each training image by a random ``(dy, dx)`` in
+      ``-augment_shift .. augment_shift`` (edges repeated), drawn per epoch from the epoch's seed.
+
     Training stops with a :class:`TrainingDiverged` error when the loss, the weights or the
     held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
@@ -101,6 +114,9 @@ def train(
         raise ValueError("train: resume=True needs the checkpoint path (out=...)")
     if precision not in PRECISIONS:
         raise ValueError(f"train: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    augment_shift = _check_int("augment_shift", augment_shift, 0)
+    if init_from is not None and resume:
+        raise ValueError("train: init_from starts a fresh run; it cannot be combined with resume=True")
     if resume and overwrite:
         raise ValueError("train: resume=True and overwrite=True contradict each other; choose one")
     if out is not None and not Path(out).parent.is_dir():
@@ -111,7 +127,13 @@ def train(
         raise FileExistsError(
             f"train: {str(out)!r} already exists; resume=True continues it, overwrite=True replaces it"
         )
-    device = check_device(device, "train") if device is not None else _default_device()
+    device = check_device(device, "train") if device is not None else default_device()
+    device = distributed.rank_device(device)
+    world = distributed.world_size()
+    if batch_size % world:
+        raise ValueError(f"train: batch_size ({batch_size}) must divide evenly over the {world} processes")
+    if distributed.rank() != 0:
+        log = _quiet  # one process reports
     if not isinstance(model, (nn.Module, str)):
         raise TypeError(f"train: model must be an nn.Module or a model name, got {type(model).__name__}")
     if levels is None:
@@ -126,6 +148,8 @@ def train(
     elif model_config:
         raise ValueError("train: model_config is only used when the model is given by name")
     _check_model_fits_data(model, train_images, train_labels, "training data")
+    if init_from is not None:
+        _init_from(Path(init_from), model, log)
     if test_set is not None:
         test_images, test_labels = as_tensors(test_set)
         _check_model_fits_data(model, test_images, test_labels, "held-out data")
@@ -138,7 +162,8 @@ def train(
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     settings = {"data": data_name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
-                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision}
+                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision,
+                "augment_shift": augment_shift, "init_from": None if init_from is None else str(init_from)}
     start_epoch, history = 0, []
     out = Path(out) if out is not None else None
     if resume:
@@ -154,36 +179,55 @@ def train(
 
     conditional = model.num_classes is not None
     n = train_images.shape[0]
+    # Under torch.distributed each rank takes batch_size / world of every global batch (a
+    # DistributedSampler's share of the same shuffled order) and DDP averages the gradients.
+    is_main = distributed.rank() == 0
+    step_model = _LossOf(model)
+    if world > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
-        total_nats = 0.0
+        total_nats, total_images = 0.0, 0
         with _seeded(seed * 100_003 + epoch, device) as order_generator:
             order = torch.randperm(n, generator=order_generator)
-            batches = range(0, n, batch_size)
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+            # one shift per image and epoch, drawn whatever the batching
+            shifts = torch.randint(-augment_shift, augment_shift + 1, (n, 2), generator=order_generator)
+            if world > 1:
+                order = rank_order(n, world, distributed.rank(), seed * 100_003, epoch)
+            local_batch = batch_size // world
+            batches = range(0, order.numel(), local_batch)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       disable=not (progress and is_main), leave=False)
             for start in bar:
-                index = order[start : start + batch_size]
+                index = order[start : start + local_batch]
                 x = train_images[index].to(device=device, dtype=torch.int64)
+                if augment_shift:
+                    x = shift_images(x, shifts[index].tolist(), augment_shift)
                 y = train_labels[index].to(device) if conditional else None
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = _loss(model, x, y)
-                if not torch.isfinite(loss):
+                    loss = step_model(x, y)
+                if not distributed.all_true(bool(torch.isfinite(loss))):
                     raise TrainingDiverged(_diverged(f"the loss became {loss.item()}", epoch, out))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 total_nats += loss.item() * index.numel()
+                total_images += index.numel()
                 bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
             bar.close()
-        train_bpd = total_nats / n / math.log(2)  # running mean over the epoch, weights changing
+        total_nats, total_images = distributed.sum_over_ranks(total_nats, total_images)
+        train_bpd = total_nats / total_images / math.log(2)  # running mean over the epoch, weights changing
         bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
         if bad is not None:
             raise TrainingDiverged(_diverged(f"the weight {bad!r} became non-finite", epoch, out))
         test_bpd = None
         if test_set is not None:
-            test_bpd = bits_per_dim(model, test_set, batch_size=EVAL_BATCH_SIZE, device=device)
+            if is_main:  # the weights are the same on every rank: one evaluation, shared
+                test_bpd = bits_per_dim(model, test_set, batch_size=EVAL_BATCH_SIZE, device=device)
+            test_bpd = distributed.from_rank_zero(test_bpd)
             if not math.isfinite(test_bpd):
                 raise TrainingDiverged(_diverged(f"the held-out bits/dim became {test_bpd}", epoch, out))
         history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
@@ -194,10 +238,37 @@ def train(
         if out is not None:
             metrics = {"history": history, "train_bits_per_dim": train_bpd,
                        "test_bits_per_dim": test_bpd, "training": settings}
-            save_checkpoint(out, model, optimizer, epoch + 1, metrics)
+            if is_main:
+                save_checkpoint(out, model, optimizer, epoch + 1, metrics)
             message += f" (saved {out})"
         log(message)
+    distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return TrainResult(model, history, out)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+class _LossOf(nn.Module):
+    """``model``'s training loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return _loss(self.model, x, labels)
+
+
+def rank_order(n: int, world: int, rank: int, seed: int, epoch: int) -> torch.Tensor:
+    """Rank ``rank``'s image indices for the epoch: a DistributedSampler's share of the order
+    ``torch.randperm(n)`` under the generator seeded ``seed + epoch`` - the order one process uses,
+    so rank ``r`` of global batch ``k`` holds the images of one process's batch ``k`` that it deals
+    to ``r`` (every ``world``-th, padded by repeating the first images when ``n`` does not divide)."""
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.int64)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -233,7 +304,37 @@ def _loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> tor
     return F.cross_entropy(model(x, labels), x)
 
 
-def _default_device() -> torch.device:
+def shift_images(x: torch.Tensor, offsets: list, max_shift: int) -> torch.Tensor:
+    """Image ``i`` of ``x [B, C, H, W]`` moved down ``offsets[i][0]`` and right ``offsets[i][1]``
+    pixels (each in ``-max_shift .. max_shift``), the edges repeated into the space it leaves."""
+    _, _, h, w = x.shape
+    padded = F.pad(x.to(torch.float32), (max_shift,) * 4, mode="replicate")
+    shifted = [padded[i, :, max_shift - dy : max_shift - dy + h, max_shift - dx : max_shift - dx + w]
+               for i, (dy, dx) in enumerate(offsets)]
+    return torch.stack(shifted).to(x.dtype)
+
+
+def _init_from(path: Path, model: nn.Module, log) -> None:
+    """Copy ``path``'s weights into ``model`` (see ``train(init_from=...)``)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if ckpt["model_name"] != model_name(model):
+        raise CheckpointError(f"cannot start from {path}: it holds a {ckpt['model_name']}, not a {model_name(model)}")
+    own = model.state_dict()
+    misfits = [key for key, value in ckpt["model_state"].items()
+               if key not in own or own[key].shape != value.shape]
+    if misfits:
+        raise CheckpointError(
+            f"cannot start from {path}: {len(misfits)} of its tensors do not fit this model "
+            f"(first: {misfits[0]!r}); only extra layers may differ"
+        )
+    new = sorted(set(own) - set(ckpt["model_state"]))
+    model.load_state_dict(ckpt["model_state"], strict=False)
+    if new and hasattr(model, "grown_from"):
+        model.grown_from(new)
+    log(f"starting from the weights of {path} ({len(own) - len(new)} tensors copied, {len(new)} new)")
+
+
+def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -326,7 +427,7 @@ def _resume(path: Path, model, optimizer, settings: dict, log) -> tuple[int, lis
         raise CheckpointError(f"cannot resume from {path}: {error}") from None
     metrics = ckpt.get("metrics") or {}
     previous = metrics.get("training") or {}
-    for key in ("data", "batch_size", "seed", "limit"):
+    for key in ("data", "batch_size", "seed", "limit", "augment_shift"):
         if key in previous and previous[key] != settings[key]:
             log(f"note: resuming with {key}={settings[key]!r}, the checkpoint was trained with {previous[key]!r}")
     log(f"resuming from {path} after epoch {ckpt['epoch']}")

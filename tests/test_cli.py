@@ -97,7 +97,7 @@ def test_sample_unconditional_square_grid(unconditional, tmp_path):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["sample", "--n", "0", "--out", "x.png"], r"--n: .*>= 1"),
+        (["sample", "--n", "0", "--out", "x.png"], r"--n/--num-images: .*>= 1"),
         (["sample", "--temperature", "0", "--out", "x.png"], "--temperature"),
         (["sample", "--method", "fast", "--out", "x.png"], "--method"),
         (["sample", "--checkpoint", "CKPT", "--labels", "11", "--out", "x.png"], r"0\.\.9"),

@@ -14,12 +14,14 @@ from pixelfast.data import downsample, mnist_digits
 from pixelfast.experiments import (
     MODE_AVERAGING_MODELS,
     accuracy,
+    class_agreement,
     measure_super_resolution,
     mode_averaging,
     one_quadrant,
     point_prediction,
     quadrant_digits,
     train_digit_classifier,
+    train_logistic_classifier,
 )
 from pixelfast.models import GatedPixelCNN, SuperResolution
 
@@ -85,6 +87,41 @@ def test_mode_averaging_trains_draws_and_counts():
 
 
 # --- the classifier and the point predictions ---------------------------------------------------
+
+
+def test_logistic_classifier_reads_the_digits():
+    train, test = mnist_digits("train"), mnist_digits("test")
+    classifier = train_logistic_classifier(train.images, train.labels)
+    held_out = accuracy(classifier, test.images.long(), test.labels)
+    assert 0.85 < held_out < 0.95  # a linear model on the pixels: good, not perfect
+    linear = classifier.inner[1]
+    logits = test.images[:5].flatten(1).float() / 255 @ linear.weight.T + linear.bias  # by hand
+    torch.testing.assert_close(classifier(test.images[:5].long()), logits)
+    with pytest.raises(ValueError, match="digits 0..9"):
+        train_logistic_classifier(train.images[:4], torch.tensor([0, 1, 2, 10]))
+
+
+def test_class_agreement_counts_samples_the_classifier_labels_as_asked(capsys, tmp_path):
+    torch.manual_seed(0)
+    model = GatedPixelCNN(1, 4, hidden_channels=4, num_layers=2, num_classes=10, image_size=(28, 28))
+    train = mnist_digits("train", 4)
+    classifier = train_logistic_classifier(train.images[:500], train.labels[:500], levels=4, steps=20)
+    result = class_agreement(model, classifier, count=20, temperatures=(1.0, 0.5), seed=3, progress=False)
+    for temperature in (1.0, 0.5):
+        drawn = result.samples[temperature]
+        asked = torch.arange(20) % 10
+        hits = (classifier(drawn.long()).argmax(1) == asked).float().mean().item()
+        assert result.fractions[temperature] == pytest.approx(hits)
+    assert not torch.equal(result.samples[1.0], result.samples[0.5])
+    with pytest.raises(ValueError, match="num_classes=10"):
+        class_agreement(GatedPixelCNN(1, 4, hidden_channels=4, num_layers=1), classifier, count=2)
+    # the command, on the shipped model
+    code = cli.main(["experiment", "class-agreement", "--count", "10", "--no-progress", "--out", str(tmp_path / "a.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "of 10 samples show the asked digit" in out and (tmp_path / "a.png").exists()
+    save_checkpoint(tmp_path / "u.pt", GatedPixelCNN(1, 4, hidden_channels=4, num_layers=1, image_size=(28, 28)))
+    assert cli.main(["experiment", "class-agreement", "--checkpoint", str(tmp_path / "u.pt")]) == 2
+    assert "class-conditional" in capsys.readouterr().err
 
 
 def test_digit_classifier_learns_the_digits():

@@ -66,3 +66,16 @@ class GatedPixelCNN(PixelModel):
         for block in self.blocks:
             v, h = block(v, h, labels)
         return self.head(h)
+
+    def grown_from(self, new_keys: list[str]) -> None:
+        """Called by ``train(init_from=...)`` after copying a shallower model's weights: a block
+        with no copied weights gets a zero residual output (``h_res``), so it passes the horizontal
+        stack through unchanged and the deeper model starts out equal to the source."""
+        new = set(new_keys)
+        with torch.no_grad():
+            for i, block in enumerate(self.blocks):
+                own = {f"blocks.{i}.{key}" for key in block.state_dict()}
+                if not block.first and own <= new:
+                    block.h_res.weight.zero_()
+                    if block.h_res.bias is not None:
+                        block.h_res.bias.zero_()

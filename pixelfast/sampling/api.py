@@ -26,6 +26,7 @@ from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
+from pixelfast.sampling.categorical import draw_uniforms
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.plan import UnsupportedModelError, check_supported
 from pixelfast.sampling.precision import full_fp32
@@ -52,6 +53,7 @@ def sample(
     method: str = "auto",
     device: str | torch.device | None = None,
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Draw ``n`` images from an autoregressive pixel model; returns ``uint8 [n, C, H, W]`` of levels.
 
@@ -72,6 +74,11 @@ def sample(
       call and its own tensors are put back afterwards, also when the call fails. The result is on
       this device.
 
+    - ``part``: ``(start, stop)``: draw only images ``start .. stop - 1`` of the ``n``, exactly
+      those the whole call would draw (their labels, completion canvas and random numbers), so that
+      processes can share one call (``torchrun ... pixelfast sample``). Needs a seed or a CPU
+      generator, whose stream is skipped past the first ``start`` images.
+
     At most :data:`MAX_SUB_PIXELS` sub-pixels (``n * C * H * W``) per call. Runs under
     ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see
     :mod:`pixelfast.sampling.precision`, so the naive sampler's convolutions compute what the
@@ -91,6 +98,13 @@ def sample(
         raise ValueError(f"sample: method must be one of {METHODS}, got {method!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"sample: progress must be True or False, got {progress!r}")
+    if part is not None:
+        start, stop = _check_part(part, n, generator)
+        x, known_mask = x[start:stop], known_mask[start:stop]
+        label_tensor = None if label_tensor is None else label_tensor[start:stop]
+        # The CPU generator fills uniforms in order, image after image: drawing the first `start`
+        # images' worth leaves it where the whole call would be at image `start`.
+        draw_uniforms((start, channels, height, width), generator, "cpu")
     home = _model_device(model)
     target = check_device(device, "sample") if device is not None else home
     run = _pick_method(method, model)
@@ -263,6 +277,17 @@ def _check_generator(generator) -> torch.Generator | None:
             raise ValueError(f"sample: a seed must be in 0..2**64-1, got {generator}")
         return torch.Generator().manual_seed(int(generator))
     raise TypeError(f"sample: generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+
+
+def _check_part(part, n: int, generator: torch.Generator | None) -> tuple[int, int]:
+    if not isinstance(part, (tuple, list)) or len(part) != 2 or not all(_is_int(v) for v in part):
+        raise TypeError(f"sample: part must be a pair of ints (start, stop), got {part!r}")
+    start, stop = (int(v) for v in part)
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"sample: part must satisfy 0 <= start < stop <= n ({n}), got ({start}, {stop})")
+    if generator is None or generator.device.type != "cpu":
+        raise ValueError("sample: part needs a seed or a CPU torch.Generator (its stream is skipped ahead)")
+    return start, stop
 
 
 def _check_completion(image, known, n, channels, height, width, levels):
