@@ -20,6 +20,8 @@ from typing import Iterator, Sequence
 
 DEFAULT_CHECKPOINT = "default_gated_mnist.pt"  # shipped in pixelfast/assets/
 DEFAULT_SR_CHECKPOINT = "default_sr_digits.pt"  # shipped in pixelfast/assets/: 7x7 -> 28x28 digits
+# its baselines, the conditioning network trained alone (weights only), for `upscale --demo`
+DEFAULT_SR_BASELINES = {"l2": "default_sr_l2_digits.pt", "independent": "default_sr_independent_digits.pt"}
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -152,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enlarge held-out shipped digits, downsampled by the model's scale; the grid "
                         "shows each input, its samples and the truth")
     p.add_argument("--count", type=_int_at_least(1), default=8, help="--demo: how many digits (default: %(default)s)")
+    p.add_argument("--l2", default=None, help="a column of this objective=l2 baseline's predictions "
+                   "(--demo with the shipped model: the shipped one)")
+    p.add_argument("--independent", default=None, help="a column of this objective=independent baseline's samples "
+                   "(--demo with the shipped model: the shipped one)")
     p.add_argument("--n", type=_int_at_least(1), default=4, help="samples per input (default: %(default)s)")
     p.add_argument("--temperature", type=_positive_float, default=0.9, help="default: %(default)s")
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
@@ -397,14 +403,11 @@ def _run_sample(args) -> int:
 
 
 def _run_upscale(args) -> int:
-    import torch
-    import torch.nn.functional as F
-
     from pixelfast.checkpoint import load_model
     from pixelfast.data import downsample, mnist_digits
+    from pixelfast.experiments import comparison_grid
     from pixelfast.images import save_grid
     from pixelfast.models import SuperResolution
-    from pixelfast.sampling import upscale
 
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -422,21 +425,29 @@ def _run_upscale(args) -> int:
         low = downsample(truth, model.scale)
     else:
         low = _read_png(args.input, model.in_channels, model.levels)
+    baselines = {}
+    for key, given, shipped in (("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
+                                ("independent", args.independent, DEFAULT_SR_BASELINES["independent"])):
+        if given is None and (args.checkpoint is not None or not args.demo):
+            continue  # the shipped baselines go with the shipped model's demo
+        with _checkpoint_path(given, shipped) as path:
+            baselines[key] = load_model(path)
+        if not isinstance(baselines[key], SuperResolution) or baselines[key].objective != key \
+                or baselines[key].scale != model.scale or baselines[key].levels != model.levels:
+            raise UsageError(f"pixelfast upscale: error: --{key} must hold a SuperResolution trained with "
+                             f"objective={key} of the model's scale and levels")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     started = time.perf_counter()
-    images = upscale(model, low, n=args.n, temperature=args.temperature, generator=seed, method=args.method,
-                     progress=not args.no_progress).long()
+    # one row per input: the input (enlarged by repetition), the baselines, the samples, the truth
+    grid, columns = comparison_grid(model, baselines.get("l2"), baselines.get("independent"), low, truth, n=args.n,
+                                    temperature=args.temperature, seed=seed, method=args.method,
+                                    progress=not args.no_progress)
     seconds = time.perf_counter() - started
-    # one row per input: the input (enlarged by repetition), its samples, and the truth for --demo
-    shown = F.interpolate(low.float(), scale_factor=model.scale, mode="nearest").long()
-    rows = [shown.unsqueeze(1), images.view(len(low), args.n, *images.shape[1:])]
-    if truth is not None:
-        rows.append(truth.unsqueeze(1))
-    grid = torch.cat(rows, 1)
-    save_grid(grid.flatten(0, 1), out, model.levels, nrow=grid.shape[1])
-    (height, width), (big_h, big_w) = low.shape[2:], images.shape[2:]
-    print(f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w}, {args.n} sample(s) each, in "
-          f"{seconds:.2f} s (method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
+    save_grid(grid, out, model.levels, nrow=columns)
+    (height, width), (big_h, big_w) = low.shape[2:], grid.shape[2:]
+    shown = "input | " + "".join(f"{key} | " for key in baselines) + f"{args.n} sample(s)" + (" | truth" if args.demo else "")
+    print(f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w} in {seconds:.2f} s (method "
+          f"{args.method}, seed {seed}, temperature {args.temperature:g}); columns {shown} -> {out}")
     return 0
 
 

@@ -285,13 +285,36 @@ def measure_super_resolution(
                         consistency, accuracy(classifier, images, labels)))
 
     k = min(grid_count, truth.shape[0])
-    samples = upscale(model, low[:k], n=grid_samples, temperature=grid_temperature, generator=seed + 1,
-                      progress=progress).long().view(k, grid_samples, *truth.shape[1:])
-    shown = F.interpolate(low[:k].float(), scale_factor=scale, mode="nearest").long()
-    columns = [shown.unsqueeze(1), outputs["L2 regression"][:k].unsqueeze(1),
-               outputs["independent softmax, sample (T=1)"][:k].unsqueeze(1), samples, truth[:k].unsqueeze(1)]
+    grid, columns = comparison_grid(model, l2, independent, low[:k], truth[:k], n=grid_samples,
+                                    temperature=grid_temperature, seed=seed, progress=progress)
+    return SuperResolutionReport(bpd, rows, grid, columns, truth.shape[0])
+
+
+def comparison_grid(
+    model: SuperResolution, l2: SuperResolution | None, independent: SuperResolution | None, low: torch.Tensor,
+    truth: torch.Tensor | None = None, *, n: int = 4, temperature: float = 0.9, seed: int = 0, method: str = "auto",
+    progress: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """One row per input of ``low``: the input (each pixel repeated ``scale`` times), the L2
+    regression's prediction and a sample of the independent softmax (seed ``seed``; each column
+    left out when its model is None), ``n`` samples of ``model`` at ``temperature`` (seed
+    ``seed + 1``, ``method`` as in :func:`pixelfast.upscale`), and the truth when given. Returns ``(images [rows * columns, C, H, W], columns)``
+    for ``save_grid(..., nrow=columns)``."""
+    from pixelfast.sampling import upscale
+
+    k = low.shape[0]
+    samples = upscale(model, low, n=n, temperature=temperature, generator=seed + 1, method=method,
+                      progress=progress).long()
+    columns = [F.interpolate(low.float(), scale_factor=model.scale, mode="nearest").long().unsqueeze(1)]
+    if l2 is not None:
+        columns.append(point_prediction(l2, low).unsqueeze(1))
+    if independent is not None:
+        columns.append(upscale(independent, low, generator=seed, progress=False).long().unsqueeze(1))
+    columns.append(samples.view(k, n, *samples.shape[1:]))
+    if truth is not None:
+        columns.append(truth.long().unsqueeze(1))
     grid = torch.cat(columns, 1)
-    return SuperResolutionReport(bpd, rows, grid.flatten(0, 1), grid.shape[1], truth.shape[0])
+    return grid.flatten(0, 1), grid.shape[1]
 
 
 # --- the mode-averaging experiment -------------------------------------------------------------

@@ -103,18 +103,59 @@ def train(
     Training stops with a :class:`TrainingDiverged` error when the loss, the weights or the
     held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
+    epochs, batch_size, seed, limit, augment_shift = _check_options(
+        epochs, batch_size, seed, limit, lr, precision, augment_shift, out, resume, overwrite, init_from)
+    device = _training_device(device, batch_size)
+    if distributed.rank() != 0:
+        log = _quiet  # one process reports
+    if not isinstance(model, (nn.Module, str)):
+        raise TypeError(f"train: model must be an nn.Module or a model name, got {type(model).__name__}")
+    if levels is None:
+        levels = model.levels if isinstance(model, nn.Module) else 256
+    data = _Data.load(data, test_data, root, levels, download, channels, limit)
+    model = _prepare_model(model, model_config, data, seed, init_from, log)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"train: precision='fp16' needs a CUDA device (use 'bf16' on {device.type})")
+
+    model.to(device)
+    settings = {"data": data.name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
+                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision,
+                "augment_shift": augment_shift, "init_from": None if init_from is None else str(init_from)}
+    run = _Run(model, torch.optim.Adam(model.parameters(), lr=lr), device, precision, data, settings,
+               None if out is None else Path(out), progress)
+    start_epoch, history = _start(run, resume, lr, log)
+    if start_epoch >= epochs:
+        log(f"{out} has already been trained for {start_epoch} epochs (asked for {epochs}); nothing to do")
+        return TrainResult(model, history, run.out)
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        train_bpd = _train_epoch(run, epoch, epochs)
+        _check_weights(run, epoch)
+        test_bpd = _held_out(run, epoch)
+        history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
+                        "test_bits_per_dim": test_bpd, "seconds": time.perf_counter() - started})
+        _save_and_report(run, history, epochs, log)
+    distributed.barrier()  # the last checkpoint is on disk before any rank returns
+    return TrainResult(model, history, run.out)
+
+
+# --- the steps of a run -----------------------------------------------------------------------
+
+
+def _check_options(epochs, batch_size, seed, limit, lr, precision, augment_shift, out, resume, overwrite, init_from):
+    """The plain arguments, checked before any work; returns the counts as ints."""
     epochs = _check_int("epochs", epochs, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
     if limit is not None:
         limit = _check_int("limit", limit, 1)
+    augment_shift = _check_int("augment_shift", augment_shift, 0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
     if resume and out is None:
         raise ValueError("train: resume=True needs the checkpoint path (out=...)")
     if precision not in PRECISIONS:
         raise ValueError(f"train: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    augment_shift = _check_int("augment_shift", augment_shift, 0)
     if init_from is not None and resume:
         raise ValueError("train: init_from starts a fresh run; it cannot be combined with resume=True")
     if resume and overwrite:
@@ -127,123 +168,163 @@ def train(
         raise FileExistsError(
             f"train: {str(out)!r} already exists; resume=True continues it, overwrite=True replaces it"
         )
+    return epochs, batch_size, seed, limit, augment_shift
+
+
+def _training_device(device, batch_size: int) -> torch.device:
+    """Where this process trains (under torchrun: its own GPU), and the global batch checked against
+    the number of processes."""
     device = check_device(device, "train") if device is not None else default_device()
-    device = distributed.rank_device(device)
     world = distributed.world_size()
     if batch_size % world:
         raise ValueError(f"train: batch_size ({batch_size}) must divide evenly over the {world} processes")
-    if distributed.rank() != 0:
-        log = _quiet  # one process reports
-    if not isinstance(model, (nn.Module, str)):
-        raise TypeError(f"train: model must be an nn.Module or a model name, got {type(model).__name__}")
-    if levels is None:
-        levels = model.levels if isinstance(model, nn.Module) else 256
+    return distributed.rank_device(device)
 
-    train_set, test_set, data_name = _load_data(data, test_data, root, levels, download, channels, limit)
-    train_images, train_labels = as_tensors(train_set)
+
+@dataclasses.dataclass
+class _Data:
+    """The training split as tensors, the held-out split (or None) and the dataset's name."""
+
+    train_set: Any
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    test_set: Any
+    name: str | None
+
+    @classmethod
+    def load(cls, data, test_data, root, levels, download, channels, limit) -> "_Data":
+        train_set, test_set, name = _load_data(data, test_data, root, levels, download, channels, limit)
+        images, labels = as_tensors(train_set)
+        return cls(train_set, images, labels, test_set, name)
+
+
+def _prepare_model(model, config: dict | None, data: _Data, seed: int, init_from, log) -> nn.Module:
+    """The model to train: built by name under ``seed`` (or the one given), checked against both
+    splits, and started from ``init_from``'s weights when given."""
     if isinstance(model, str):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the same seed, the same initial weights
-            model = _build_named(model, model_config or {}, train_set, train_images, train_labels)
-    elif model_config:
+            model = _build_named(model, config or {}, data.train_set, data.images, data.labels)
+    elif config:
         raise ValueError("train: model_config is only used when the model is given by name")
-    _check_model_fits_data(model, train_images, train_labels, "training data")
+    _check_model_fits_data(model, data.images, data.labels, "training data")
     if init_from is not None:
         _init_from(Path(init_from), model, log)
-    if test_set is not None:
-        test_images, test_labels = as_tensors(test_set)
+    if data.test_set is not None:
+        test_images, test_labels = as_tensors(data.test_set)
         _check_model_fits_data(model, test_images, test_labels, "held-out data")
+    return model
 
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"train: precision='fp16' needs a CUDA device (use 'bf16' on {device.type})")
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    amp_dtype = PRECISIONS[precision]
-    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    settings = {"data": data_name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
-                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision,
-                "augment_shift": augment_shift, "init_from": None if init_from is None else str(init_from)}
-    start_epoch, history = 0, []
-    out = Path(out) if out is not None else None
-    if resume:
-        if out.exists():
-            start_epoch, history = _resume(out, model, optimizer, settings, log)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        else:
-            log(f"no checkpoint at {out}; starting from scratch")
-    if start_epoch >= epochs:
-        log(f"{out} has already been trained for {start_epoch} epochs (asked for {epochs}); nothing to do")
-        return TrainResult(model, history, out)
 
-    conditional = model.num_classes is not None
-    n = train_images.shape[0]
-    # Under torch.distributed each rank takes batch_size / world of every global batch (a
-    # DistributedSampler's share of the same shuffled order) and DDP averages the gradients.
-    is_main = distributed.rank() == 0
-    step_model = _LossOf(model)
-    if world > 1:
-        step_model = nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        model.train()
-        total_nats, total_images = 0.0, 0
-        with _seeded(seed * 100_003 + epoch, device) as order_generator:
-            order = torch.randperm(n, generator=order_generator)
-            # one shift per image and epoch, drawn whatever the batching
-            shifts = torch.randint(-augment_shift, augment_shift + 1, (n, 2), generator=order_generator)
-            if world > 1:
-                order = rank_order(n, world, distributed.rank(), seed * 100_003, epoch)
-            local_batch = batch_size // world
-            batches = range(0, order.numel(), local_batch)
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                       disable=not (progress and is_main), leave=False)
-            for start in bar:
-                index = order[start : start + local_batch]
-                x = train_images[index].to(device=device, dtype=torch.int64)
-                if augment_shift:
-                    x = shift_images(x, shifts[index].tolist(), augment_shift)
-                y = train_labels[index].to(device) if conditional else None
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = step_model(x, y)
-                if not distributed.all_true(bool(torch.isfinite(loss))):
-                    raise TrainingDiverged(_diverged(f"the loss became {loss.item()}", epoch, out))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total_nats += loss.item() * index.numel()
-                total_images += index.numel()
-                bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
-            bar.close()
-        total_nats, total_images = distributed.sum_over_ranks(total_nats, total_images)
-        train_bpd = total_nats / total_images / math.log(2)  # running mean over the epoch, weights changing
-        bad = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
-        if bad is not None:
-            raise TrainingDiverged(_diverged(f"the weight {bad!r} became non-finite", epoch, out))
-        test_bpd = None
-        if test_set is not None:
-            if is_main:  # the weights are the same on every rank: one evaluation, shared
-                test_bpd = bits_per_dim(model, test_set, batch_size=EVAL_BATCH_SIZE, device=device)
-            test_bpd = distributed.from_rank_zero(test_bpd)
-            if not math.isfinite(test_bpd):
-                raise TrainingDiverged(_diverged(f"the held-out bits/dim became {test_bpd}", epoch, out))
-        history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
-                        "test_bits_per_dim": test_bpd, "seconds": time.perf_counter() - started})
-        message = f"epoch {epoch + 1}/{epochs}: train {train_bpd:.4f} bits/dim"
-        if test_bpd is not None:
-            message += f", held-out {test_bpd:.4f} bits/dim"
-        if out is not None:
-            metrics = {"history": history, "train_bits_per_dim": train_bpd,
-                       "test_bits_per_dim": test_bpd, "training": settings}
-            if is_main:
-                save_checkpoint(out, model, optimizer, epoch + 1, metrics)
-            message += f" (saved {out})"
-        log(message)
-    distributed.barrier()  # the last checkpoint is on disk before any rank returns
-    return TrainResult(model, history, out)
+@dataclasses.dataclass
+class _Run:
+    """What every epoch of one run uses."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    precision: str
+    data: _Data
+    settings: dict
+    out: Path | None
+    progress: bool
+
+    def __post_init__(self) -> None:
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        # Under torch.distributed each rank takes batch_size / world of every global batch (a
+        # DistributedSampler's share of the same shuffled order) and DDP averages the gradients.
+        self.step_model: nn.Module = _LossOf(self.model)
+        if distributed.world_size() > 1:
+            self.step_model = nn.parallel.DistributedDataParallel(
+                self.step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+
+def _start(run: _Run, resume: bool, lr: float, log) -> tuple[int, list[dict]]:
+    """The epoch to start from and the history so far: 0 and none, or the checkpoint's on resume."""
+    if not resume:
+        return 0, []
+    if not run.out.exists():
+        log(f"no checkpoint at {run.out}; starting from scratch")
+        return 0, []
+    start_epoch, history = _resume(run.out, run.model, run.optimizer, run.settings, log)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return start_epoch, history
+
+
+def _train_epoch(run: _Run, epoch: int, epochs: int) -> float:
+    """One pass over the training split (this rank's share of it); the running mean of the loss
+    over the whole epoch, all ranks together, in bits/dim."""
+    settings, data, device = run.settings, run.data, run.device
+    seed, shift = settings["seed"] * 100_003, settings["augment_shift"]
+    amp_dtype = PRECISIONS[run.precision]
+    n, world = data.images.shape[0], distributed.world_size()
+    run.model.train()
+    total_nats, total_images = 0.0, 0
+    with _seeded(seed + epoch, device) as order_generator:
+        order = torch.randperm(n, generator=order_generator)
+        # one shift per image and epoch, drawn whatever the batching
+        shifts = torch.randint(-shift, shift + 1, (n, 2), generator=order_generator)
+        if world > 1:
+            order = rank_order(n, world, distributed.rank(), seed, epoch)
+        local_batch = settings["batch_size"] // world
+        bar = tqdm(range(0, order.numel(), local_batch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                   disable=not (run.progress and distributed.rank() == 0), leave=False)
+        for start in bar:
+            index = order[start : start + local_batch]
+            x = data.images[index].to(device=device, dtype=torch.int64)
+            if shift:
+                x = shift_images(x, shifts[index].tolist(), shift)
+            y = data.labels[index].to(device) if run.model.num_classes is not None else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = run.step_model(x, y)
+            if not distributed.all_true(bool(torch.isfinite(loss))):
+                raise TrainingDiverged(_diverged(f"the loss became {loss.item()}", epoch, run.out))
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            total_nats += loss.item() * index.numel()
+            total_images += index.numel()
+            bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
+        bar.close()
+    total_nats, total_images = distributed.sum_over_ranks(total_nats, total_images)
+    return total_nats / total_images / math.log(2)  # weights changing along the way
+
+
+def _check_weights(run: _Run, epoch: int) -> None:
+    bad = next((name for name, p in run.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise TrainingDiverged(_diverged(f"the weight {bad!r} became non-finite", epoch, run.out))
+
+
+def _held_out(run: _Run, epoch: int) -> float | None:
+    """Held-out bits/dim (None without a held-out split); rank 0 evaluates, the others receive it."""
+    if run.data.test_set is None:
+        return None
+    test_bpd = None
+    if distributed.rank() == 0:  # the weights are the same on every rank
+        test_bpd = bits_per_dim(run.model, run.data.test_set, batch_size=EVAL_BATCH_SIZE, device=run.device)
+    test_bpd = distributed.from_rank_zero(test_bpd)
+    if not math.isfinite(test_bpd):
+        raise TrainingDiverged(_diverged(f"the held-out bits/dim became {test_bpd}", epoch, run.out))
+    return test_bpd
+
+
+def _save_and_report(run: _Run, history: list[dict], epochs: int, log) -> None:
+    """Rank 0 writes the checkpoint (atomically); one line per epoch."""
+    last = history[-1]
+    message = f"epoch {last['epoch']}/{epochs}: train {last['train_bits_per_dim']:.4f} bits/dim"
+    if last["test_bits_per_dim"] is not None:
+        message += f", held-out {last['test_bits_per_dim']:.4f} bits/dim"
+    if run.out is not None:
+        metrics = {"history": history, "train_bits_per_dim": last["train_bits_per_dim"],
+                   "test_bits_per_dim": last["test_bits_per_dim"], "training": run.settings}
+        if distributed.rank() == 0:
+            save_checkpoint(run.out, run.model, run.optimizer, last["epoch"], metrics)
+        message += f" (saved {run.out})"
+    log(message)
 
 
 def _quiet(message: str) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pixelfast
-from pixelfast.checkpoint import load_model, save_checkpoint
+from pixelfast.checkpoint import load_checkpoint, load_model, save_checkpoint
 from pixelfast.data import LowResolutionPairs, downsample, mnist_digits
 from pixelfast.models import GatedPixelCNN, SuperResolution, build_model
 from pixelfast.train import train
@@ -390,9 +390,24 @@ def test_cli_trains_and_upscales_the_demo_digits(trained_by_cli, tmp_path, capsy
     out = tmp_path / "demo.png"
     code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--count", "3", "--n", "2",
                      "--seed", "0", "--out", str(out), "--no-progress"])
-    assert code == 0 and "upscaled 3 image(s) 7x7 -> 28x28, 2 sample(s) each" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "upscaled 3 image(s) 7x7 -> 28x28" in printed and "input | 2 sample(s) | truth" in printed
     with Image.open(out) as grid:  # columns: input, 2 samples, truth; rows: 3 digits; 2-pixel padding
         assert grid.size == (2 + 4 * 30, 2 + 3 * 30)
+    # with the user's own baselines: their columns too
+    tiny = dict(conditioning_channels=4, conditioning_blocks=1, image_size=(28, 28))
+    for objective in ("l2", "independent"):
+        save_checkpoint(tmp_path / f"{objective}.pt", SuperResolution(1, 4, objective=objective, **tiny))
+    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--count", "2", "--n", "1",
+                     "--l2", str(tmp_path / "l2.pt"), "--independent", str(tmp_path / "independent.pt"),
+                     "--seed", "0", "--out", str(out), "--no-progress"])
+    assert code == 0 and "input | l2 | independent | 1 sample(s) | truth" in capsys.readouterr().out
+    with Image.open(out) as grid:
+        assert grid.size == (2 + 5 * 30, 2 + 2 * 30)
+    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--l2", str(tmp_path / "independent.pt"),
+                     "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--l2 must hold a SuperResolution trained with objective=l2" in err
 
 
 def test_cli_upscales_a_png(trained_by_cli, tmp_path, capsys):
@@ -404,7 +419,7 @@ def test_cli_upscales_a_png(trained_by_cli, tmp_path, capsys):
     out = tmp_path / "out.png"
     code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "low.png"),
                      "--out", str(out), "--no-progress"])
-    assert code == 0 and "1 image(s) 7x7 -> 28x28, 4 sample(s)" in capsys.readouterr().out
+    assert code == 0 and "1 image(s) 7x7 -> 28x28" in capsys.readouterr().out
     with Image.open(out) as grid:
         assert grid.size == (2 + 5 * 30, 32)
 
@@ -466,9 +481,12 @@ def test_the_shipped_model_loads_and_upscales(tmp_path, capsys):
     out = tmp_path / "up.png"
     assert cli.main(["upscale", "--demo", "--count", "1", "--n", "1", "--seed", "0", "--out", str(out),
                      "--no-progress"]) == 0
-    assert "upscaled 1 image(s) 7x7 -> 28x28" in capsys.readouterr().out
-    with Image.open(out) as grid:  # input, one sample, truth
-        assert grid.size == (2 + 3 * 30, 32)
+    assert "columns input | l2 | independent | 1 sample(s) | truth" in capsys.readouterr().out
+    with Image.open(out) as grid:  # input, L2, independent, one sample, truth
+        assert grid.size == (2 + 5 * 30, 32)
+    for objective, name in cli.DEFAULT_SR_BASELINES.items():  # the shipped baselines: weights only
+        saved = load_checkpoint(str(cli.default_checkpoint(name)))
+        assert saved["optimizer_state"] is None and saved["model_config"]["objective"] == objective
 
 
 def test_upscale_refuses_a_huge_n_at_once():
