@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pixelfast._checks import model_device
 from pixelfast.data import as_tensors, check_level_values
 from pixelfast.device import check_device
 
@@ -71,7 +72,7 @@ def log_prob(
         raise ValueError("log_prob: the data is empty")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"log_prob: batch_size must be an int >= 1, got {batch_size!r}")
-    device = _model_device(model) if device is None else check_device(device, "log_prob")
+    device = model_device(model) if device is None else check_device(device, "log_prob")
     second = labels if labels is not None else condition
 
     out = torch.empty(images.shape[0], dtype=torch.float64)
@@ -124,9 +125,3 @@ def baseline_bits_per_dim(train_data, test_data, levels: int) -> float:
     test_flat = test.reshape(test.shape[0], -1).long()
     nll = -log_p.gather(1, test_flat.t()).sum().item()  # gather per position over test images
     return nll / (test_flat.numel() * math.log(2))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

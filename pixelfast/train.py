@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from pixelfast import distributed
+from pixelfast._checks import check_int
 
 from pixelfast.checkpoint import (
     CheckpointError,
@@ -144,12 +145,12 @@ def train(
 
 def _check_options(epochs, batch_size, seed, limit, lr, precision, augment_shift, out, resume, overwrite, init_from):
     """The plain arguments, checked before any work; returns the counts as ints."""
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    epochs = check_int("train", "epochs", epochs, 1)
+    batch_size = check_int("train", "batch_size", batch_size, 1)
+    seed = check_int("train", "seed", seed, 0)
     if limit is not None:
-        limit = _check_int("limit", limit, 1)
-    augment_shift = _check_int("augment_shift", augment_shift, 0)
+        limit = check_int("train", "limit", limit, 1)
+    augment_shift = check_int("train", "augment_shift", augment_shift, 0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
     if resume and out is None:
@@ -367,14 +368,6 @@ def _diverged(what: str, epoch: int, out: Path | None) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"train: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"train: {name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

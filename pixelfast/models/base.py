@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def check_int(owner: str, name: str, value, minimum: int) -> int:
-    """``value`` as an ``int >= minimum``, or a clear error (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return int(value)
+from pixelfast._checks import check_int, check_odd  # noqa: F401  (models import them from here)
 
 
 def check_divisible(owner: str, name: str, value: int, color_groups: int) -> None:
@@ -24,14 +15,6 @@ def check_divisible(owner: str, name: str, value: int, color_groups: int) -> Non
             f"{owner}: with 3 input channels the features are split into R, G, B groups, so "
             f"{name} must be divisible by 3, got {value}"
         )
-
-
-def check_odd(owner: str, name: str, value, minimum: int) -> int:
-    """``value`` as an odd ``int >= minimum`` (a kernel size), or a clear error."""
-    value = check_int(owner, name, value, minimum)
-    if value % 2 == 0:
-        raise ValueError(f"{owner}: {name} must be odd, got {value}")
-    return value
 
 
 class PixelModel(nn.Module):

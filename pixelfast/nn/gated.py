@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelfast._checks import check_color_groups
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.ops.masked_conv import MASK_TYPES, make_mask
 
@@ -113,8 +114,7 @@ class HorizontalConv2d(nn.Module):
         _check_kernel_size("HorizontalConv2d", kernel_size)
         if mask_type not in MASK_TYPES:
             raise ValueError(f"HorizontalConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-        if color_groups not in (1, 3):
-            raise ValueError(f"HorizontalConv2d: color_groups must be 1 or 3, got {color_groups}")
+        check_color_groups("HorizontalConv2d", color_groups)
         if in_channels % color_groups or out_channels % color_groups:
             raise ValueError(
                 f"HorizontalConv2d: with color_groups={color_groups}, in_channels ({in_channels}) "
@@ -155,8 +155,7 @@ class GatedActivation(nn.Module):
 
     def __init__(self, color_groups: int = 1) -> None:
         super().__init__()
-        if color_groups not in (1, 3):
-            raise ValueError(f"GatedActivation: color_groups must be 1 or 3, got {color_groups}")
+        check_color_groups("GatedActivation", color_groups)
         self.color_groups = color_groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelfast._checks import check_color_groups
 from pixelfast.nn.gated import HorizontalConv2d
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.ops.lstm import diagonal_lstm, diagonal_lstm_ref, gate_index, row_lstm, row_lstm_ref
@@ -31,8 +32,7 @@ from pixelfast.ops.lstm import diagonal_lstm, diagonal_lstm_ref, gate_index, row
 def _keep_shape(layer: nn.Module, in_channels: int, hidden_channels: int, color_groups: int) -> None:
     """Check a layer's widths and colour groups, then keep them as attributes of the same names."""
     owner = type(layer).__name__
-    if color_groups not in (1, 3):
-        raise ValueError(f"{owner}: color_groups must be 1 or 3, got {color_groups!r}")
+    check_color_groups(owner, color_groups)
     for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from pixelfast._checks import check_color_groups
 from pixelfast.ops.masked_conv import MASK_TYPES, MAX_KERNEL_SIZE, make_mask, masked_conv2d
 
 
@@ -31,8 +32,7 @@ class MaskedConv2d(nn.Module):
         super().__init__()
         if mask_type not in MASK_TYPES:
             raise ValueError(f"MaskedConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-        if color_groups not in (1, 3):
-            raise ValueError(f"MaskedConv2d: color_groups must be 1 or 3, got {color_groups}")
+        check_color_groups("MaskedConv2d", color_groups)
         if kernel_size % 2 == 0 or not 1 <= kernel_size <= MAX_KERNEL_SIZE:
             raise ValueError(
                 f"MaskedConv2d: kernel_size must be odd and in 1..{MAX_KERNEL_SIZE}, got {kernel_size}"

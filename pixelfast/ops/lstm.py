@@ -33,10 +33,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixelfast._checks import check_color_groups
 from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
-COLOR_GROUPS = (1, 3)
 
 
 def gate_index(q: int, c: int, hidden: int, color_groups: int) -> int:
@@ -56,8 +56,7 @@ def check_lstm_args(
         raise TypeError(f"{op}: weight must be a torch.Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"{op}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
-    if isinstance(color_groups, bool) or color_groups not in COLOR_GROUPS:
-        raise ValueError(f"{op}: color_groups must be 1 or 3, got {color_groups!r}")
+    check_color_groups(op, color_groups)
     if gates.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{op}: gates must be float32 or float64, got {gates.dtype}")
     if weight.dtype != gates.dtype or (bias is not None and bias.dtype != gates.dtype):

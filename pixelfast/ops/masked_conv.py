@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixelfast._checks import check_color_groups
 from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
@@ -61,8 +62,7 @@ def check_masked_conv_args(
         raise ValueError(f"masked_conv2d: kernel size must be odd and in 1..{MAX_KERNEL_SIZE}, got {k}")
     if mask_type not in MASK_TYPES:
         raise ValueError(f"masked_conv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-    if isinstance(color_groups, bool) or color_groups not in (1, 3):
-        raise ValueError(f"masked_conv2d: color_groups must be 1 or 3, got {color_groups!r}")
+    check_color_groups("masked_conv2d", color_groups)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"masked_conv2d: input must be float32 or float64, got {x.dtype}")
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):

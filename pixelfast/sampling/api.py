@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelfast._checks import model_device
 from pixelfast.data import check_level_values
 from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
@@ -105,7 +106,7 @@ def sample(
         # The CPU generator fills uniforms in order, image after image: drawing the first `start`
         # images' worth leaves it where the whole call would be at image `start`.
         draw_uniforms((start, channels, height, width), generator, "cpu")
-    home = _model_device(model)
+    home = model_device(model)
     target = check_device(device, "sample") if device is not None else home
     run = _pick_method(method, model)
 
@@ -331,14 +332,6 @@ def _check_completion(image, known, n, channels, height, width, levels):
 
 
 # --- context helpers --------------------------------------------------------------------------
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 _modes_lock = threading.Lock()

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import torch
 
+from pixelfast._checks import model_device
 from pixelfast.data import check_level_values
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.sampling.api import (
-    METHODS, _check_generator, _check_n, _check_temperature, _model_device, _pick_method, check_canvas,
+    METHODS, _check_generator, _check_n, _check_temperature, _pick_method, check_canvas,
     eval_no_grad,
 )
 from pixelfast.sampling.cached import sample_cached
@@ -63,7 +64,7 @@ def upscale(
     cached = model.prior is not None and _pick_method(method, model, "upscale") is sample_cached
     check_canvas(low.shape[0] * n, low.shape[1], model.scale * low.shape[2], model.scale * low.shape[3])
 
-    device = _model_device(model)
+    device = model_device(model)
     with eval_no_grad(model), full_fp32():
         low = low.to(device)
         batch, channels, height, width = low.shape
