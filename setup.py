@@ -77,9 +77,14 @@ cuda_sources = sorted(
     os.path.relpath(path, HERE) for path in glob.glob(os.path.join(HERE, "csrc", "**", "*.cu"), recursive=True)
 )
 
+# The module uses only the stable ABI of CPython 3.10+ (its one Python call creates the empty
+# module; everything else goes through torch.library), so one wheel serves every Python >= 3.10.
+LIMITED_API = ("Py_LIMITED_API", "0x030A0000")
 # -fopenmp: the sampling engine runs its own thread team (the same OpenMP runtime as libtorch).
-extra_compile_args = {"cxx": ["-O3", "-g0", "-fopenmp"]}
-extra_link_args = ["-fopenmp"]
+# Apple's clang has no -fopenmp; there the engine runs one thread (it checks _OPENMP).
+openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+extra_compile_args = {"cxx": ["-O3", "-g0", *openmp]}
+extra_link_args = openmp
 if with_cuda:
     extra_compile_args["nvcc"] = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xcompiler", "-g0"]
     extension = CUDAExtension(
@@ -87,7 +92,7 @@ if with_cuda:
         cpp_sources + cuda_sources,
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
-        define_macros=[("PIXELFAST_WITH_CUDA", "1")],
+        define_macros=[("PIXELFAST_WITH_CUDA", "1"), LIMITED_API],
         py_limited_api=True,
     )
 else:
@@ -96,6 +101,7 @@ else:
         cpp_sources,
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
+        define_macros=[LIMITED_API],
         py_limited_api=True,
     )
 
@@ -121,5 +127,5 @@ print(
 setup(
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

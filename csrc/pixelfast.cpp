@@ -1,5 +1,5 @@
-// The one list of pixelfast's op schemas. Kernels are registered per backend beside each op
-// (TORCH_LIBRARY_IMPL in *_cpu / *_cuda files); autograd and fake tensors are registered in Python.
+// The one list of pixelfast's op schemas. Kernels are registered per backend in each op's folder
+// (TORCH_LIBRARY_IMPL in its CPU .cpp and CUDA .cu files); autograd and fake tensors in Python.
 #include <Python.h>
 #include <torch/library.h>
 

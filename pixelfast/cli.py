@@ -175,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         "super-resolution model against the L2 and independent-softmax baselines; a PNG grid",
     )
     e.add_argument("--checkpoint", default=None, help="the SuperResolution model (default: the shipped one)")
-    e.add_argument("--l2", required=True, help="checkpoint of the same conditioning network trained with objective=l2")
-    e.add_argument("--independent", required=True,
-                   help="checkpoint of the same conditioning network trained with objective=independent")
+    e.add_argument("--l2", default=None, help="checkpoint of the same conditioning network trained with "
+                   "objective=l2 (default: the shipped one)")
+    e.add_argument("--independent", default=None, help="checkpoint of the same conditioning network trained with "
+                   "objective=independent (default: the shipped one)")
     e.add_argument("--unconditional", default=None,
                    help="a model of the 28x28 digits alone, for its bits/dim (default: the shipped Gated PixelCNN)")
     e.add_argument("--count", type=_int_at_least(1), default=500, help="held-out digits measured (default: all %(default)s)")
@@ -463,8 +464,9 @@ def _run_experiment_super_resolution(args) -> int:
 
     out = _out_path(args.out, "pixelfast experiment super-resolution")
     models = {}
-    for key, given, default in (("model", args.checkpoint, DEFAULT_SR_CHECKPOINT), ("l2", args.l2, None),
-                                ("independent", args.independent, None),
+    for key, given, default in (("model", args.checkpoint, DEFAULT_SR_CHECKPOINT),
+                                ("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
+                                ("independent", args.independent, DEFAULT_SR_BASELINES["independent"]),
                                 ("unconditional", args.unconditional, DEFAULT_CHECKPOINT)):
         with _checkpoint_path(given, default) as path:
             models[key] = load_model(path)

@@ -214,7 +214,6 @@ def test_cli_experiment_errors_are_one_line(tmp_path, capsys):
         (["experiment", "mode-averaging", "--out", str(tmp_path / "no" / "x.png")], "for --out does not exist"),
         (["experiment", "super-resolution", "--checkpoint", str(joint), "--l2", str(tmp_path / "none.pt"), "--independent", "x.pt",
           "--out", str(tmp_path / "x.png")], "none.pt"),
-        (["experiment", "super-resolution", "--out", str(tmp_path / "x.png")], "--l2"),
     ]
     for arguments, message in cases:
         code = cli.main(arguments)

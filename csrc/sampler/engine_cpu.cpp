@@ -18,7 +18,9 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -237,9 +239,19 @@ struct CpuEngine {
 // All threads run the whole raster loop over the whole batch, each computing its share of every
 // op's channels. (Splitting the batch instead makes every thread stream all the weights per
 // position: slower here than one thread.) Outside AT_DISPATCH: a pragma cannot sit in a macro.
+// Built without OpenMP (Apple's clang), the team is the calling thread alone.
+#ifndef _OPENMP
+inline int omp_get_thread_num() { return 0; }
+inline int omp_get_num_threads() { return 1; }
+#endif
+
 template <typename scalar_t>
 void run_team(const CpuEngine<scalar_t>& engine) {
+#ifdef _OPENMP
   const int wanted = static_cast<int>(std::max<int64_t>(1, at::get_num_threads()));
+#else
+  const int wanted = 1;
+#endif
   TeamBarrier barrier(wanted);
   std::atomic<bool> solo{false};
   std::atomic<int64_t> preemptions{0};
