@@ -19,9 +19,8 @@ import glob
 import os
 import sys
 
-from setuptools import setup
-
 import torch
+from setuptools import setup
 
 # Ampere, Ada-class Ampere and Hopper as machine code, and Hopper's PTX, which the driver JIT-compiles
 # on any newer GPU (Blackwell and later) instead of failing with "no kernel image is available".

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from benchutil import DEVICE, SMALL, timed
 
 from pixelfast.ops import masked_conv2d, masked_conv2d_ref

@@ -22,8 +22,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class LevelsDataset(Dataset):
         label = -1 if self.labels is None else int(self.labels[index])
         return self.images[index], label
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "LevelsDataset":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> LevelsDataset:
         """The items at ``indices`` as a new dataset (keeps ``levels``/``num_classes``)."""
         indices = torch.as_tensor(indices, dtype=torch.int64)
         labels = None if self.labels is None else self.labels[indices]

@@ -15,8 +15,9 @@ import inspect
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,6 @@ from tqdm.auto import tqdm
 
 from pixelfast import distributed
 from pixelfast._checks import check_int
-
 from pixelfast.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -193,7 +193,7 @@ class _Data:
     name: str | None
 
     @classmethod
-    def load(cls, data, test_data, root, levels, download, channels, limit) -> "_Data":
+    def load(cls, data, test_data, root, levels, download, channels, limit) -> _Data:
         train_set, test_set, name = _load_data(data, test_data, root, levels, download, channels, limit)
         images, labels = as_tensors(train_set)
         return cls(train_set, images, labels, test_set, name)

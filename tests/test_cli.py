@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from PIL import Image
-
 import torch
+from PIL import Image
 
 from pixelfast import cli
 from pixelfast.checkpoint import load_checkpoint, save_checkpoint

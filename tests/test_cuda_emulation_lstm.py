@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import pixelfast.ops  # noqa: F401  (loads pixelfast._C: the CPU kernels of torch.ops.pixelfast)
 from tests.emulation import SCHEDULES, load
@@ -46,12 +45,12 @@ def assert_emulated_matches_cpu(emulated, kind, shape, dtype, launch, bias=True,
     got = getattr(emulated, op)(gates, weight, b, groups, *launch)
     tol = TOLERANCE[dtype]
     for name, g, w in zip(("h", "c", "acts"), got, want):
-        torch.testing.assert_close(g, w, **tol, msg=lambda m: f"{kind} forward {name} {launch}: {m}")
+        torch.testing.assert_close(g, w, **tol, msg=lambda m, name=name: f"{kind} forward {name} {launch}: {m}")
     h, c, acts = want
     want = getattr(torch.ops.pixelfast, op + "_backward")(grad_h, weight, h, c, acts, groups)
     got = getattr(emulated, op + "_backward")(grad_h, weight, h, c, acts, groups, *launch)
     for name, g, w in zip(("grad_gates", "grad_weight", "grad_bias"), got, want):
-        torch.testing.assert_close(g, w, **tol, msg=lambda m: f"{kind} backward {name} {launch}: {m}")
+        torch.testing.assert_close(g, w, **tol, msg=lambda m, name=name: f"{kind} backward {name} {launch}: {m}")
 
 
 # Every launch shape on an odd, non-square case (3 x 5 images, 2 of them, h = 3 in 3 colour groups),

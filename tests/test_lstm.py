@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
 from devices import DEVICES, links_cuda_runtime, tolerance
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import pixelfast
 from pixelfast.nn import DiagonalBiLSTM, RowLSTM
@@ -55,7 +54,7 @@ def assert_matches_reference(kind, gates, weight, bias, groups):
     torch.testing.assert_close(h, h_ref, **tol_)
     torch.testing.assert_close(c, c_ref, **tol_)
     for name, got, want in zip(("gates", "weight", "bias"), grads, ref_grads):
-        torch.testing.assert_close(got, want, **tol_, msg=lambda m: f"{kind}: grad {name}: {m}")
+        torch.testing.assert_close(got, want, **tol_, msg=lambda m, name=name: f"{kind}: grad {name}: {m}")
 
 
 def pixel_loop(kind, gates, weight, bias, groups):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
 from devices import DEVICES, links_cuda_runtime, tolerance
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import pixelfast
 from pixelfast.nn import MaskedConv2d
-from pixelfast.ops import make_mask, masked_conv2d, masked_conv2d_ref
-from pixelfast.ops import _library
+from pixelfast.ops import _library, make_mask, masked_conv2d, masked_conv2d_ref
 
 
 def make_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0, device="cpu"):
@@ -40,7 +38,7 @@ def assert_matches_reference(x, weight, bias, mask_type, groups):
     tol = tolerance(x.dtype, x.device)
     torch.testing.assert_close(out, ref, **tol)
     for name, got, want in zip(("input", "weight", "bias"), grads, ref_grads):
-        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(got, want, **tol, msg=lambda m, name=name: f"grad {name}: {m}")
     return grads
 
 

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
 from pixelfast.models import MODELS, GatedPixelCNN, PixelCNN, build_model
 from pixelfast.nn import GatedActivation, HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import make_mask
-
-from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
 
 def tiny(cls, in_channels, seed=0, **kwargs):

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
 import pixelfast
 from pixelfast.models import MODELS, PixelRNN, build_model
 from pixelfast.nn import DiagonalBiLSTM, RowLSTM
-
-from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
 
 def tiny(kind, in_channels, seed=0, **kwargs):

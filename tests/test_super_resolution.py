@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from causality import all_positions, assert_sees_immediate_past, check_causal
 from devices import tolerance
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import pixelfast

@@ -10,9 +10,9 @@ from pixelfast.ops.lstm import (
 )
 from pixelfast.ops.masked_conv import (
     centre_prefix,
+    make_mask,
     masked_conv2d,
     masked_conv2d_ref,
-    make_mask,
 )
 
 __all__ = [

@@ -38,7 +38,6 @@ from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
 
-
 def gate_index(q: int, c: int, hidden: int, color_groups: int) -> int:
     """The gate channel of gate ``q`` (0=i, 1=f, 2=o, 3=g) of hidden channel ``c``."""
     m = hidden // color_groups

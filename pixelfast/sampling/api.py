@@ -15,7 +15,7 @@ import numbers
 import threading
 import warnings
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -335,7 +335,7 @@ def _check_completion(image, known, n, channels, height, width, levels):
 
 
 _modes_lock = threading.Lock()
-_modes: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()  # model -> [calls, was_training]
+_modes: weakref.WeakKeyDictionary[nn.Module, list] = weakref.WeakKeyDictionary()  # model -> [calls, was_training]
 
 
 @contextlib.contextmanager

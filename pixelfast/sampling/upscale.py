@@ -21,7 +21,12 @@ from pixelfast._checks import model_device
 from pixelfast.data import check_level_values
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.sampling.api import (
-    METHODS, _check_generator, _check_n, _check_temperature, _pick_method, check_canvas,
+    METHODS,
+    _check_generator,
+    _check_n,
+    _check_temperature,
+    _pick_method,
+    check_canvas,
     eval_no_grad,
 )
 from pixelfast.sampling.cached import sample_cached
