@@ -76,9 +76,10 @@ cuda_sources = sorted(
     os.path.relpath(path, HERE) for path in glob.glob(os.path.join(HERE, "csrc", "**", "*.cu"), recursive=True)
 )
 
-# The module uses only the stable ABI of CPython 3.10+ (its one Python call creates the empty
-# module; everything else goes through torch.library), so one wheel serves every Python >= 3.10.
-LIMITED_API = ("Py_LIMITED_API", "0x030A0000")
+# py_limited_api=True: the module uses only CPython's stable ABI (its one Python call creates the
+# empty module; everything else goes through torch.library), and torch's BuildExtension defines
+# Py_LIMITED_API to its oldest supported Python (3.10 for current torch), so one wheel, tagged
+# cp310-abi3 as requires-python says, serves every later Python.
 # -fopenmp: the sampling engine runs its own thread team (the same OpenMP runtime as libtorch).
 # Apple's clang has no -fopenmp; there the engine runs one thread (it checks _OPENMP).
 openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
@@ -91,7 +92,7 @@ if with_cuda:
         cpp_sources + cuda_sources,
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
-        define_macros=[("PIXELFAST_WITH_CUDA", "1"), LIMITED_API],
+        define_macros=[("PIXELFAST_WITH_CUDA", "1")],
         py_limited_api=True,
     )
 else:
@@ -100,7 +101,6 @@ else:
         cpp_sources,
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
-        define_macros=[LIMITED_API],
         py_limited_api=True,
     )
 
