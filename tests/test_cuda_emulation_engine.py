@@ -130,7 +130,7 @@ def conditioned_plan(model):
     builder.buffer(model.in_channels)
     builder.condition_logits = True
     with torch.no_grad():
-        planning.LOWERINGS[type(model)](model, builder)
+        planning.lower_module(model, builder)
     return builder.plan
 
 

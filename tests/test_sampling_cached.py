@@ -20,7 +20,7 @@ from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.nn import HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import masked_conv2d_ref
 from pixelfast.sampling.cached import run_engine
-from pixelfast.sampling.plan import PIXEL, SAMPLE, PlanBuilder, UnsupportedModelError, lower
+from pixelfast.sampling.plan import PlanBuilder, UnsupportedModelError, lower
 
 
 def jitter(model: nn.Module, scale: float = 0.2, seed: int = 0) -> nn.Module:
@@ -162,7 +162,7 @@ def layer_logits(build, channels: int, levels: int, x: torch.Tensor) -> torch.Te
     builder.buffer(channels)
     logits = builder.buffer(channels * levels)
     build(builder, logits)
-    builder._op(SAMPLE, PIXEL, 0, logits, channels)
+    builder.sample(logits, channels)
     plan = builder.plan
     known = torch.ones_like(x, dtype=torch.bool)
     uniforms = torch.zeros(x.shape, dtype=torch.float64)

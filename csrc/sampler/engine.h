@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -28,6 +29,10 @@ struct Plan {
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                  const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
                  bool has_labels, int64_t condition_channels);
+
+// The plan format this library decodes, as text: plan.h's field names, codes and limits, which
+// pixelfast/sampling/plan_format.py checks its own tables against.
+std::string plan_format();
 
 // One engine call's checked arguments, contiguous inputs, outputs, and zero-filled buffer storage
 // (the pad columns are the convolutions' zero padding).

@@ -21,21 +21,32 @@
 namespace pixelfast {
 namespace sampler {
 
+// The plan's wire format is defined once, by the lists below: the engine's enums and structs and
+// the decoder (plan_decode.cpp) are generated from them, and the library reports them
+// (sampler_plan_format) so that pixelfast/sampling/plan_format.py, which must write the same
+// format even without the library, is checked against them.
+
 constexpr int kMaxSegments = 8;
 
-enum OpCode : int32_t {
-  kConv = 1,       // dst[g] = bias[g] + sum over segments (+ centre tap) of W . src
-  kRelu = 2,       // dst[g] = max(src[g], 0)
-  kGate = 3,       // dst[g] = tanh(a) * sigmoid(b), src group g = [a, b]
-  kAdd = 4,        // dst[g] += src[g] (or = src[g], a copy, when not accumulating)
-  kClassBias = 5,  // dst[g] += table[label][g]
-  kSample = 6,     // draw (or teacher-force) colour g from the logits in src[g]; write it to dst
-  kLstmCell = 7,   // LSTM cell: gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c)
-  kCondition = 8,  // dst[g] += condition[b, r, j][g]: the call's per-image input map, K = dst channels
-};
+// X(enumerator, name, code); the name is the PlanBuilder method that writes the op.
+#define PIXELFAST_OP_CODES(X)                                                                      \
+  X(kConv, conv, 1)             /* dst[g] = bias[g] + sum over segments (+ centre tap) of W . src */ \
+  X(kRelu, relu, 2)             /* dst[g] = max(src[g], 0) */                                        \
+  X(kGate, gate, 3)             /* dst[g] = tanh(a) * sigmoid(b), src group g = [a, b] */            \
+  X(kAdd, add, 4)               /* dst[g] += src[g] (or = src[g], a copy, when not accumulating) */  \
+  X(kClassBias, class_bias, 5)  /* dst[g] += table[label][g] */                                      \
+  X(kSample, sample, 6)         /* draw (or teacher-force) colour g from the logits in src[g] */     \
+  X(kLstmCell, lstm_cell, 7)    /* gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c) */ \
+  X(kCondition, condition, 8)   /* dst[g] += condition[b, r, j][g]: the call's input map, K = dst channels */
 
-enum Phase : int32_t { kRowPhase = 0, kPixelPhase = 1 };
-enum CentreMask : int32_t { kNoCentre = 0, kCentreA = 1, kCentreB = 2 };
+#define PIXELFAST_PHASES(X) X(kRowPhase, row, 0) X(kPixelPhase, pixel, 1)
+#define PIXELFAST_CENTRES(X) X(kNoCentre, none, 0) X(kCentreA, a, 1) X(kCentreB, b, 2)
+
+#define PIXELFAST_ENUMERATOR(enumerator, name, value) enumerator = value,
+enum OpCode : int32_t { PIXELFAST_OP_CODES(PIXELFAST_ENUMERATOR) };
+enum Phase : int32_t { PIXELFAST_PHASES(PIXELFAST_ENUMERATOR) };
+enum CentreMask : int32_t { PIXELFAST_CENTRES(PIXELFAST_ENUMERATOR) };
+#undef PIXELFAST_ENUMERATOR
 
 struct Buffer {
   int64_t channels;
@@ -43,33 +54,42 @@ struct Buffer {
   int64_t pad;   // zero columns on each side
 };
 
-// A run of `cols` consecutive taps of one kernel row: input row i + dy, columns j + dx ...
-// Its packed weight is [cols * in_channels, out_channels], row index = tap * in_channels + channel.
+// X(type, field), in wire order. A run of `cols` consecutive taps of one kernel row: input row
+// i + dy, columns j + dx ... Its packed weight is [cols * in_channels, out_channels], row index
+// = tap * in_channels + channel.
+#define PIXELFAST_SEGMENT_FIELDS(X) X(int64_t, dy) X(int64_t, dx) X(int64_t, cols) X(int64_t, weight)
+
+// X(type, field): an op record is its length, these fields in this order, then num_segments
+// segments.
+#define PIXELFAST_OP_FIELDS(X)                                                                     \
+  X(int32_t, code)          /* OpCode */                                                         \
+  X(int32_t, phase)         /* Phase */                                                          \
+  X(int64_t, dst)                                                                                \
+  X(int64_t, src)                                                                                \
+  X(int64_t, groups)                                                                             \
+  X(int32_t, centre)        /* kConv: CentreMask */                                              \
+  X(int64_t, centre_weight) /* kConv: [in_channels, out_channels], or -1 */                      \
+  X(int64_t, bias)          /* kConv: [out_channels], or -1 */                                   \
+  X(int64_t, table)         /* kClassBias: [num_classes, channels] */                            \
+  X(int32_t, accumulate)    /* kConv, kAdd: add into dst instead of overwriting it */            \
+  X(int64_t, src_dy)        /* kAdd: src read at row r + src_dy (<= 0; none above the image) */  \
+  X(int64_t, row_offset)    /* row-phase ops: run at row i + row_offset (<= 0) */                \
+  X(int32_t, reverse)       /* row-phase ops: columns right to left, one scan (row_ops_end) */   \
+  X(int64_t, cell)          /* kLstmCell: the cell-state buffer */                               \
+  X(int64_t, prev_dy)       /* kLstmCell: the previous cell state's row, relative to r */        \
+  X(int64_t, prev_dx)       /* kLstmCell: and its column, relative to j */                       \
+  X(int64_t, num_segments)  /* kConv: how many of segments[] are used */
+
+#define PIXELFAST_MEMBER(type, field) type field;
 struct Segment {
-  int64_t dy, dx, cols;
-  int64_t weight;  // index into the weight list
+  PIXELFAST_SEGMENT_FIELDS(PIXELFAST_MEMBER)
 };
 
 struct Op {
-  int32_t code;
-  int32_t phase;
-  int64_t dst, src, groups;
-  int64_t row_offset;  // row-phase ops: run at row i + row_offset (<= 0)
-  int32_t reverse;     // row-phase ops: columns right to left, as one scan (see row_ops_end)
-  // kConv
-  int32_t centre;         // CentreMask
-  int32_t accumulate;     // kConv, kAdd: add into dst instead of overwriting it
-  int64_t centre_weight;  // [in_channels, out_channels], or -1
-  int64_t bias;           // [out_channels], or -1
-  int64_t num_segments;
+  PIXELFAST_OP_FIELDS(PIXELFAST_MEMBER)
   Segment segments[kMaxSegments];
-  // kClassBias: table [num_classes, channels]
-  int64_t table;
-  // kAdd: src is read at row r + src_dy (<= 0; rows above the image add nothing)
-  int64_t src_dy;
-  // kLstmCell: the cell-state buffer, and where the previous cell state sits relative to (r, j)
-  int64_t cell, prev_dy, prev_dx;
 };
+#undef PIXELFAST_MEMBER
 
 // What one engine call reads and writes besides its buffers: sizes and raw tensor data, the same
 // for the CPU and the CUDA engine.

@@ -1,6 +1,6 @@
 // Host side of the sampling engine, shared by the CPU and CUDA engines: the op's argument checks,
-// decoding and validating the plan (TORCH_CHECK on anything inconsistent), and the zero-filled
-// buffer storage of one call. No kernels and no op registrations here.
+// decoding and validating the plan (TORCH_CHECK on anything inconsistent), the plan format's
+// report, and the zero-filled buffer storage of one call. No kernels and no op registrations here.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "engine.h"
@@ -18,7 +19,10 @@ namespace sampler {
 
 namespace {
 
-constexpr int64_t kOpHeader = 18;
+#define PIXELFAST_COUNT(...) +1
+constexpr int64_t kOpHeader = 1 PIXELFAST_OP_FIELDS(PIXELFAST_COUNT);  // the length, then the fields
+constexpr int64_t kSegmentFields = 0 PIXELFAST_SEGMENT_FIELDS(PIXELFAST_COUNT);
+#undef PIXELFAST_COUNT
 
 // Every plan field (sizes, offsets, codes, indices) lies in [-kMaxField, kMaxField], so that no
 // product of a few of them overflows int64 and no code is truncated on its way to int32.
@@ -101,29 +105,18 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                   " of the op at position ", at, " is out of range: ", f[q]);
     }
     Op op{};
-    op.code = static_cast<int32_t>(f[1]);
-    op.phase = static_cast<int32_t>(f[2]);
-    op.dst = f[3];
-    op.src = f[4];
-    op.groups = f[5];
-    op.centre = static_cast<int32_t>(f[6]);
-    op.centre_weight = f[7];
-    op.bias = f[8];
-    op.table = f[9];
-    op.accumulate = static_cast<int32_t>(f[10]);
-    op.src_dy = f[11];
-    op.row_offset = f[12];
-    op.reverse = static_cast<int32_t>(f[13]);
-    op.cell = f[14];
-    op.prev_dy = f[15];
-    op.prev_dx = f[16];
-    op.num_segments = f[17];
+    const int64_t* next = f + 1;
+#define PIXELFAST_DECODE(type, field) op.field = static_cast<type>(*next++);
+    PIXELFAST_OP_FIELDS(PIXELFAST_DECODE)
+#undef PIXELFAST_DECODE
     TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments &&
-                    length == kOpHeader + 4 * op.num_segments,
+                    length == kOpHeader + kSegmentFields * op.num_segments,
                 "sample_cached: op at position ", at, " has a bad length");
     for (int64_t s = 0; s < op.num_segments; ++s) {
-      const int64_t* g = f + kOpHeader + 4 * s;
-      op.segments[s] = Segment{g[0], g[1], g[2], g[3]};
+      Segment& segment = op.segments[s];
+#define PIXELFAST_DECODE_SEGMENT(type, field) segment.field = static_cast<type>(*next++);
+      PIXELFAST_SEGMENT_FIELDS(PIXELFAST_DECODE_SEGMENT)
+#undef PIXELFAST_DECODE_SEGMENT
     }
     TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ", op.phase);
     TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
@@ -204,6 +197,24 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
   }
   TORCH_CHECK(samples, "sample_cached: the program never samples");
   return plan;
+}
+
+std::string plan_format() {
+  std::string text = "op fields:";
+#define PIXELFAST_NAME(type, field) text += " " #field;
+  PIXELFAST_OP_FIELDS(PIXELFAST_NAME)
+  text += "\nsegment fields:";
+  PIXELFAST_SEGMENT_FIELDS(PIXELFAST_NAME)
+#undef PIXELFAST_NAME
+#define PIXELFAST_NAME_VALUE(enumerator, name, value) text += " " #name "=" + std::to_string(value);
+  text += "\nop codes:";
+  PIXELFAST_OP_CODES(PIXELFAST_NAME_VALUE)
+  text += "\nphases:";
+  PIXELFAST_PHASES(PIXELFAST_NAME_VALUE)
+  text += "\ncentres:";
+  PIXELFAST_CENTRES(PIXELFAST_NAME_VALUE)
+#undef PIXELFAST_NAME_VALUE
+  return text + "\nmax segments: " + std::to_string(kMaxSegments);
 }
 
 namespace {

@@ -15,6 +15,7 @@ from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.categorical import draw_uniforms
 from pixelfast.sampling.plan import Plan, lower
+from pixelfast.sampling.plan_format import check_library
 from pixelfast.sampling.precision import full_fp32
 
 # Images per engine call on the CPU: enough to keep the engine's matrix products efficient, few
@@ -68,6 +69,7 @@ def run_engine(
     """One engine call. ``condition``: logits ``[B, levels, C, H, W]`` that the plan's condition op
     adds to the model's own (super-resolution's ``A(x)``), or None."""
     require_library()
+    check_library()
     if condition is not None:  # the engine reads a position's values contiguously: [B, H, W, C * levels]
         condition = condition.permute(0, 3, 4, 2, 1).flatten(3).contiguous()
     return torch.ops.pixelfast.sample_cached(

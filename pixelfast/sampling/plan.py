@@ -9,15 +9,21 @@ Row-phase ops run once per image row, before its pixels (the Gated PixelCNN's ve
 which only sees rows above; the Diagonal BiLSTM's right-to-left scan of the row just finished);
 pixel-phase ops run per pixel and colour sub-step. The layers are read
 as they are; nothing here is imported by a layer or a model.
+
+Each model and layer type the engine runs registers its lowering with :func:`lowers`, naming the
+layer types it reads; the layers a model may contain derive from that. Ops are written in the wire
+format of :mod:`pixelfast.sampling.plan_format`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from pixelfast.models.base import PixelModel
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
 from pixelfast.models.pixelrnn import PixelRNN, PixelRNNBlock
@@ -27,25 +33,10 @@ from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, _ClassGates
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
+from pixelfast.sampling.plan_format import CENTRES, MAX_SEGMENTS, PHASES, encode_op
 
-# Op codes, phases and centre masks: the same numbers as csrc/sampler/plan.h.
-CONV, RELU, GATE, ADD, CLASS_BIAS, SAMPLE, LSTM_CELL, CONDITION = 1, 2, 3, 4, 5, 6, 7, 8
-ROW, PIXEL = 0, 1
-NO_CENTRE, CENTRE_A, CENTRE_B = 0, 1, 2
-MAX_SEGMENTS = 8
-
-# The layer types each supported model may contain; anything else is named in the error.
-SUPPORTED_LAYERS = {
-    PixelCNN: (MaskedConv2d, ResidualBlock, OutputHead, nn.ModuleList, nn.Embedding),
-    GatedPixelCNN: (
-        GatedBlock, VerticalConv2d, HorizontalConv2d, GatedActivation, MaskedConv2d, OutputHead,
-        nn.ModuleList, nn.Embedding,
-    ),
-    PixelRNN: (
-        PixelRNNBlock, RowLSTM, DiagonalBiLSTM, DiagonalLSTM, _ClassGates, HorizontalConv2d,
-        MaskedConv2d, OutputHead, nn.ModuleList, nn.Embedding,
-    ),
-}
+ROW, PIXEL = PHASES["row"], PHASES["pixel"]
+NO_CENTRE, CENTRE_A, CENTRE_B = CENTRES["none"], CENTRES["a"], CENTRES["b"]
 
 
 class UnsupportedModelError(ValueError):
@@ -90,16 +81,13 @@ class PlanBuilder:
         buffer[1] = max(buffer[1], 1 - dy - row_offset)
         buffer[2] = max(buffer[2], -dx, dx + cols - 1)
 
-    def _op(self, code, phase, dst, src, groups, centre=NO_CENTRE, centre_weight=-1, bias=-1, table=-1,
-            segments=(), accumulate=False, src_dy=0, row_offset=0, reverse=False, cell=-1, prev=(0, 0)):
-        """One op record, laid out as csrc/sampler/engine_cpu.cpp decodes it (kOpHeader fields)."""
+    def _op(self, name: str, phase: int, dst: int, src: int, groups: int, segments=(), **fields) -> None:
+        """Append op ``name``; the header fields it leaves out take plan_format's defaults."""
         if len(segments) > MAX_SEGMENTS:
             raise UnsupportedModelError(f"a kernel with {len(segments)} rows exceeds the engine's {MAX_SEGMENTS}")
-        fields = [code, phase, dst, src, groups, centre, centre_weight, bias, table, int(accumulate), src_dy,
-                  row_offset, int(reverse), cell, prev[0], prev[1], len(segments)]
-        for segment in segments:
-            fields.extend(segment)
-        self.plan.program.extend([len(fields) + 1] + fields)
+        self.plan.program.extend(
+            encode_op(name, segments, phase=phase, dst=dst, src=src, groups=groups, **fields)
+        )
 
     # --- ops -----------------------------------------------------------------------------------
 
@@ -117,9 +105,9 @@ class PlanBuilder:
             segments.append((dy, dx, cols, self.weight(packed)))
         centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
         bias_index = self.weight(bias) if bias is not None else -1
-        self._op(CONV, phase, dst, src, groups, mask if centre_index >= 0 else NO_CENTRE,
-                 centre_index, bias_index, segments=segments, accumulate=accumulate,
-                 row_offset=row_offset, reverse=reverse)
+        self._op("conv", phase, dst, src, groups, segments, centre=mask if centre_index >= 0 else NO_CENTRE,
+                 centre_weight=centre_index, bias=bias_index, accumulate=accumulate, row_offset=row_offset,
+                 reverse=reverse)
 
     def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL, row_offset=0, reverse=False):
         w, k = layer.weight, layer.kernel_size
@@ -142,13 +130,13 @@ class PlanBuilder:
         self.conv(dst, src, PIXEL, layer.color_groups, [(0, -p, w[:, :, 0, :p])], w[:, :, 0, p], mask, layer.bias)
 
     def relu(self, dst, src, groups, phase=PIXEL):
-        self._op(RELU, phase, dst, src, groups)
+        self._op("relu", phase, dst, src, groups)
 
     def add(self, dst, src, groups, phase=PIXEL, src_dy=0, copy=False):
         """``dst += src`` (``dst = src`` when ``copy``), ``src`` read ``-src_dy`` rows up (zero above
         the image)."""
         self._reads(src, src_dy, 0, 1)
-        self._op(ADD, phase, dst, src, groups, src_dy=src_dy, accumulate=not copy)
+        self._op("add", phase, dst, src, groups, src_dy=src_dy, accumulate=not copy)
 
     def lstm_cell(self, hidden, gates, cell, groups, prev, phase=PIXEL, row_offset=0, reverse=False):
         """``hidden, cell <- LSTM(gates, cell at (r + prev[0], j + prev[1]))`` at ``(r, j)``.
@@ -158,19 +146,19 @@ class PlanBuilder:
         """
         self._reads(cell, prev[0], min(prev[1], 0), abs(prev[1]) + 1, row_offset)
         self._reads(hidden, 0, 0, 1, row_offset)
-        self._op(LSTM_CELL, phase, hidden, gates, groups, cell=cell, prev=prev, row_offset=row_offset,
-                 reverse=reverse)
+        self._op("lstm_cell", phase, hidden, gates, groups, cell=cell, prev_dy=prev[0], prev_dx=prev[1],
+                 row_offset=row_offset, reverse=reverse)
 
     def gate(self, dst, src, groups, phase=PIXEL):
-        self._op(GATE, phase, dst, src, groups)
+        self._op("gate", phase, dst, src, groups)
 
     def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL, row_offset=0, reverse=False):
-        self._op(CLASS_BIAS, phase, dst, -1, groups, table=self.weight(embedding.weight),
+        self._op("class_bias", phase, dst, -1, groups, table=self.weight(embedding.weight),
                  row_offset=row_offset, reverse=reverse)
 
     def condition(self, dst, groups):
         """``dst += condition`` at each position: the engine call's per-image input map."""
-        self._op(CONDITION, PIXEL, dst, -1, groups)
+        self._op("condition", PIXEL, dst, -1, groups)
 
     def head(self, features: int, head: OutputHead, groups: int) -> None:
         """The output head and the draw; with ``condition_logits`` set, the call's condition is added
@@ -184,26 +172,75 @@ class PlanBuilder:
         self.masked_conv(logits, hidden, head.out)
         if self.condition_logits:
             self.condition(logits, groups)
-        self._op(SAMPLE, PIXEL, 0, logits, groups)
+        self.sample(logits, groups)
+
+    def sample(self, logits: int, groups: int) -> None:
+        """Draw (or teacher-force) each colour from its group of ``logits`` into buffer 0, the image."""
+        self._op("sample", PIXEL, 0, logits, groups)
+
+
+# --- the lowering registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lowering:
+    lower: Callable  # (module, builder, *input buffers) -> its output buffers
+    reads: tuple[type, ...]  # the layer types it reads directly inside the module
+    check: Callable[[nn.Module], None] | None  # a model's own refusals, instead of the layer walk
+
+
+LOWERINGS: dict[type, Lowering] = {}  # by the exact type of the model or layer
+
+
+def lowers(kind: type, *, reads: tuple[type, ...] = (), check: Callable[[nn.Module], None] | None = None):
+    """Register the decorated function as the lowering of ``kind``, a model (a PixelModel) or a layer.
+
+    ``reads``: the layer types it reads inside the module; the layers a model may contain are these
+    and, through each registered layer among them, what that layer's lowering reads. ``check``: a
+    model's own refusals, run instead of that layer walk (a model around another model).
+    """
+
+    def register(function: Callable) -> Callable:
+        LOWERINGS[kind] = Lowering(function, tuple(reads), check)
+        return function
+
+    return register
+
+
+def lower_module(module: nn.Module, b: PlanBuilder, *buffers):
+    """Append the ops of ``module`` by its registered lowering; returns its output buffers."""
+    return LOWERINGS[type(module)].lower(module, b, *buffers)
+
+
+def supported_layers(kind: type) -> frozenset[type]:
+    """The layer types a ``kind`` model may contain: what its lowering reads, transitively."""
+    layers, todo = set(), list(LOWERINGS[kind].reads)
+    while todo:
+        layer = todo.pop()
+        if layer not in layers:
+            layers.add(layer)
+            todo.extend(LOWERINGS[layer].reads if layer in LOWERINGS else ())
+    return frozenset(layers)
+
+
+def _models_lowered_from_layers() -> list[type]:
+    """The models the engine runs as they are (a model with its own check wraps one of these)."""
+    return [kind for kind, entry in LOWERINGS.items() if issubclass(kind, PixelModel) and entry.check is None]
 
 
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run."""
     kind = type(model)
-    if kind is SuperResolution:
-        if model.prior is None:
-            raise UnsupportedModelError(
-                f"the cached engine runs super-resolution models with a prior; this one (objective="
-                f"{model.objective!r}) has none: its sub-pixels are independent given the low-resolution image"
-            )
-        check_supported(model.prior)
-        return
-    if kind not in SUPPORTED_LAYERS:
-        names = ", ".join(k.__name__ for k in SUPPORTED_LAYERS)
+    entry = LOWERINGS.get(kind) if issubclass(kind, PixelModel) else None
+    if entry is None:
+        names = ", ".join(k.__name__ for k in _models_lowered_from_layers())
         raise UnsupportedModelError(
             f"the cached engine does not support {kind.__name__} (it runs {names}); use method='naive'"
         )
-    allowed = SUPPORTED_LAYERS[kind]
+    if entry.check is not None:
+        entry.check(model)
+        return
+    allowed = supported_layers(kind)
     for name, module in model.named_modules():
         if module is not model and type(module) not in allowed:
             raise UnsupportedModelError(
@@ -212,61 +249,98 @@ def check_supported(model: nn.Module) -> None:
             )
 
 
+def lower(model: nn.Module) -> Plan:
+    """The plan of ``model`` (its weights copied and packed), or :class:`UnsupportedModelError`."""
+    check_supported(model)
+    parameter = next(model.parameters())
+    if parameter.dtype not in (torch.float32, torch.float64):
+        raise UnsupportedModelError(f"the cached engine runs float32 or float64 models, not {parameter.dtype}")
+    builder = PlanBuilder(parameter.dtype, parameter.device)
+    builder.buffer(model.in_channels)  # buffer 0: the scaled image
+    with torch.no_grad():
+        lower_module(model, builder)
+    return builder.plan
+
+
+# --- models and layers, each lowered by its registration ----------------------------------------
+
+
+@lowers(OutputHead, reads=(MaskedConv2d,))
+def _lower_output_head(head: OutputHead, b: PlanBuilder, features: int, g: int) -> None:
+    b.head(features, head, g)
+
+
+@lowers(ResidualBlock, reads=(MaskedConv2d, nn.Embedding))
+def _lower_residual_block(block: ResidualBlock, b: PlanBuilder, features: int, g: int) -> int:
+    relu_in = b.buffer(block.channels)
+    b.relu(relu_in, features, g)
+    squeezed = b.buffer(block.hidden_channels)
+    b.masked_conv(squeezed, relu_in, block.conv_in)
+    b.relu(squeezed, squeezed, g)
+    mixed = b.buffer(block.hidden_channels)
+    b.masked_conv(mixed, squeezed, block.conv)
+    if block.class_bias is not None:
+        b.class_bias(mixed, block.class_bias, g)
+    b.relu(mixed, mixed, g)
+    summed = b.buffer(block.channels)
+    b.masked_conv(summed, mixed, block.conv_out)
+    b.add(summed, features, g)
+    return summed
+
+
+@lowers(PixelCNN, reads=(MaskedConv2d, ResidualBlock, OutputHead, nn.ModuleList))
 def _lower_pixelcnn(model: PixelCNN, b: PlanBuilder) -> None:
     g = model.color_groups
     features = b.buffer(model.input_conv.out_channels)
     b.masked_conv(features, 0, model.input_conv)
     for block in model.blocks:
-        relu_in = b.buffer(block.channels)
-        b.relu(relu_in, features, g)
-        squeezed = b.buffer(block.hidden_channels)
-        b.masked_conv(squeezed, relu_in, block.conv_in)
-        b.relu(squeezed, squeezed, g)
-        mixed = b.buffer(block.hidden_channels)
-        b.masked_conv(mixed, squeezed, block.conv)
-        if block.class_bias is not None:
-            b.class_bias(mixed, block.class_bias, g)
-        b.relu(mixed, mixed, g)
-        summed = b.buffer(block.channels)
-        b.masked_conv(summed, mixed, block.conv_out)
-        b.add(summed, features, g)
-        features = summed
-    b.head(features, model.head, g)
+        features = lower_module(block, b, features, g)
+    lower_module(model.head, b, features, g)
 
 
+@lowers(GatedBlock, reads=(VerticalConv2d, HorizontalConv2d, GatedActivation, MaskedConv2d, nn.Embedding))
+def _lower_gated_block(block: GatedBlock, b: PlanBuilder, vertical: int, horizontal: int, g: int,
+                       vertical_read: bool) -> tuple[int, int]:
+    """Both stacks' outputs; ``vertical_read``: whether a later block reads the vertical one."""
+    two_n, n = 2 * block.channels, block.channels
+    # Vertical stack, once per row: it sees only rows above, so the whole row is known.
+    v_pre = b.buffer(two_n)
+    b.vertical_conv(v_pre, vertical, block.v_conv)
+    if block.v_class is not None:
+        b.class_bias(v_pre, block.v_class, 1, ROW)
+    link = b.buffer(two_n)
+    b.masked_conv(link, v_pre, block.v_to_h, ROW)
+    if vertical_read:
+        v_out = b.buffer(n)
+        b.gate(v_out, v_pre, block.v_gate.color_groups, ROW)
+        vertical = v_out
+    # Horizontal stack, per pixel and colour.
+    h_pre = b.buffer(two_n)
+    b.horizontal_conv(h_pre, horizontal, block.h_conv)
+    b.add(h_pre, link, g)
+    if block.h_class is not None:
+        b.class_bias(h_pre, block.h_class, g)
+    gated = b.buffer(n)
+    b.gate(gated, h_pre, g)
+    h_out = b.buffer(n)
+    b.masked_conv(h_out, gated, block.h_res)
+    if not block.first:
+        b.add(h_out, horizontal, g)
+    return vertical, h_out
+
+
+@lowers(GatedPixelCNN, reads=(GatedBlock, OutputHead, nn.ModuleList))
 def _lower_gated(model: GatedPixelCNN, b: PlanBuilder) -> None:
     g = model.color_groups
     vertical = horizontal = 0  # both stacks start from the image
     last = len(model.blocks) - 1
     for index, block in enumerate(model.blocks):
-        two_n, n = 2 * block.channels, block.channels
-        # Vertical stack, once per row: it sees only rows above, so the whole row is known.
-        v_pre = b.buffer(two_n)
-        b.vertical_conv(v_pre, vertical, block.v_conv)
-        if block.v_class is not None:
-            b.class_bias(v_pre, block.v_class, 1, ROW)
-        link = b.buffer(two_n)
-        b.masked_conv(link, v_pre, block.v_to_h, ROW)
-        if index < last:  # the last block's vertical output is never read
-            v_out = b.buffer(n)
-            b.gate(v_out, v_pre, block.v_gate.color_groups, ROW)
-            vertical = v_out
-        # Horizontal stack, per pixel and colour.
-        h_pre = b.buffer(two_n)
-        b.horizontal_conv(h_pre, horizontal, block.h_conv)
-        b.add(h_pre, link, g)
-        if block.h_class is not None:
-            b.class_bias(h_pre, block.h_class, g)
-        gated = b.buffer(n)
-        b.gate(gated, h_pre, g)
-        h_out = b.buffer(n)
-        b.masked_conv(h_out, gated, block.h_res)
-        if not block.first:
-            b.add(h_out, horizontal, g)
-        horizontal = h_out
-    b.head(horizontal, model.head, g)
+        # the last block's vertical output is never read
+        vertical, horizontal = lower_module(block, b, vertical, horizontal, g, index < last)
+    lower_module(model.head, b, horizontal, g)
 
 
+@lowers(RowLSTM, reads=(HorizontalConv2d, _ClassGates, nn.Embedding))
 def _lower_row_lstm(lstm: RowLSTM, b: PlanBuilder, features: int, g: int) -> int:
     """Row LSTM, per pixel: gates from the row's left part (masked) and the previous row's states."""
     h = lstm.hidden_channels
@@ -280,6 +354,7 @@ def _lower_row_lstm(lstm: RowLSTM, b: PlanBuilder, features: int, g: int) -> int
     return hidden
 
 
+@lowers(DiagonalLSTM, reads=(MaskedConv2d, _ClassGates, nn.Embedding))
 def _lower_diagonal_lstm(lstm: DiagonalLSTM, b: PlanBuilder, features: int, g: int, left_to_right: bool) -> int:
     """One Diagonal LSTM direction. Left to right it advances per pixel: the state at (i, j) reads
     (i - 1, j) and (i, j - 1). Right to left (on the mirrored map) the state at (i, j) reads
@@ -300,46 +375,47 @@ def _lower_diagonal_lstm(lstm: DiagonalLSTM, b: PlanBuilder, features: int, g: i
     return hidden
 
 
+@lowers(DiagonalBiLSTM, reads=(DiagonalLSTM,))
+def _lower_diagonal_bilstm(lstm: DiagonalBiLSTM, b: PlanBuilder, features: int, g: int) -> int:
+    left = lower_module(lstm.left_to_right, b, features, g, True)
+    right = lower_module(lstm.right_to_left, b, features, g, False)
+    states = b.buffer(lstm.hidden_channels)
+    b.add(states, left, g, copy=True)
+    b.add(states, right, g, src_dy=-1)  # the right-to-left states, shifted down one row
+    return states
+
+
+@lowers(PixelRNNBlock, reads=(RowLSTM, DiagonalBiLSTM, MaskedConv2d))
+def _lower_pixelrnn_block(block: PixelRNNBlock, b: PlanBuilder, features: int, g: int) -> int:
+    states = lower_module(block.lstm, b, features, g)
+    summed = b.buffer(block.proj.out_channels)
+    b.masked_conv(summed, states, block.proj)
+    b.add(summed, features, g)
+    return summed
+
+
+@lowers(PixelRNN, reads=(MaskedConv2d, PixelRNNBlock, OutputHead, nn.ModuleList))
 def _lower_pixelrnn(model: PixelRNN, b: PlanBuilder) -> None:
     g = model.color_groups
     features = b.buffer(model.input_conv.out_channels)
     b.masked_conv(features, 0, model.input_conv)
     for block in model.blocks:
-        lstm = block.lstm
-        if isinstance(lstm, RowLSTM):
-            states = _lower_row_lstm(lstm, b, features, g)
-        else:
-            left = _lower_diagonal_lstm(lstm.left_to_right, b, features, g, left_to_right=True)
-            right = _lower_diagonal_lstm(lstm.right_to_left, b, features, g, left_to_right=False)
-            states = b.buffer(lstm.hidden_channels)
-            b.add(states, left, g, copy=True)
-            b.add(states, right, g, src_dy=-1)  # the right-to-left states, shifted down one row
-        summed = b.buffer(block.proj.out_channels)
-        b.masked_conv(summed, states, block.proj)
-        b.add(summed, features, g)
-        features = summed
-    b.head(features, model.head, g)
+        features = lower_module(block, b, features, g)
+    lower_module(model.head, b, features, g)
 
 
+def _check_super_resolution(model: SuperResolution) -> None:
+    if model.prior is None:
+        raise UnsupportedModelError(
+            f"the cached engine runs super-resolution models with a prior; this one (objective="
+            f"{model.objective!r}) has none: its sub-pixels are independent given the low-resolution image"
+        )
+    check_supported(model.prior)
+
+
+@lowers(SuperResolution, check=_check_super_resolution)
 def _lower_super_resolution(model: SuperResolution, b: PlanBuilder) -> None:
     """The prior's plan, its head adding the engine call's condition, ``A(x)`` (computed once per
     image by the conditioning network, outside the engine), to the prior's logits before each draw."""
     b.condition_logits = True
-    LOWERINGS[type(model.prior)](model.prior, b)
-
-
-LOWERINGS = {PixelCNN: _lower_pixelcnn, GatedPixelCNN: _lower_gated, PixelRNN: _lower_pixelrnn,
-             SuperResolution: _lower_super_resolution}
-
-
-def lower(model: nn.Module) -> Plan:
-    """The plan of ``model`` (its weights copied and packed), or :class:`UnsupportedModelError`."""
-    check_supported(model)
-    parameter = next(model.parameters())
-    if parameter.dtype not in (torch.float32, torch.float64):
-        raise UnsupportedModelError(f"the cached engine runs float32 or float64 models, not {parameter.dtype}")
-    builder = PlanBuilder(parameter.dtype, parameter.device)
-    builder.buffer(model.in_channels)  # buffer 0: the scaled image
-    with torch.no_grad():
-        LOWERINGS[type(model)](model, builder)
-    return builder.plan
+    lower_module(model.prior, b)
