@@ -159,9 +159,7 @@ def bench_pixelrnn_training_step(benchmark, kind, impl):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randint(0, 256, (TRAIN_BATCH, 1, TRAIN_SIZE, TRAIN_SIZE), generator=torch.Generator().manual_seed(3))
     x = x.to(DEVICE)
-    benchmark.group = (
-        f"PixelRNN {kind} training step (7 layers, h=16, B={TRAIN_BATCH}, 1x{TRAIN_SIZE}x{TRAIN_SIZE})"
-    )
+    benchmark.group = f"PixelRNN {kind} training step (7 layers, h=16, B={TRAIN_BATCH}, 1x{TRAIN_SIZE}x{TRAIN_SIZE})"
     benchmark.extra_info["impl"] = impl
 
     def run():

@@ -19,7 +19,9 @@ CASES = {
     "c 192->192 3x3 B": (16, 192, 192, 32, 3, "B", True),
 }
 if SMALL:
-    CASES = {name: (2, cin and min(cin, 12), 12, 8, k, mask, grad) for name, (_, cin, _, _, k, mask, grad) in CASES.items()}
+    CASES = {
+        name: (2, cin and min(cin, 12), 12, 8, k, mask, grad) for name, (_, cin, _, _, k, mask, grad) in CASES.items()
+    }
 IMPLS = {"fast": masked_conv2d, "plain": masked_conv2d_ref}
 
 

@@ -91,7 +91,8 @@ def bench_cached_sampling(benchmark, case):
     timed(
         benchmark,
         lambda: pixelfast.sample(model, n, size=size, labels=labels, generator=0, method="cached", progress=False),
-        rounds=1 if DEVICE.type == "cuda" else 2, warmup_rounds=0,  # the GPU engine is slow (one block per image)
+        rounds=1 if DEVICE.type == "cuda" else 2,
+        warmup_rounds=0,  # the GPU engine is slow (one block per image)
     )
     benchmark.extra_info["seconds"] = benchmark.stats.stats.median
 
@@ -130,7 +131,8 @@ def bench_cached_scaling(benchmark, side):
     timed(
         benchmark,
         lambda: pixelfast.sample(model, 16, size=(side, side), generator=0, method="cached", progress=False),
-        rounds=2, warmup_rounds=0,
+        rounds=2,
+        warmup_rounds=0,
     )
 
 
@@ -156,9 +158,12 @@ def bench_cpu_engine_threads(benchmark, cpu_shipped_model, threads):
     try:
         timed(
             benchmark,
-            lambda: pixelfast.sample(cpu_shipped_model, THREADS_BATCH, size=size, labels=labels, generator=0,
-                                     method="cached", progress=False),
-            rounds=2, warmup_rounds=1, device=CPU,
+            lambda: pixelfast.sample(
+                cpu_shipped_model, THREADS_BATCH, size=size, labels=labels, generator=0, method="cached", progress=False
+            ),
+            rounds=2,
+            warmup_rounds=1,
+            device=CPU,
         )
     finally:
         torch.set_num_threads(before)

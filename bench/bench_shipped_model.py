@@ -37,9 +37,19 @@ def test_shipped_model_class_agreement(benchmark, setup, temperature):
     model, classifier, test = setup
     benchmark.group = f"shipped model: {COUNT} class-conditional samples at T={temperature}"
     result = benchmark.pedantic(
-        lambda: class_agreement(model, classifier, count=COUNT, temperatures=(temperature,), seed=0,
-                                test_images=test.images, test_labels=test.labels, progress=False),
-        rounds=1, iterations=1, warmup_rounds=0,
+        lambda: class_agreement(
+            model,
+            classifier,
+            count=COUNT,
+            temperatures=(temperature,),
+            seed=0,
+            test_images=test.images,
+            test_labels=test.labels,
+            progress=False,
+        ),
+        rounds=1,
+        iterations=1,
+        warmup_rounds=0,
     )
     benchmark.extra_info["report"] = (
         f"shipped model, T={temperature}: {result.fractions[temperature]:.3f} of {COUNT} samples show the asked "

@@ -33,8 +33,9 @@ GROUP = f"upscaling {'4' if SMALL else '64'} digits {{}}, default SuperResolutio
 def case():
     torch.manual_seed(0)
     if SMALL:
-        model = SuperResolution(1, 256, prior_config={"hidden_channels": 6, "num_layers": 2}, conditioning_channels=4,
-                                conditioning_blocks=1)
+        model = SuperResolution(
+            1, 256, prior_config={"hidden_channels": 6, "num_layers": 2}, conditioning_channels=4, conditioning_blocks=1
+        )
         high = mnist_digits("test").images[:4, :, :8, :8].long()
     else:
         model = SuperResolution(1, 256)
@@ -51,8 +52,12 @@ def bench_cached_upscale(benchmark, case):
     benchmark.group = GROUP.format("cached vs naive")
     benchmark.extra_info["also_in"] = [GROUP.format("cached vs one forward pass")]
     benchmark.extra_info["impl"] = "fast"
-    timed(benchmark, lambda: pixelfast.upscale(model, low, generator=0, method="cached", progress=False),
-          rounds=2, warmup_rounds=0)
+    timed(
+        benchmark,
+        lambda: pixelfast.upscale(model, low, generator=0, method="cached", progress=False),
+        rounds=2,
+        warmup_rounds=0,
+    )
 
 
 def bench_naive_upscale_steps(benchmark, case):

@@ -51,7 +51,11 @@ def record(benchmark) -> None:
     path = os.environ.get("PIXELFAST_BENCH_RESULTS")
     if not path or benchmark.stats is None:
         return
-    line = {"name": benchmark.name, "group": benchmark.group, "median": benchmark.stats.stats.median,
-            "extra_info": dict(benchmark.extra_info)}
+    line = {
+        "name": benchmark.name,
+        "group": benchmark.group,
+        "median": benchmark.stats.stats.median,
+        "extra_info": dict(benchmark.extra_info),
+    }
     with open(path, "a") as handle:
         handle.write(json.dumps(line) + "\n")

@@ -22,13 +22,15 @@ TORCH_LIBRARY(pixelfast, m) {
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
   // LSTM scans (csrc/lstm): gates [B, 4h, H, W] -> (h, c, acts), all channels-last; only h is
   // differentiable, c and acts (the activated gates) are kept for the backward.
-  m.def("row_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "row_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
       "row_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
       "int color_groups) -> (Tensor, Tensor, Tensor)");
-  m.def("diagonal_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "diagonal_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
       "diagonal_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
       "int color_groups) -> (Tensor, Tensor, Tensor)");

@@ -7,6 +7,14 @@ from pixelfast.sampling import incremental_logits, sample, upscale
 __version__ = "0.1.0"
 
 __all__ = [
-    "nn", "ops", "models", "data", "sample", "upscale", "incremental_logits", "log_prob", "bits_per_dim",
+    "nn",
+    "ops",
+    "models",
+    "data",
+    "sample",
+    "upscale",
+    "incremental_logits",
+    "log_prob",
+    "bits_per_dim",
     "__version__",
 ]

@@ -204,7 +204,9 @@ def _check_crcs(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every member and checks its CRC-32
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as error:
-        raise CheckpointError(f"{str(path)!r} is not a readable pixelfast checkpoint (corrupt or truncated): {error}") from None
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable pixelfast checkpoint (corrupt or truncated): {error}"
+        ) from None
     if bad is not None:
         raise CheckpointError(
             f"{str(path)!r} is not a readable pixelfast checkpoint: member {bad!r} fails its CRC check "
@@ -218,9 +220,7 @@ def build_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> nn.Module:
 
     name = ckpt["model_name"]
     if name not in models.MODELS:
-        raise CheckpointError(
-            f"{source}: unknown model {name!r}; this pixelfast knows {sorted(models.MODELS)}"
-        )
+        raise CheckpointError(f"{source}: unknown model {name!r}; this pixelfast knows {sorted(models.MODELS)}")
     config, state = dict(ckpt["model_config"]), ckpt["model_state"]
     _check_finite(state, source)
     _check_block_count(config, state, source, name)

@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{parser.prog}: error: choose a command: train, eval, sample, upscale or experiment (see --help)")
+            raise UsageError(
+                f"{parser.prog}: error: choose a command: train, eval, sample, upscale or experiment (see --help)"
+            )
         return args.run(args)
     except UsageError as error:
         _print_error(str(error))
@@ -75,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --- train ---
     p = commands.add_parser("train", help="train a model and write a checkpoint after every epoch")
     p.add_argument(
-        "--model", default="GatedPixelCNN",
+        "--model",
+        default="GatedPixelCNN",
         help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), or "
         "SuperResolution (trained on each image and its downsampled self; --model-arg scale=4, "
         "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'; "
@@ -91,20 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint path, rewritten (atomically) after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --out where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out with a fresh run")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="fp32, or mixed precision under torch.autocast: bf16 (CPU or GPU), fp16 (GPU)")
-    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start a fresh run from this checkpoint's weights (a model of the same kind; "
-                        "added Gated PixelCNN layers start as identities)")
-    p.add_argument("--augment-shift", type=_int_at_least(0), default=0, metavar="K",
-                   help="shift each training image by a random -K..K pixels in each direction (default: 0)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32, or mixed precision under torch.autocast: bf16 (CPU or GPU), fp16 (GPU)",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start a fresh run from this checkpoint's weights (a model of the same kind; "
+        "added Gated PixelCNN layers start as identities)",
+    )
+    p.add_argument(
+        "--augment-shift",
+        type=_int_at_least(0),
+        default=0,
+        metavar="K",
+        help="shift each training image by a random -K..K pixels in each direction (default: 0)",
+    )
     p.add_argument("--hidden-channels", type=_int_at_least(1))
     p.add_argument("--num-layers", type=_int_at_least(0))
     p.add_argument("--kernel-size", type=_int_at_least(1))
     p.add_argument("--head-channels", type=_int_at_least(1))
     p.add_argument("--unconditional", action="store_true", help="ignore the data's class labels")
     p.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any other model constructor argument; VALUE is parsed as JSON when it can be",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -118,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_int_at_least(1), default=256)
     p.add_argument("--device", default=None)
     p.add_argument(
-        "--per-image", default=None, metavar="CSV",
+        "--per-image",
+        default=None,
+        metavar="CSV",
         help="also write each image's score to this CSV file: index, label, log_prob_nats, bits_per_dim",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -127,11 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     # --- sample ---
     p = commands.add_parser("sample", help="draw images into a PNG grid")
     p.add_argument("--checkpoint", default=None, help="default: the shipped class-conditional MNIST model")
-    p.add_argument("--n", "--num-images", dest="n", type=_int_at_least(1), default=64,
-                   help="number of images (default: %(default)s); under torchrun write --num-images (torchrun takes --n for its own)")
+    p.add_argument(
+        "--n",
+        "--num-images",
+        dest="n",
+        type=_int_at_least(1),
+        default=64,
+        help="number of images (default: %(default)s); under torchrun write --num-images "
+        "(torchrun takes --n for its own)",
+    )
     p.add_argument("--out", required=True, help="PNG file to write (its name must end in .png)")
     p.add_argument(
-        "--labels", default=None,
+        "--labels",
+        default=None,
         help="class-conditional models: 'all' (default; one row per class) or a list like 3 or 0,1,2 "
         "(one row per listed label)",
     )
@@ -146,18 +175,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- upscale ---
     p = commands.add_parser("upscale", help="enlarge low-resolution images with a super-resolution model")
-    p.add_argument("--checkpoint", default=None,
-                   help="a SuperResolution checkpoint (default: the shipped 7x7 -> 28x28 digits model)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a SuperResolution checkpoint (default: the shipped 7x7 -> 28x28 digits model)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", default=None, help="a low-resolution PNG to enlarge")
-    source.add_argument("--demo", action="store_true",
-                        help="enlarge held-out shipped digits, downsampled by the model's scale; the grid "
-                        "shows each input, its samples and the truth")
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help="enlarge held-out shipped digits, downsampled by the model's scale; the grid "
+        "shows each input, its samples and the truth",
+    )
     p.add_argument("--count", type=_int_at_least(1), default=8, help="--demo: how many digits (default: %(default)s)")
-    p.add_argument("--l2", default=None, help="a column of this objective=l2 baseline's predictions "
-                   "(--demo with the shipped model: the shipped one)")
-    p.add_argument("--independent", default=None, help="a column of this objective=independent baseline's samples "
-                   "(--demo with the shipped model: the shipped one)")
+    p.add_argument(
+        "--l2",
+        default=None,
+        help="a column of this objective=l2 baseline's predictions (--demo with the shipped model: the shipped one)",
+    )
+    p.add_argument(
+        "--independent",
+        default=None,
+        help="a column of this objective=independent baseline's samples "
+        "(--demo with the shipped model: the shipped one)",
+    )
     p.add_argument("--n", type=_int_at_least(1), default=4, help="samples per input (default: %(default)s)")
     p.add_argument("--temperature", type=_positive_float, default=0.9, help="default: %(default)s")
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
@@ -175,15 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
         "super-resolution model against the L2 and independent-softmax baselines; a PNG grid",
     )
     e.add_argument("--checkpoint", default=None, help="the SuperResolution model (default: the shipped one)")
-    e.add_argument("--l2", default=None, help="checkpoint of the same conditioning network trained with "
-                   "objective=l2 (default: the shipped one)")
-    e.add_argument("--independent", default=None, help="checkpoint of the same conditioning network trained with "
-                   "objective=independent (default: the shipped one)")
-    e.add_argument("--unconditional", default=None,
-                   help="a model of the 28x28 digits alone, for its bits/dim (default: the shipped Gated PixelCNN)")
-    e.add_argument("--count", type=_int_at_least(1), default=500, help="held-out digits measured (default: all %(default)s)")
-    e.add_argument("--classifier-epochs", type=_int_at_least(1), default=4,
-                   help="epochs of the digit classifier on the 4,500 training digits (default: %(default)s)")
+    e.add_argument(
+        "--l2",
+        default=None,
+        help="checkpoint of the same conditioning network trained with objective=l2 (default: the shipped one)",
+    )
+    e.add_argument(
+        "--independent",
+        default=None,
+        help="checkpoint of the same conditioning network trained with "
+        "objective=independent (default: the shipped one)",
+    )
+    e.add_argument(
+        "--unconditional",
+        default=None,
+        help="a model of the 28x28 digits alone, for its bits/dim (default: the shipped Gated PixelCNN)",
+    )
+    e.add_argument(
+        "--count", type=_int_at_least(1), default=500, help="held-out digits measured (default: all %(default)s)"
+    )
+    e.add_argument(
+        "--classifier-epochs",
+        type=_int_at_least(1),
+        default=4,
+        help="epochs of the digit classifier on the 4,500 training digits (default: %(default)s)",
+    )
     e.add_argument("--seed", type=_int_at_least(0), default=0)
     e.add_argument("--out", required=True, help="PNG grid: low-res | L2 | independent | samples (T=0.9) | truth")
     e.add_argument("--no-progress", action="store_true")
@@ -193,12 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="one 14x14 digit in the top-left or bottom-right quadrant, a constant input: how often do the L2 "
         "regression, the independent softmax and a PixelCNN draw ink in exactly one quadrant",
     )
-    e.add_argument("--epochs", type=_int_at_least(1), default=3, help="training epochs of the two baselines (default: %(default)s)")
-    e.add_argument("--prior-epochs", type=_int_at_least(1), default=None, help="training epochs of the PixelCNN (default: --epochs)")
-    e.add_argument("--count", type=_int_at_least(1), default=1000, help="images drawn from each model (default: %(default)s)")
+    e.add_argument(
+        "--epochs", type=_int_at_least(1), default=3, help="training epochs of the two baselines (default: %(default)s)"
+    )
+    e.add_argument(
+        "--prior-epochs",
+        type=_int_at_least(1),
+        default=None,
+        help="training epochs of the PixelCNN (default: --epochs)",
+    )
+    e.add_argument(
+        "--count", type=_int_at_least(1), default=1000, help="images drawn from each model (default: %(default)s)"
+    )
     e.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N training digits")
-    e.add_argument("--hidden-channels", type=_int_at_least(1), default=16,
-                   help="the PixelCNN's (Gated PixelCNN prior's) width (default: %(default)s)")
+    e.add_argument(
+        "--hidden-channels",
+        type=_int_at_least(1),
+        default=16,
+        help="the PixelCNN's (Gated PixelCNN prior's) width (default: %(default)s)",
+    )
     e.add_argument("--num-layers", type=_int_at_least(1), default=8, help="its layers (default: %(default)s)")
     e.add_argument("--seed", type=_int_at_least(0), default=0)
     e.add_argument("--out", required=True, help="PNG: one row of draws per model")
@@ -209,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="class-conditional samples of a digits model: how many does a logistic-regression classifier "
         "(trained on the 4,500 training digits) label as the asked digit",
     )
-    e.add_argument("--checkpoint", default=None, help="a class-conditional 28x28 digits model (default: the shipped one)")
-    e.add_argument("--count", type=_int_at_least(1), default=1000, help="samples per temperature (default: %(default)s)")
+    e.add_argument(
+        "--checkpoint", default=None, help="a class-conditional 28x28 digits model (default: the shipped one)"
+    )
+    e.add_argument(
+        "--count", type=_int_at_least(1), default=1000, help="samples per temperature (default: %(default)s)"
+    )
     e.add_argument("--temperature", type=_positive_float, nargs="+", default=[1.0], help="default: 1.0")
     e.add_argument("--seed", type=_int_at_least(0), default=0)
     e.add_argument("--out", default=None, help="PNG grid of the first 100 samples at the first temperature")
@@ -224,13 +299,20 @@ def _add_data_arguments(p: argparse.ArgumentParser, default_data: str | None) ->
     from pixelfast.data import DATASET_NAMES
 
     p.add_argument(
-        "--data", default=default_data, choices=DATASET_NAMES,
+        "--data",
+        default=default_data,
+        choices=DATASET_NAMES,
         help="dataset" + (" (default: %(default)s)" if default_data else " (default: the checkpoint's)"),
     )
     p.add_argument("--root", default=None, help="data folder (torchvision datasets, PNG folder)")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="PNG folders: 1 grey, 3 RGB")
-    p.add_argument("--limit", type=_int_at_least(1), default=None, help="use only the first N images (train: of each split; eval: of the evaluated split)")
+    p.add_argument(
+        "--limit",
+        type=_int_at_least(1),
+        default=None,
+        help="use only the first N images (train: of each split; eval: of the evaluated split)",
+    )
 
 
 def _int_at_least(minimum: int):
@@ -282,16 +364,33 @@ def _run_train(args) -> int:
     device = distributed.rank_device(check_device(args.device, "--device") if args.device else default_device())
     with distributed.launched(device):
         result = train(
-            args.model, args.data, root=args.root, levels=args.levels, download=args.download,
-            channels=args.channels, limit=args.limit, model_config=config, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, device=device, seed=args.seed, out=args.out,
-            resume=args.resume, overwrite=args.overwrite, precision=args.precision, init_from=args.init_from,
-            augment_shift=args.augment_shift, progress=not args.no_progress,
+            args.model,
+            args.data,
+            root=args.root,
+            levels=args.levels,
+            download=args.download,
+            channels=args.channels,
+            limit=args.limit,
+            model_config=config,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=device,
+            seed=args.seed,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            precision=args.precision,
+            init_from=args.init_from,
+            augment_shift=args.augment_shift,
+            progress=not args.no_progress,
         )
         main_process = distributed.rank() == 0
     if main_process and result.history and result.history[-1]["test_bits_per_dim"] is not None:
-        print(f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "
-              f"{result.history[-1]['test_bits_per_dim']:.4f}")
+        print(
+            f"held-out bits/dim after epoch {result.history[-1]['epoch']}: "
+            f"{result.history[-1]['test_bits_per_dim']:.4f}"
+        )
     return 0
 
 
@@ -321,10 +420,13 @@ def _run_eval(args) -> int:
         _write_scores(per_image, scores, data.labels, sub_pixels)
     baseline = baseline_bits_per_dim(train_data, data, model.levels)
     name = args.checkpoint or "the shipped default model"
-    print(f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim "
-          f"on {args.data} {split} ({len(data)} images)")
-    print(f"baseline  independent per-sub-pixel categorical fitted on {args.data} "
-          f"{'train' if split != 'all' else 'all'} ({len(train_data)} images): {baseline:.4f} bits/dim")
+    print(
+        f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim on {args.data} {split} ({len(data)} images)"
+    )
+    print(
+        f"baseline  independent per-sub-pixel categorical fitted on {args.data} "
+        f"{'train' if split != 'all' else 'all'} ({len(train_data)} images): {baseline:.4f} bits/dim"
+    )
     if per_image is not None:
         print(f"per-image scores -> {per_image}")
     return 0
@@ -353,7 +455,9 @@ def _run_sample(args) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise UsageError(f"pixelfast sample: error: --out must name a .png file (it is written as PNG), got {args.out!r}")
+        raise UsageError(
+            f"pixelfast sample: error: --out must name a .png file (it is written as PNG), got {args.out!r}"
+        )
     if not out.parent.is_dir():
         raise UsageError(f"pixelfast sample: error: folder {str(out.parent)!r} for --out does not exist")
     device = distributed.rank_device(check_device(args.device or "cpu", "--device"))
@@ -385,8 +489,14 @@ def _run_sample(args) -> int:
         started = time.perf_counter()
         if stop > start:
             images = sample(
-                model, args.n, size=size, labels=labels, temperature=args.temperature, generator=seed,
-                method=args.method, progress=not args.no_progress and rank == 0,
+                model,
+                args.n,
+                size=size,
+                labels=labels,
+                temperature=args.temperature,
+                generator=seed,
+                method=args.method,
+                progress=not args.no_progress and rank == 0,
                 part=(start, stop) if world > 1 else None,
             )
         else:  # more processes than images
@@ -398,8 +508,10 @@ def _run_sample(args) -> int:
     save_grid(images, out, model.levels, nrow=nrow)
     height, width = images.shape[2:]
     where = f" over {world} processes" if world > 1 else ""
-    print(f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s{where} "
-          f"(method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}")
+    print(
+        f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s{where} "
+        f"(method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}"
+    )
     return 0
 
 
@@ -416,8 +528,9 @@ def _run_upscale(args) -> int:
     with _checkpoint_path(args.checkpoint, DEFAULT_SR_CHECKPOINT) as path:
         model = load_model(path)
     if not isinstance(model, SuperResolution):
-        raise UsageError(f"pixelfast upscale: error: {args.checkpoint} holds a {type(model).__name__}, "
-                         "not a SuperResolution model")
+        raise UsageError(
+            f"pixelfast upscale: error: {args.checkpoint} holds a {type(model).__name__}, not a SuperResolution model"
+        )
     truth = None
     if args.demo:
         if model.in_channels != 1:
@@ -427,33 +540,60 @@ def _run_upscale(args) -> int:
     else:
         low = _read_png(args.input, model.in_channels, model.levels)
     baselines = {}
-    for key, given, shipped in (("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
-                                ("independent", args.independent, DEFAULT_SR_BASELINES["independent"])):
+    for key, given, shipped in (
+        ("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
+        ("independent", args.independent, DEFAULT_SR_BASELINES["independent"]),
+    ):
         if given is None and (args.checkpoint is not None or not args.demo):
             continue  # the shipped baselines go with the shipped model's demo
         with _checkpoint_path(given, shipped) as path:
             baselines[key] = load_model(path)
-        if not isinstance(baselines[key], SuperResolution) or baselines[key].objective != key \
-                or baselines[key].scale != model.scale or baselines[key].levels != model.levels:
-            raise UsageError(f"pixelfast upscale: error: --{key} must hold a SuperResolution trained with "
-                             f"objective={key} of the model's scale and levels")
+        if (
+            not isinstance(baselines[key], SuperResolution)
+            or baselines[key].objective != key
+            or baselines[key].scale != model.scale
+            or baselines[key].levels != model.levels
+        ):
+            raise UsageError(
+                f"pixelfast upscale: error: --{key} must hold a SuperResolution trained with "
+                f"objective={key} of the model's scale and levels"
+            )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     started = time.perf_counter()
     # one row per input: the input (enlarged by repetition), the baselines, the samples, the truth
-    grid, columns = comparison_grid(model, baselines.get("l2"), baselines.get("independent"), low, truth, n=args.n,
-                                    temperature=args.temperature, seed=seed, method=args.method,
-                                    progress=not args.no_progress)
+    grid, columns = comparison_grid(
+        model,
+        baselines.get("l2"),
+        baselines.get("independent"),
+        low,
+        truth,
+        n=args.n,
+        temperature=args.temperature,
+        seed=seed,
+        method=args.method,
+        progress=not args.no_progress,
+    )
     seconds = time.perf_counter() - started
     save_grid(grid, out, model.levels, nrow=columns)
     (height, width), (big_h, big_w) = low.shape[2:], grid.shape[2:]
-    shown = "input | " + "".join(f"{key} | " for key in baselines) + f"{args.n} sample(s)" + (" | truth" if args.demo else "")
-    print(f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w} in {seconds:.2f} s (method "
-          f"{args.method}, seed {seed}, temperature {args.temperature:g}); columns {shown} -> {out}")
+    shown = (
+        "input | "
+        + "".join(f"{key} | " for key in baselines)
+        + f"{args.n} sample(s)"
+        + (" | truth" if args.demo else "")
+    )
+    print(
+        f"upscaled {len(low)} image(s) {height}x{width} -> {big_h}x{big_w} in {seconds:.2f} s (method "
+        f"{args.method}, seed {seed}, temperature {args.temperature:g}); columns {shown} -> {out}"
+    )
     return 0
 
 
 def _run_experiment_missing(args) -> int:
-    raise UsageError("pixelfast experiment: error: choose an experiment: super-resolution, mode-averaging or class-agreement (see --help)")
+    raise UsageError(
+        "pixelfast experiment: error: choose an experiment: super-resolution, mode-averaging or "
+        "class-agreement (see --help)"
+    )
 
 
 def _run_experiment_super_resolution(args) -> int:
@@ -464,23 +604,35 @@ def _run_experiment_super_resolution(args) -> int:
 
     out = _out_path(args.out, "pixelfast experiment super-resolution")
     models = {}
-    for key, given, default in (("model", args.checkpoint, DEFAULT_SR_CHECKPOINT),
-                                ("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
-                                ("independent", args.independent, DEFAULT_SR_BASELINES["independent"]),
-                                ("unconditional", args.unconditional, DEFAULT_CHECKPOINT)):
+    for key, given, default in (
+        ("model", args.checkpoint, DEFAULT_SR_CHECKPOINT),
+        ("l2", args.l2, DEFAULT_SR_BASELINES["l2"]),
+        ("independent", args.independent, DEFAULT_SR_BASELINES["independent"]),
+        ("unconditional", args.unconditional, DEFAULT_CHECKPOINT),
+    ):
         with _checkpoint_path(given, default) as path:
             models[key] = load_model(path)
     started = time.perf_counter()
     test, train = mnist_digits("test", models["model"].levels), mnist_digits("train", models["model"].levels)
     report = measure_super_resolution(
-        models["model"], models["l2"], models["independent"], models["unconditional"],
-        test.images[: args.count], test.labels[: args.count], train.images, train.labels,
-        classifier_epochs=args.classifier_epochs, seed=args.seed, progress=not args.no_progress,
+        models["model"],
+        models["l2"],
+        models["independent"],
+        models["unconditional"],
+        test.images[: args.count],
+        test.labels[: args.count],
+        train.images,
+        train.labels,
+        classifier_epochs=args.classifier_epochs,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     save_grid(report.grid, out, models["model"].levels, nrow=report.grid_columns)
     print(report.table())
-    print(f"({min(args.count, len(test))} held-out digits, seed {args.seed}, {time.perf_counter() - started:.0f} s) "
-          f"grid -> {out}")
+    print(
+        f"({min(args.count, len(test))} held-out digits, seed {args.seed}, {time.perf_counter() - started:.0f} s) "
+        f"grid -> {out}"
+    )
     return 0
 
 
@@ -496,15 +648,26 @@ def _run_experiment_mode_averaging(args) -> int:
     if args.limit is not None:
         digits = digits[: args.limit]
     prior_config = {"hidden_channels": args.hidden_channels, "num_layers": args.num_layers}
-    result = mode_averaging(digits, epochs=args.epochs, prior_epochs=args.prior_epochs, count=args.count,
-                            prior_config=prior_config, seed=args.seed, progress=not args.no_progress)
+    result = mode_averaging(
+        digits,
+        epochs=args.epochs,
+        prior_epochs=args.prior_epochs,
+        count=args.count,
+        prior_config=prior_config,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     shown = min(12, args.count)
     save_grid(torch.cat([images[:shown] for images in result.draws.values()]), out, 256, nrow=shown)
-    print(f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "
-          f"{result.data_fraction:.3f}")
+    print(
+        f"training canvases ({len(digits)}, one digit each) with ink in exactly one quadrant: "
+        f"{result.data_fraction:.3f}"
+    )
     for name, fraction in result.fractions.items():
-        print(f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant, "
-              f"{result.blank[name]:.3f} are blank (trained {result.seconds[name]:.0f} s)")
+        print(
+            f"{name}: {fraction:.3f} of {args.count} draws have their ink in exactly one quadrant, "
+            f"{result.blank[name]:.3f} are blank (trained {result.seconds[name]:.0f} s)"
+        )
     print(f"(seed {args.seed}) first {shown} draws of each, one row per model -> {out}")
     return 0
 
@@ -519,14 +682,25 @@ def _run_experiment_class_agreement(args) -> int:
     with _checkpoint_path(args.checkpoint, DEFAULT_CHECKPOINT) as path:
         model = load_model(path)
     if model.num_classes != 10 or model.in_channels != 1 or tuple(model.image_size or ()) != (28, 28):
-        raise UsageError("pixelfast experiment class-agreement: error: the model must be a class-conditional "
-                         "(10 digits) grey 28x28 model")
+        raise UsageError(
+            "pixelfast experiment class-agreement: error: the model must be a class-conditional "
+            "(10 digits) grey 28x28 model"
+        )
     train, test = mnist_digits("train", model.levels), mnist_digits("test", model.levels)
     classifier = train_logistic_classifier(train.images, train.labels, levels=model.levels)
-    result = class_agreement(model, classifier, count=args.count, temperatures=args.temperature, seed=args.seed,
-                             test_images=test.images, test_labels=test.labels, progress=not args.no_progress)
-    print(f"classifier: logistic regression, {result.classifier_accuracy:.3f} accurate on the "
-          f"{len(test)} held-out digits")
+    result = class_agreement(
+        model,
+        classifier,
+        count=args.count,
+        temperatures=args.temperature,
+        seed=args.seed,
+        test_images=test.images,
+        test_labels=test.labels,
+        progress=not args.no_progress,
+    )
+    print(
+        f"classifier: logistic regression, {result.classifier_accuracy:.3f} accurate on the {len(test)} held-out digits"
+    )
     for temperature, fraction in result.fractions.items():
         print(f"temperature {temperature:g}: {fraction:.3f} of {args.count} samples show the asked digit")
     if out is not None:
@@ -543,7 +717,6 @@ def _out_path(text: str, command: str) -> Path:
     if not out.parent.is_dir():
         raise UsageError(f"{command}: error: folder {str(out.parent)!r} for --out does not exist")
     return out
-
 
 
 def _read_png(path: str, channels: int, levels: int):
@@ -566,12 +739,12 @@ def _read_png(path: str, channels: int, levels: int):
     return quantise(image, levels).unsqueeze(0)
 
 
-
 def _load(args, split: str, levels: int, limit: int | None):
     from pixelfast.data import load_dataset
 
-    data = load_dataset(args.data, root=args.root, split=split, levels=levels,
-                        download=args.download, channels=args.channels)
+    data = load_dataset(
+        args.data, root=args.root, split=split, levels=levels, download=args.download, channels=args.channels
+    )
     if limit is not None and limit < len(data):
         data = data.subset(range(limit))
     return data

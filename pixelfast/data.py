@@ -163,9 +163,7 @@ def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
         raise ValueError(f"downsample: images must be [N, C, H, W] or [C, H, W], got shape {tuple(images.shape)}")
     height, width = images.shape[-2:]
     if height % factor or width % factor:
-        raise ValueError(
-            f"downsample: the image size {height}x{width} is not a multiple of the factor {factor}"
-        )
+        raise ValueError(f"downsample: the image size {height}x{width} is not a multiple of the factor {factor}")
     check_level_values(images, 256, "downsample: images")  # pixelfast levels are 0..255 at most
     mean = F.avg_pool2d(images.to(torch.float64), factor)  # area average over each block
     return mean.round().to(images.dtype)
@@ -335,9 +333,7 @@ def _find_pngs(root: Path) -> tuple[list[Path], list[int] | None, int | None]:
         d for d in root.iterdir() if d.is_dir() and any(p.suffix.lower() == ".png" for p in d.iterdir())
     )
     if flat and class_dirs:
-        raise ValueError(
-            f"image folder {str(root)!r} mixes PNG files and class sub-folders; use one layout"
-        )
+        raise ValueError(f"image folder {str(root)!r} mixes PNG files and class sub-folders; use one layout")
     if flat:
         return flat, None, None
     if not class_dirs:
@@ -399,8 +395,7 @@ def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor | None]:
             return images, (None if bool((labels < 0).all()) else labels)
         return torch.stack([torch.as_tensor(item) for item in items]), None
     raise TypeError(
-        "data must be a Dataset, an image tensor [N, C, H, W], or an (images, labels) pair; "
-        f"got {type(data).__name__}"
+        f"data must be a Dataset, an image tensor [N, C, H, W], or an (images, labels) pair; got {type(data).__name__}"
     )
 
 

@@ -61,7 +61,9 @@ def log_prob(
     if condition is not None:
         if not isinstance(condition, torch.Tensor) or condition.dim() < 1 or condition.shape[0] != images.shape[0]:
             shape = tuple(condition.shape) if isinstance(condition, torch.Tensor) else type(condition).__name__
-            raise ValueError(f"log_prob: condition must be a tensor with one entry per image, [{images.shape[0]}, ...], got {shape}")
+            raise ValueError(
+                f"log_prob: condition must be a tensor with one entry per image, [{images.shape[0]}, ...], got {shape}"
+            )
     levels = getattr(model, "levels", None)
     if levels is not None:
         check_level_values(images, levels, "log_prob: images")

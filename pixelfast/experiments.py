@@ -35,8 +35,12 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.levels = levels
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(32 * 7 * 7, num_classes)
 
@@ -46,8 +50,15 @@ class DigitClassifier(nn.Module):
 
 
 def train_digit_classifier(
-    images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256, epochs: int = 4, batch_size: int = 64,
-    lr: float = 2e-3, seed: int = 0, progress: bool = True,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    levels: int = 256,
+    epochs: int = 4,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
 ) -> DigitClassifier:
     """:class:`DigitClassifier` trained by Adam on ``images [N, 1, 28, 28]`` (levels) and ``labels [N]``."""
     _check_digits(images, levels, "train_digit_classifier: images")
@@ -95,7 +106,12 @@ def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 
 def train_logistic_classifier(
-    images: torch.Tensor, labels: torch.Tensor, *, levels: int = 256, weight_decay: float = 1e-4, steps: int = 200,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    levels: int = 256,
+    weight_decay: float = 1e-4,
+    steps: int = 200,
 ) -> nn.Module:
     """Multinomial logistic regression on the pixels (levels scaled to [0, 1]) of ``images
     [N, 1, 28, 28]``: ``nn.Linear(784, 10)`` fitted by full-batch L-BFGS to the cross entropy plus
@@ -143,8 +159,15 @@ class Agreement:
 
 
 def class_agreement(
-    model: nn.Module, classifier: nn.Module, *, count: int = 1000, temperatures=(1.0,), seed: int = 0,
-    test_images: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, progress: bool = True,
+    model: nn.Module,
+    classifier: nn.Module,
+    *,
+    count: int = 1000,
+    temperatures=(1.0,),
+    seed: int = 0,
+    test_images: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    progress: bool = True,
 ) -> Agreement:
     """Draw ``count`` class-conditional samples from ``model`` at each temperature (labels
     ``0, 1, .., 9, 0, 1, ..``, seed ``seed``) and measure how many ``classifier`` labels as asked."""
@@ -193,10 +216,14 @@ class SuperResolutionReport:
     def table(self) -> str:
         lines = ["| model | held-out bits/dim |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in self.bits_per_dim.items()]
-        lines += ["", f"| output ({self.count} held-out digits) | PSNR (dB) | SSIM | consistency MSE | classifier accuracy |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.consistency:.3f} | {r.accuracy:.3f} |"
-                  for r in self.rows]
+        lines += [
+            "",
+            f"| output ({self.count} held-out digits) | PSNR (dB) | SSIM | consistency MSE | classifier accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.name} | {r.psnr:.2f} | {r.ssim:.4f} | {r.consistency:.3f} | {r.accuracy:.3f} |" for r in self.rows
+        ]
         return "\n".join(lines)
 
 
@@ -245,7 +272,11 @@ def measure_super_resolution(
     """
     from pixelfast.sampling import upscale
 
-    for name, m, objective in (("model", model, "joint"), ("l2", l2, "l2"), ("independent", independent, "independent")):
+    for name, m, objective in (
+        ("model", model, "joint"),
+        ("l2", l2, "l2"),
+        ("independent", independent, "independent"),
+    ):
         if not isinstance(m, SuperResolution) or m.objective != objective:
             raise ValueError(f"measure_super_resolution: {name} must be a SuperResolution with objective={objective!r}")
         if m.scale != model.scale or m.levels != model.levels or m.in_channels != 1:
@@ -266,8 +297,9 @@ def measure_super_resolution(
         name = "Gated PixelCNN, no low-resolution input" + (" (class-conditional)" if given is not None else "")
         bpd[name] = bits_per_dim(unconditional, truth, labels=given)
 
-    classifier = train_digit_classifier(train_images.long(), train_labels, levels=levels, epochs=classifier_epochs,
-                                        seed=seed, progress=progress)
+    classifier = train_digit_classifier(
+        train_images.long(), train_labels, levels=levels, epochs=classifier_epochs, seed=seed, progress=progress
+    )
     outputs: dict[str, torch.Tensor] = {
         "truth": truth,
         "L2 regression": point_prediction(l2, low),
@@ -281,30 +313,55 @@ def measure_super_resolution(
     rows = []
     for name, images in outputs.items():
         consistency = (downsample(images, scale) - low).double().pow(2).flatten(1).mean(1).mean().item()
-        rows.append(Row(name, psnr(images, truth, levels).mean().item(), ssim(images, truth, levels).mean().item(),
-                        consistency, accuracy(classifier, images, labels)))
+        rows.append(
+            Row(
+                name,
+                psnr(images, truth, levels).mean().item(),
+                ssim(images, truth, levels).mean().item(),
+                consistency,
+                accuracy(classifier, images, labels),
+            )
+        )
 
     k = min(grid_count, truth.shape[0])
-    grid, columns = comparison_grid(model, l2, independent, low[:k], truth[:k], n=grid_samples,
-                                    temperature=grid_temperature, seed=seed, progress=progress)
+    grid, columns = comparison_grid(
+        model,
+        l2,
+        independent,
+        low[:k],
+        truth[:k],
+        n=grid_samples,
+        temperature=grid_temperature,
+        seed=seed,
+        progress=progress,
+    )
     return SuperResolutionReport(bpd, rows, grid, columns, truth.shape[0])
 
 
 def comparison_grid(
-    model: SuperResolution, l2: SuperResolution | None, independent: SuperResolution | None, low: torch.Tensor,
-    truth: torch.Tensor | None = None, *, n: int = 4, temperature: float = 0.9, seed: int = 0, method: str = "auto",
+    model: SuperResolution,
+    l2: SuperResolution | None,
+    independent: SuperResolution | None,
+    low: torch.Tensor,
+    truth: torch.Tensor | None = None,
+    *,
+    n: int = 4,
+    temperature: float = 0.9,
+    seed: int = 0,
+    method: str = "auto",
     progress: bool = True,
 ) -> tuple[torch.Tensor, int]:
     """One row per input of ``low``: the input (each pixel repeated ``scale`` times), the L2
     regression's prediction and a sample of the independent softmax (seed ``seed``; each column
     left out when its model is None), ``n`` samples of ``model`` at ``temperature`` (seed
-    ``seed + 1``, ``method`` as in :func:`pixelfast.upscale`), and the truth when given. Returns ``(images [rows * columns, C, H, W], columns)``
-    for ``save_grid(..., nrow=columns)``."""
+    ``seed + 1``, ``method`` as in :func:`pixelfast.upscale`), and the truth when given. Returns
+    ``(images [rows * columns, C, H, W], columns)`` for ``save_grid(..., nrow=columns)``."""
     from pixelfast.sampling import upscale
 
     k = low.shape[0]
-    samples = upscale(model, low, n=n, temperature=temperature, generator=seed + 1, method=method,
-                      progress=progress).long()
+    samples = upscale(
+        model, low, n=n, temperature=temperature, generator=seed + 1, method=method, progress=progress
+    ).long()
     columns = [F.interpolate(low.float(), scale_factor=model.scale, mode="nearest").long().unsqueeze(1)]
     if l2 is not None:
         columns.append(point_prediction(l2, low).unsqueeze(1))
@@ -320,7 +377,9 @@ def comparison_grid(
 # --- the mode-averaging experiment -------------------------------------------------------------
 
 
-def quadrant_digits(digits: torch.Tensor, generator: torch.Generator | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def quadrant_digits(
+    digits: torch.Tensor, generator: torch.Generator | int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each digit ``[N, 1, 28, 28]`` (levels) downsampled 2x to 14x14 and put in the top-left
     (corner 0) or the bottom-right (corner 1) quadrant of an empty 28x28 canvas, each with
     probability 1/2. Returns ``(canvases [N, 1, 28, 28] of the input's dtype, corners int64 [N])``."""
@@ -341,8 +400,10 @@ def one_quadrant(images: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     levels) is in exactly one of the top-left and bottom-right quadrants, i.e. the one of the two
     with less ink holds less than ``threshold`` of the image's total ink. Blank images are ``False``."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[2] % 2 or images.shape[3] % 2:
-        raise ValueError(f"one_quadrant: images must be [N, C, H, W] with H and W even, got "
-                         f"{list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        raise ValueError(
+            f"one_quadrant: images must be [N, C, H, W] with H and W even, got "
+            f"{list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}"
+        )
     if not 0 < threshold < 1:
         raise ValueError(f"one_quadrant: threshold must be in (0, 1), got {threshold}")
     ink = images.double()
@@ -393,12 +454,20 @@ def mode_averaging(
 
     _check_digits(digits, 256, "mode_averaging: digits")
     if epochs < 1 or count < 1 or (prior_epochs is not None and prior_epochs < 1):
-        raise ValueError(f"mode_averaging: epochs, prior_epochs and count must be >= 1, got {epochs}, {prior_epochs}, {count}")
+        raise ValueError(
+            f"mode_averaging: epochs, prior_epochs and count must be >= 1, got {epochs}, {prior_epochs}, {count}"
+        )
     canvases, _ = quadrant_digits(digits, generator=seed)
     canvases = canvases.long()
     constant = torch.zeros(1, 1, 7, 7, dtype=torch.int64)  # says nothing about the quadrant
-    common = dict(in_channels=1, levels=256, scale=4, conditioning_channels=conditioning_channels,
-                  conditioning_blocks=conditioning_blocks, image_size=(28, 28))
+    common = dict(
+        in_channels=1,
+        levels=256,
+        scale=4,
+        conditioning_channels=conditioning_channels,
+        conditioning_blocks=conditioning_blocks,
+        image_size=(28, 28),
+    )
     prior_config = prior_config or {"hidden_channels": 16, "num_layers": 8}
     specs = {
         MODE_AVERAGING_MODELS[0]: (dict(objective="l2"), epochs),
@@ -410,8 +479,9 @@ def mode_averaging(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + index)
             model = SuperResolution(**common, **options)
-            seconds[name] = _fit_constant_input(model, canvases, constant, model_epochs, batch_size, lr,
-                                                seed + index, progress, name)
+            seconds[name] = _fit_constant_input(
+                model, canvases, constant, model_epochs, batch_size, lr, seed + index, progress, name
+            )
         model.eval()
         if model.objective == "l2":
             images = point_prediction(model, constant).expand(count, -1, -1, -1)

@@ -16,9 +16,7 @@ def to_unit_range(images: torch.Tensor, levels: int) -> torch.Tensor:
     return images.detach().cpu().to(torch.float32) / (levels - 1)
 
 
-def save_grid(
-    images: torch.Tensor, path: str | os.PathLike, levels: int, nrow: int = 8, padding: int = 2
-) -> Path:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, levels: int, nrow: int = 8, padding: int = 2) -> Path:
     """Write ``images [N, C, H, W]`` (levels) as one PNG grid, ``nrow`` images per row."""
     from torchvision.utils import make_grid, save_image  # torchvision is slow to import
 

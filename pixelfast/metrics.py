@@ -77,7 +77,9 @@ def _pair(images, reference, levels: int, owner: str) -> tuple[torch.Tensor, tor
         if t.dim() not in (3, 4):
             raise ValueError(f"{owner}: {name} must be [N, C, H, W] or [C, H, W], got shape {list(t.shape)}")
     if images.shape != reference.shape:
-        raise ValueError(f"{owner}: images and reference differ in shape: {list(images.shape)} vs {list(reference.shape)}")
+        raise ValueError(
+            f"{owner}: images and reference differ in shape: {list(images.shape)} vs {list(reference.shape)}"
+        )
     if images.numel() == 0:
         raise ValueError(f"{owner}: the images are empty (shape {list(images.shape)})")
     for name, t in (("images", images), ("reference", reference)):

@@ -1,4 +1,5 @@
-"""Training: Adam on the model's objective (the per-sub-pixel cross entropy; super-resolution's own loss), a checkpoint every epoch.
+"""Training: Adam on the model's objective (the per-sub-pixel cross entropy; super-resolution's
+own loss), a checkpoint every epoch; one process, or several under torchrun (DDP).
 
 Reproducibility: the model is initialised under ``seed``, and epoch ``e`` shuffles the data with a
 generator seeded from ``(seed, e)`` (torch's global RNG is seeded the same way for the epoch, for
@@ -105,7 +106,8 @@ def train(
     held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
     epochs, batch_size, seed, limit, augment_shift = _check_options(
-        epochs, batch_size, seed, limit, lr, precision, augment_shift, out, resume, overwrite, init_from)
+        epochs, batch_size, seed, limit, lr, precision, augment_shift, out, resume, overwrite, init_from
+    )
     device = _training_device(device, batch_size)
     if distributed.rank() != 0:
         log = _quiet  # one process reports
@@ -119,11 +121,28 @@ def train(
         raise ValueError(f"train: precision='fp16' needs a CUDA device (use 'bf16' on {device.type})")
 
     model.to(device)
-    settings = {"data": data.name, "levels": model.levels, "batch_size": batch_size, "lr": lr,
-                "seed": seed, "epochs": epochs, "limit": limit, "precision": precision,
-                "augment_shift": augment_shift, "init_from": None if init_from is None else str(init_from)}
-    run = _Run(model, torch.optim.Adam(model.parameters(), lr=lr), device, precision, data, settings,
-               None if out is None else Path(out), progress)
+    settings = {
+        "data": data.name,
+        "levels": model.levels,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "epochs": epochs,
+        "limit": limit,
+        "precision": precision,
+        "augment_shift": augment_shift,
+        "init_from": None if init_from is None else str(init_from),
+    }
+    run = _Run(
+        model,
+        torch.optim.Adam(model.parameters(), lr=lr),
+        device,
+        precision,
+        data,
+        settings,
+        None if out is None else Path(out),
+        progress,
+    )
     start_epoch, history = _start(run, resume, lr, log)
     if start_epoch >= epochs:
         log(f"{out} has already been trained for {start_epoch} epochs (asked for {epochs}); nothing to do")
@@ -133,8 +152,14 @@ def train(
         train_bpd = _train_epoch(run, epoch, epochs)
         _check_weights(run, epoch)
         test_bpd = _held_out(run, epoch)
-        history.append({"epoch": epoch + 1, "train_bits_per_dim": train_bpd,
-                        "test_bits_per_dim": test_bpd, "seconds": time.perf_counter() - started})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_bits_per_dim": train_bpd,
+                "test_bits_per_dim": test_bpd,
+                "seconds": time.perf_counter() - started,
+            }
+        )
         _save_and_report(run, history, epochs, log)
     distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return TrainResult(model, history, run.out)
@@ -238,7 +263,8 @@ class _Run:
         self.step_model: nn.Module = _LossOf(self.model)
         if distributed.world_size() > 1:
             self.step_model = nn.parallel.DistributedDataParallel(
-                self.step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
 
 
 def _start(run: _Run, resume: bool, lr: float, log) -> tuple[int, list[dict]]:
@@ -270,8 +296,13 @@ def _train_epoch(run: _Run, epoch: int, epochs: int) -> float:
         if world > 1:
             order = rank_order(n, world, distributed.rank(), seed, epoch)
         local_batch = settings["batch_size"] // world
-        bar = tqdm(range(0, order.numel(), local_batch), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not (run.progress and distributed.rank() == 0), leave=False)
+        bar = tqdm(
+            range(0, order.numel(), local_batch),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="batch",
+            disable=not (run.progress and distributed.rank() == 0),
+            leave=False,
+        )
         for start in bar:
             index = order[start : start + local_batch]
             x = data.images[index].to(device=device, dtype=torch.int64)
@@ -320,8 +351,12 @@ def _save_and_report(run: _Run, history: list[dict], epochs: int, log) -> None:
     if last["test_bits_per_dim"] is not None:
         message += f", held-out {last['test_bits_per_dim']:.4f} bits/dim"
     if run.out is not None:
-        metrics = {"history": history, "train_bits_per_dim": last["train_bits_per_dim"],
-                   "test_bits_per_dim": last["test_bits_per_dim"], "training": run.settings}
+        metrics = {
+            "history": history,
+            "train_bits_per_dim": last["train_bits_per_dim"],
+            "test_bits_per_dim": last["test_bits_per_dim"],
+            "training": run.settings,
+        }
         if distributed.rank() == 0:
             save_checkpoint(run.out, run.model, run.optimizer, last["epoch"], metrics)
         message += f" (saved {run.out})"
@@ -383,8 +418,10 @@ def shift_images(x: torch.Tensor, offsets: list, max_shift: int) -> torch.Tensor
     pixels (each in ``-max_shift .. max_shift``), the edges repeated into the space it leaves."""
     _, _, h, w = x.shape
     padded = F.pad(x.to(torch.float32), (max_shift,) * 4, mode="replicate")
-    shifted = [padded[i, :, max_shift - dy : max_shift - dy + h, max_shift - dx : max_shift - dx + w]
-               for i, (dy, dx) in enumerate(offsets)]
+    shifted = [
+        padded[i, :, max_shift - dy : max_shift - dy + h, max_shift - dx : max_shift - dx + w]
+        for i, (dy, dx) in enumerate(offsets)
+    ]
     return torch.stack(shifted).to(x.dtype)
 
 
@@ -394,8 +431,7 @@ def _init_from(path: Path, model: nn.Module, log) -> None:
     if ckpt["model_name"] != model_name(model):
         raise CheckpointError(f"cannot start from {path}: it holds a {ckpt['model_name']}, not a {model_name(model)}")
     own = model.state_dict()
-    misfits = [key for key, value in ckpt["model_state"].items()
-               if key not in own or own[key].shape != value.shape]
+    misfits = [key for key, value in ckpt["model_state"].items() if key not in own or own[key].shape != value.shape]
     if misfits:
         raise CheckpointError(
             f"cannot start from {path}: {len(misfits)} of its tensors do not fit this model "

@@ -20,6 +20,7 @@ from pixelfast.checkpoint import (
 @pytest.fixture
 def model():
     from pixelfast.models import GatedPixelCNN
+
     torch.manual_seed(0)
     return GatedPixelCNN(in_channels=1, levels=4, hidden_channels=4, num_layers=2, num_classes=3, image_size=(5, 6))
 

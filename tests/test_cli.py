@@ -18,9 +18,31 @@ TINY_ARGS = ["--hidden-channels", "6", "--num-layers", "2", "--levels", "4"]
 def trained(tmp_path_factory):
     """A class-conditional GatedPixelCNN trained one epoch on 64 digits by the CLI itself."""
     path = tmp_path_factory.mktemp("cli") / "tiny.pt"
-    code = cli.main(["train", "--model", "GatedPixelCNN", "--data", "mnist-digits", "--limit", "64",
-                     "--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--device", "cpu",
-                     "--seed", "0", "--out", str(path), "--no-progress", *TINY_ARGS])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "GatedPixelCNN",
+            "--data",
+            "mnist-digits",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.003",
+            "--device",
+            "cpu",
+            "--seed",
+            "0",
+            "--out",
+            str(path),
+            "--no-progress",
+            *TINY_ARGS,
+        ]
+    )
     assert code == 0
     return path
 
@@ -47,8 +69,22 @@ def test_train_writes_a_resumable_checkpoint(trained, capsys):
     assert saved["model_config"]["num_classes"] == 10 and saved["model_config"]["levels"] == 4
     assert saved["metrics"]["training"]["data"] == "mnist-digits"
     assert saved["metrics"]["training"]["limit"] == 64
-    code = cli.main(["train", "--data", "mnist-digits", "--limit", "64", "--epochs", "1", "--out", str(trained),
-                     "--resume", "--no-progress", *TINY_ARGS])
+    code = cli.main(
+        [
+            "train",
+            "--data",
+            "mnist-digits",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            str(trained),
+            "--resume",
+            "--no-progress",
+            *TINY_ARGS,
+        ]
+    )
     assert code == 0 and "nothing to do" in capsys.readouterr().out
 
 
@@ -63,31 +99,98 @@ def test_eval_prints_model_and_baseline_bits_per_dim(trained, capsys):
 
 def test_sample_writes_a_grid_with_one_row_per_class(trained, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    code = cli.main(["sample", "--checkpoint", str(trained), "--n", "20", "--out", str(out), "--seed", "1",
-                     "--size", "6", "5", "--method", "naive", "--no-progress"])
+    code = cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(trained),
+            "--n",
+            "20",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--size",
+            "6",
+            "5",
+            "--method",
+            "naive",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert re.search(r"sampled 20 images of 6x5 in [0-9.]+ s", printed) and "seed 1" in printed
     width, height = Image.open(out).size
     assert (width, height) == (2 * (5 + 2) + 2, 10 * (6 + 2) + 2)  # 10 rows (classes) of 2, padding 2
     again = tmp_path / "again.png"
-    assert cli.main(["sample", "--checkpoint", str(trained), "--n", "20", "--out", str(again), "--seed", "1",
-                     "--size", "6", "5", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(trained),
+                "--n",
+                "20",
+                "--out",
+                str(again),
+                "--seed",
+                "1",
+                "--size",
+                "6",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() == again.read_bytes()  # same seed, same picture
 
 
 def test_sample_with_listed_labels(trained, tmp_path, capsys):
     out = tmp_path / "threes.png"
-    code = cli.main(["sample", "--checkpoint", str(trained), "--n", "3", "--labels", "3", "--out", str(out),
-                     "--size", "4", "4", "--temperature", "0.5", "--no-progress"])
+    code = cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(trained),
+            "--n",
+            "3",
+            "--labels",
+            "3",
+            "--out",
+            str(out),
+            "--size",
+            "4",
+            "4",
+            "--temperature",
+            "0.5",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and Image.open(out).size == (3 * 6 + 2, 6 + 2)
     assert "temperature 0.5" in capsys.readouterr().out
 
 
 def test_sample_unconditional_square_grid(unconditional, tmp_path):
     out = tmp_path / "u.png"
-    assert cli.main(["sample", "--checkpoint", str(unconditional), "--n", "4", "--out", str(out),
-                     "--seed", "0", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(unconditional),
+                "--n",
+                "4",
+                "--out",
+                str(out),
+                "--seed",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     image = Image.open(out)
     assert image.size == (2 * 7 + 2, 2 * 6 + 2)  # 2 x 2 grid of 4x5 images
     assert set(image.convert("L").tobytes()) <= {0, 127, 128, 255}  # binary levels -> black/white, grey padding
@@ -109,7 +212,10 @@ def test_sample_unconditional_square_grid(unconditional, tmp_path):
         (["train", "--model", "Nope", "--limit", "4", "--out", "m.pt"], "unknown model"),
         (["train", "--limit", "4", "--kernel-size", "3", "--model", "PixelCNN", "--out", "m.pt"], "kernel_size"),
         (["eval", "--checkpoint", "JUNK"], "not a pixelfast checkpoint"),
-        (["sample", "--checkpoint", "CKPT", "--labels", "0,1,2", "--n", "2", "--out", "x.png"], "fewer than the 3 labels"),
+        (
+            ["sample", "--checkpoint", "CKPT", "--labels", "0,1,2", "--n", "2", "--out", "x.png"],
+            "fewer than the 3 labels",
+        ),
         (["sample", "--checkpoint", "CKPT", "--labels", "1,,2", "--out", "x.png"], "--labels must be"),
         (["sample", "--checkpoint", "CKPT", "--labels", "1,", "--out", "x.png"], "--labels must be"),
         (["sample", "--checkpoint", "CKPT", "--out", "x.jpg"], r"\.png"),
@@ -124,8 +230,10 @@ def test_sample_unconditional_square_grid(unconditional, tmp_path):
         (["train", "--limit", "4", "--device", "meta", "--out", "m.pt"], "device 'meta'"),
         (["train", "--limit", "4", "--out", "CKPT"], "already exists"),
         (["train", "--limit", "4", "--out", "CKPT", "--resume", "--overwrite"], "contradict"),
-        (["train", "--limit", "4", "--out", "m.pt", "--model-arg", "image_size=[1000000000,1000000000]"],
-         "image_size is .*28x28"),
+        (
+            ["train", "--limit", "4", "--out", "m.pt", "--model-arg", "image_size=[1000000000,1000000000]"],
+            "image_size is .*28x28",
+        ),
         (["sample", "--checkpoint", ".", "--out", "x.png"], "is a folder"),
         (["frobnicate"], "invalid choice"),
         ([], "choose a command"),
@@ -165,9 +273,30 @@ def test_train_on_a_png_folder(tmp_path, capsys):
     for i in range(12):
         Image.fromarray(rng.randint(0, 256, (4, 6, 3)).astype(np.uint8)).save(tmp_path / f"{i}.png")
     out = tmp_path / "folder.pt"
-    code = cli.main(["train", "--model", "PixelCNN", "--data", "folder", "--root", str(tmp_path), "--channels", "1",
-                     "--levels", "4", "--hidden-channels", "3", "--num-layers", "1", "--epochs", "1",
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "PixelCNN",
+            "--data",
+            "folder",
+            "--root",
+            str(tmp_path),
+            "--channels",
+            "1",
+            "--levels",
+            "4",
+            "--hidden-channels",
+            "3",
+            "--num-layers",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "held-out" in capsys.readouterr().out
     config = load_checkpoint(out)["model_config"]
     assert config["in_channels"] == 1 and config["num_classes"] is None and list(config["image_size"]) == [4, 6]
@@ -218,8 +347,12 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, caps
 
 def test_broken_checkpoints_and_runtime_failures_are_one_line(trained, tmp_path, capsys):
     ckpt = load_checkpoint(trained)
-    nan = {**ckpt, "model_state": {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                                   for k, v in ckpt["model_state"].items()}}
+    nan = {
+        **ckpt,
+        "model_state": {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["model_state"].items()
+        },
+    }
     torch.save(nan, tmp_path / "nan.pt")
     torch.save({**ckpt, "metrics": "fine"}, tmp_path / "metrics.pt")
     for name, words in (("nan.pt", "NaN"), ("metrics.pt", "metrics must be a dict")):
@@ -227,8 +360,20 @@ def test_broken_checkpoints_and_runtime_failures_are_one_line(trained, tmp_path,
             code = cli.main([*command, "--checkpoint", str(tmp_path / name)])
             one_error_line(capsys, code, words)
     # Too big to allocate: the run fails (exit 1) with torch's one-line reason, no traceback.
-    code = cli.main(["train", "--limit", "4", "--hidden-channels", "1000000", "--num-layers", "2",
-                     "--out", str(tmp_path / "huge.pt"), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--limit",
+            "4",
+            "--hidden-channels",
+            "1000000",
+            "--num-layers",
+            "2",
+            "--out",
+            str(tmp_path / "huge.pt"),
+            "--no-progress",
+        ]
+    )
     one_error_line(capsys, code, "allocate", expected_code=1)
 
 
@@ -237,8 +382,23 @@ def test_eval_writes_per_image_scores(trained, tmp_path, capsys):
     import math
 
     out = tmp_path / "scores.csv"
-    assert cli.main(["eval", "--checkpoint", str(trained), "--limit", "10", "--per-image", str(out),
-                     "--batch-size", "4", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(trained),
+                "--limit",
+                "10",
+                "--per-image",
+                str(out),
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = float(re.search(r"([0-9.]+) bits/dim", capsys.readouterr().out).group(1))
     rows = list(csv.DictReader(out.open()))
     assert [int(r["index"]) for r in rows] == list(range(10))
@@ -253,9 +413,31 @@ def test_eval_writes_per_image_scores(trained, tmp_path, capsys):
 
 def test_model_options_reach_the_checkpoint(tmp_path, capsys):
     out = tmp_path / "options.pt"
-    code = cli.main(["train", "--limit", "16", "--batch-size", "16", "--out", str(out), "--no-progress",
-                     "--hidden-channels", "6", "--num-layers", "2", "--levels", "4", "--unconditional",
-                     "--head-channels", "4", "--model-arg", "kernel_size=5", "--model-arg", "first-kernel-size=5"])
+    code = cli.main(
+        [
+            "train",
+            "--limit",
+            "16",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--hidden-channels",
+            "6",
+            "--num-layers",
+            "2",
+            "--levels",
+            "4",
+            "--unconditional",
+            "--head-channels",
+            "4",
+            "--model-arg",
+            "kernel_size=5",
+            "--model-arg",
+            "first-kernel-size=5",
+        ]
+    )
     assert code == 0
     config = load_checkpoint(out)["model_config"]
     assert config["num_classes"] is None and config["head_channels"] == 4
@@ -265,16 +447,50 @@ def test_model_options_reach_the_checkpoint(tmp_path, capsys):
 
 
 def test_eval_split_and_device(trained, capsys):
-    assert cli.main(["eval", "--checkpoint", str(trained), "--split", "train", "--device", "cpu", "--limit", "8",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(trained),
+                "--split",
+                "train",
+                "--device",
+                "cpu",
+                "--limit",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mnist-digits train (8 images)" in out and "fitted on mnist-digits train (4500 images)" in out
 
 
 def test_sample_device_and_nrow(unconditional, tmp_path):
     out = tmp_path / "rows.png"
-    assert cli.main(["sample", "--checkpoint", str(unconditional), "--n", "10", "--nrow", "5", "--device", "cpu",
-                     "--out", str(out), "--seed", "0", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(unconditional),
+                "--n",
+                "10",
+                "--nrow",
+                "5",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--seed",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == (5 * 7 + 2, 2 * 6 + 2)  # 5 images of 4x5 per row, 2 rows
 
 
@@ -283,11 +499,27 @@ def test_python_dash_m_pixelfast(unconditional, tmp_path):
     import sys
 
     out = tmp_path / "m.png"
-    done = subprocess.run([sys.executable, "-m", "pixelfast", "sample", "--checkpoint", str(unconditional),
-                           "--n", "2", "--out", str(out), "--no-progress"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixelfast",
+            "sample",
+            "--checkpoint",
+            str(unconditional),
+            "--n",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and out.is_file() and "sampled 2 images" in done.stdout, done.stderr
-    done = subprocess.run([sys.executable, "-m", "pixelfast", "sample", "--n", "0", "--out", str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pixelfast", "sample", "--n", "0", "--out", str(out)], capture_output=True, text=True
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--n" in done.stderr, done.stderr
 
 

@@ -25,8 +25,7 @@ def test_a_missing_barrier_changes_the_result_under_some_schedule(emulated):
     x = torch.arange(3 * 64, dtype=torch.float64) + 1
     expected = x.view(3, 64).sum(1)
     wrong = [
-        not torch.equal(emulated.block_sum(x, 64, False, SCHEDULES[schedule], 5), expected)
-        for schedule in SCHEDULES
+        not torch.equal(emulated.block_sum(x, 64, False, SCHEDULES[schedule], 5), expected) for schedule in SCHEDULES
     ]
     assert any(wrong)
     assert wrong[SCHEDULES["forward"]]  # thread 0 runs to its end before thread 1 writes

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from emulation import SCHEDULES, load
+from hypothesis import given, settings, strategies as st
 from test_sampling_cached import jitter, random_image, random_labels
 
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
@@ -21,7 +19,9 @@ MODELS = {
     "gated": lambda c, levels, h, classes: GatedPixelCNN(
         c, levels, hidden_channels=h, num_layers=2, kernel_size=3, first_kernel_size=5, num_classes=classes
     ),
-    "row": lambda c, levels, h, classes: PixelRNN("row", c, levels, hidden_channels=h, num_layers=1, num_classes=classes),
+    "row": lambda c, levels, h, classes: PixelRNN(
+        "row", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
+    ),
     "diagonal": lambda c, levels, h, classes: PixelRNN(
         "diagonal", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),
@@ -44,8 +44,18 @@ def engine_arguments(kind, channels, levels, classes, dtype, batch, height, widt
         known = torch.rand(image.shape, generator=generator) < 0.25
     uniforms = torch.rand(image.shape, generator=generator, dtype=torch.float64)
     labels = random_labels(model, batch, seed)
-    return (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, labels, 0.9, levels,
-            teacher_forced)
+    return (
+        plan.weights,
+        plan.flat_buffers(),
+        plan.program,
+        image,
+        known,
+        uniforms,
+        labels,
+        0.9,
+        levels,
+        teacher_forced,
+    )
 
 
 def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0):
@@ -112,8 +122,18 @@ def test_cuda_engine_checks_its_arguments_before_the_device():
     model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
     plan = lower(model)
     image = torch.zeros(1, 1, 2, 2, dtype=torch.long)
-    args = (plan.weights, plan.flat_buffers(), plan.program, image, torch.zeros_like(image, dtype=torch.bool),
-            torch.zeros(image.shape, dtype=torch.float64), None, 1.0, 4, False)
+    args = (
+        plan.weights,
+        plan.flat_buffers(),
+        plan.program,
+        image,
+        torch.zeros_like(image, dtype=torch.bool),
+        torch.zeros(image.shape, dtype=torch.float64),
+        None,
+        1.0,
+        4,
+        False,
+    )
     cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
     with pytest.raises(RuntimeError, match="sample_cached: the CUDA engine got tensors on cpu"):
         torch.ops.pixelfast.sample_cached.default.redispatch(cuda, *args)
@@ -166,8 +186,16 @@ def test_engine_refuses_a_missing_or_misshapen_condition():
     model = MODELS["gated"](1, 6, 3, None).double()
     plan = conditioned_plan(model)
     image = torch.zeros(1, 1, 3, 4, dtype=torch.long)
-    args = (plan, image, torch.zeros_like(image, dtype=torch.bool), torch.zeros(image.shape, dtype=torch.float64),
-            None, 1.0, 6, False)
+    args = (
+        plan,
+        image,
+        torch.zeros_like(image, dtype=torch.bool),
+        torch.zeros(image.shape, dtype=torch.float64),
+        None,
+        1.0,
+        6,
+        False,
+    )
     with pytest.raises(RuntimeError, match="no condition was given"):
         run_engine(*args)
     with pytest.raises(RuntimeError, match="the condition has 12 channels"):

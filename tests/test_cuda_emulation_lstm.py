@@ -79,7 +79,9 @@ def test_every_launch_shape(emulated, kind, threads, max_blocks):
     schedule=st.sampled_from(list(SCHEDULES.values())),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_emulated_kernels_match_cpu(emulated, kind, batch, groups, per_group, height, width, dtype, bias, threads, max_blocks, schedule, seed):
+def test_emulated_kernels_match_cpu(
+    emulated, kind, batch, groups, per_group, height, width, dtype, bias, threads, max_blocks, schedule, seed
+):
     shape = (batch, groups, groups * per_group, height, width)
     launch = (threads, max_blocks, schedule, seed)
     assert_emulated_matches_cpu(emulated, kind, shape, dtype, launch, bias=bias, seed=seed % 1000)

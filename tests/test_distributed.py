@@ -18,16 +18,42 @@ from pixelfast.checkpoint import load_checkpoint, save_checkpoint
 from pixelfast.models import GatedPixelCNN, PixelCNN
 from pixelfast.train import rank_order, shift_images, train
 
-TRAIN_ARGS = ["--model", "GatedPixelCNN", "--data", "mnist-digits", "--levels", "4", "--hidden-channels", "6",
-              "--num-layers", "2", "--limit", "100", "--batch-size", "16", "--augment-shift", "1",
-              "--seed", "3", "--no-progress"]
+TRAIN_ARGS = [
+    "--model",
+    "GatedPixelCNN",
+    "--data",
+    "mnist-digits",
+    "--levels",
+    "4",
+    "--hidden-channels",
+    "6",
+    "--num-layers",
+    "2",
+    "--limit",
+    "100",
+    "--batch-size",
+    "16",
+    "--augment-shift",
+    "1",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node N -m pixelfast ARGS`` (a free port, one thread each)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "pixelfast", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "pixelfast",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -88,9 +114,25 @@ def test_two_processes_train_the_same_weights_as_one(one_process, tmp_path):
 def test_global_batch_must_divide_over_the_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [a if a != "16" else "15" for a in TRAIN_ARGS]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "pixelfast", "train", *args, "--out", str(tmp_path / "x.pt")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pixelfast",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "x.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode != 0 and "must divide evenly over the 2 processes" in done.stderr
     assert not (tmp_path / "x.pt").exists()
 
@@ -150,14 +192,25 @@ def test_bad_parts_are_refused(small_model):
 
 def test_init_from_grows_a_gated_model_that_starts_out_equal(tmp_path):
     torch.manual_seed(1)
-    source = GatedPixelCNN(in_channels=1, levels=4, hidden_channels=6, num_layers=2, num_classes=10,
-                           image_size=(28, 28))
+    source = GatedPixelCNN(
+        in_channels=1, levels=4, hidden_channels=6, num_layers=2, num_classes=10, image_size=(28, 28)
+    )
     for p in source.parameters():  # trained-looking weights, not the zero class embeddings
         p.data.normal_(0, 0.3)
     save_checkpoint(tmp_path / "source.pt", source)
-    grown = train("GatedPixelCNN", "mnist-digits", limit=32, levels=4, epochs=1, lr=1e-9, batch_size=32,
-                  model_config={"hidden_channels": 6, "num_layers": 5}, init_from=tmp_path / "source.pt",
-                  progress=False, log=lambda message: None).model
+    grown = train(
+        "GatedPixelCNN",
+        "mnist-digits",
+        limit=32,
+        levels=4,
+        epochs=1,
+        lr=1e-9,
+        batch_size=32,
+        model_config={"hidden_channels": 6, "num_layers": 5},
+        init_from=tmp_path / "source.pt",
+        progress=False,
+        log=lambda message: None,
+    ).model
     x, y = torch.randint(0, 4, (3, 1, 28, 28)), torch.tensor([1, 5, 9])
     with torch.no_grad():
         torch.testing.assert_close(grown.eval()(x, y), source.eval()(x, y), rtol=1e-4, atol=1e-4)
@@ -165,18 +218,28 @@ def test_init_from_grows_a_gated_model_that_starts_out_equal(tmp_path):
 
 
 def test_init_from_refuses_a_model_that_does_not_fit(tmp_path):
-    save_checkpoint(tmp_path / "wide.pt", GatedPixelCNN(in_channels=1, levels=4, hidden_channels=9, num_layers=2,
-                                                        num_classes=10, image_size=(28, 28)))
-    save_checkpoint(tmp_path / "other.pt", PixelCNN(in_channels=1, levels=4, hidden_channels=6, num_layers=2,
-                                                    num_classes=10, image_size=(28, 28)))
+    save_checkpoint(
+        tmp_path / "wide.pt",
+        GatedPixelCNN(in_channels=1, levels=4, hidden_channels=9, num_layers=2, num_classes=10, image_size=(28, 28)),
+    )
+    save_checkpoint(
+        tmp_path / "other.pt",
+        PixelCNN(in_channels=1, levels=4, hidden_channels=6, num_layers=2, num_classes=10, image_size=(28, 28)),
+    )
     options = dict(limit=8, levels=4, model_config={"hidden_channels": 6, "num_layers": 3}, progress=False)
     with pytest.raises(ValueError, match="do not fit this model"):
         train("GatedPixelCNN", "mnist-digits", init_from=tmp_path / "wide.pt", **options)
     with pytest.raises(ValueError, match="holds a PixelCNN"):
         train("GatedPixelCNN", "mnist-digits", init_from=tmp_path / "other.pt", **options)
     with pytest.raises(ValueError, match="cannot be combined with resume"):
-        train("GatedPixelCNN", "mnist-digits", init_from=tmp_path / "wide.pt", resume=True,
-              out=tmp_path / "x.pt", **options)
+        train(
+            "GatedPixelCNN",
+            "mnist-digits",
+            init_from=tmp_path / "wide.pt",
+            resume=True,
+            out=tmp_path / "x.pt",
+            **options,
+        )
 
 
 def test_shift_moves_each_image_and_repeats_the_edges():

@@ -31,8 +31,16 @@ TINY_PRIOR = {"hidden_channels": 4, "num_layers": 1, "first_kernel_size": 3}
 def tiny(objective, levels=4, seed=0):
     torch.manual_seed(seed)
     prior_config = TINY_PRIOR if objective == "joint" else None
-    return SuperResolution(1, levels, 4, prior_config=prior_config, conditioning_channels=4, conditioning_blocks=1,
-                           objective=objective, image_size=(28, 28)).eval()
+    return SuperResolution(
+        1,
+        levels,
+        4,
+        prior_config=prior_config,
+        conditioning_channels=4,
+        conditioning_blocks=1,
+        objective=objective,
+        image_size=(28, 28),
+    ).eval()
 
 
 # --- mode averaging: the data and the count ----------------------------------------------------
@@ -72,8 +80,9 @@ def test_one_quadrant_counts_ink_in_exactly_one_of_the_two_corners():
 
 def test_mode_averaging_trains_draws_and_counts():
     digits = mnist_digits("train").images[:8]
-    result = mode_averaging(digits, epochs=1, count=5, prior_config=TINY_PRIOR, batch_size=8,
-                            conditioning_channels=4, progress=False)
+    result = mode_averaging(
+        digits, epochs=1, count=5, prior_config=TINY_PRIOR, batch_size=8, conditioning_channels=4, progress=False
+    )
     assert list(result.fractions) == list(MODE_AVERAGING_MODELS) == list(result.draws)
     assert result.data_fraction == 1.0
     for name, images in result.draws.items():
@@ -116,7 +125,9 @@ def test_class_agreement_counts_samples_the_classifier_labels_as_asked(capsys, t
     with pytest.raises(ValueError, match="num_classes=10"):
         class_agreement(GatedPixelCNN(1, 4, hidden_channels=4, num_layers=1), classifier, count=2)
     # the command, on the shipped model
-    code = cli.main(["experiment", "class-agreement", "--count", "10", "--no-progress", "--out", str(tmp_path / "a.png")])
+    code = cli.main(
+        ["experiment", "class-agreement", "--count", "10", "--no-progress", "--out", str(tmp_path / "a.png")]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "of 10 samples show the asked digit" in out and (tmp_path / "a.png").exists()
     save_checkpoint(tmp_path / "u.pt", GatedPixelCNN(1, 4, hidden_channels=4, num_layers=1, image_size=(28, 28)))
@@ -155,8 +166,17 @@ def test_measure_super_resolution_table_and_grid():
     train, test = mnist_digits("train", levels=4), mnist_digits("test", levels=4)
     unconditional = GatedPixelCNN(1, 4, hidden_channels=3, num_layers=1, num_classes=10).eval()
     report = measure_super_resolution(
-        tiny("joint"), tiny("l2"), tiny("independent"), unconditional, test.images[:6], test.labels[:6],
-        train.images[:64], train.labels[:64], grid_count=2, grid_samples=3, progress=False,
+        tiny("joint"),
+        tiny("l2"),
+        tiny("independent"),
+        unconditional,
+        test.images[:6],
+        test.labels[:6],
+        train.images[:64],
+        train.labels[:64],
+        grid_count=2,
+        grid_samples=3,
+        progress=False,
     )
     assert len(report.bits_per_dim) == 4 and all(0 < v < 10 for v in report.bits_per_dim.values())
     names = [row.name for row in report.rows]
@@ -172,8 +192,17 @@ def test_measure_super_resolution_table_and_grid():
     assert report.count == 6 and "| output (6 held-out digits) |" in report.table()
     assert "| super-resolution (A + B) |" in report.table() and "| truth | inf | 1.0000 | 0.000 |" in report.table()
     with pytest.raises(ValueError, match="objective='l2'"):
-        measure_super_resolution(tiny("joint"), tiny("independent"), tiny("independent"), None, test.images[:2],
-                                 test.labels[:2], train.images[:8], train.labels[:8], progress=False)
+        measure_super_resolution(
+            tiny("joint"),
+            tiny("independent"),
+            tiny("independent"),
+            None,
+            test.images[:2],
+            test.labels[:2],
+            train.images[:8],
+            train.labels[:8],
+            progress=False,
+        )
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -187,9 +216,27 @@ def test_cli_experiment_super_resolution(tmp_path, capsys):
     gated = tmp_path / "gated.pt"
     save_checkpoint(gated, GatedPixelCNN(1, 4, hidden_channels=3, num_layers=1, image_size=(28, 28)))
     out = tmp_path / "table.png"
-    code = cli.main(["experiment", "super-resolution", "--checkpoint", str(paths["joint"]), "--l2", str(paths["l2"]),
-                     "--independent", str(paths["independent"]), "--unconditional", str(gated), "--count", "4",
-                     "--classifier-epochs", "1", "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "experiment",
+            "super-resolution",
+            "--checkpoint",
+            str(paths["joint"]),
+            "--l2",
+            str(paths["l2"]),
+            "--independent",
+            str(paths["independent"]),
+            "--unconditional",
+            str(gated),
+            "--count",
+            "4",
+            "--classifier-epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "| super-resolution sample (T=0.8) |" in printed and "(4 held-out digits, seed 0" in printed
@@ -197,8 +244,21 @@ def test_cli_experiment_super_resolution(tmp_path, capsys):
 
 def test_cli_experiment_mode_averaging(tmp_path, capsys):
     out = tmp_path / "modes.png"
-    code = cli.main(["experiment", "mode-averaging", "--limit", "8", "--epochs", "1", "--count", "3",
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "experiment",
+            "mode-averaging",
+            "--limit",
+            "8",
+            "--epochs",
+            "1",
+            "--count",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file(), printed
     assert "training canvases (8, one digit each) with ink in exactly one quadrant: 1.000" in printed
@@ -212,8 +272,21 @@ def test_cli_experiment_errors_are_one_line(tmp_path, capsys):
     cases = [
         (["experiment"], "choose an experiment"),
         (["experiment", "mode-averaging", "--out", str(tmp_path / "no" / "x.png")], "for --out does not exist"),
-        (["experiment", "super-resolution", "--checkpoint", str(joint), "--l2", str(tmp_path / "none.pt"), "--independent", "x.pt",
-          "--out", str(tmp_path / "x.png")], "none.pt"),
+        (
+            [
+                "experiment",
+                "super-resolution",
+                "--checkpoint",
+                str(joint),
+                "--l2",
+                str(tmp_path / "none.pt"),
+                "--independent",
+                "x.pt",
+                "--out",
+                str(tmp_path / "x.png"),
+            ],
+            "none.pt",
+        ),
     ]
     for arguments, message in cases:
         code = cli.main(arguments)

@@ -164,7 +164,9 @@ def test_saturated_and_nan_pre_activations(kind):
     gates[0, :6, 2, 0] = -1e30
     gates[0, 6:, 2, 0] = 1e30
     gates[0, 0, 3, 2] = float("nan")
-    torch.testing.assert_close(fn(gates, weight, bias, 3), ref(gates, weight, bias, 3), equal_nan=True, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(
+        fn(gates, weight, bias, 3), ref(gates, weight, bias, 3), equal_nan=True, **TOLERANCE[torch.float32]
+    )
     assert torch.isnan(fn(gates, weight, bias, 3)[0, :, 3, 2]).any()
 
 
@@ -224,8 +226,13 @@ def test_cell_state_is_not_differentiable():
 
 @pytest.mark.parametrize(
     "kind,groups,bias,layout",
-    [("row3", 3, True, "contiguous"), ("row1", 1, False, "contiguous"), ("row3", 3, True, "channels_last"),
-     ("diagonal", 3, True, "contiguous"), ("diagonal", 1, False, "channels_last")],
+    [
+        ("row3", 3, True, "contiguous"),
+        ("row1", 1, False, "contiguous"),
+        ("row3", 3, True, "channels_last"),
+        ("diagonal", 3, True, "contiguous"),
+        ("diagonal", 1, False, "channels_last"),
+    ],
 )
 def test_gradcheck(kind, groups, bias, layout, device):
     fn, _, taps = SCANS[kind]
@@ -242,8 +249,12 @@ def test_gradcheck(kind, groups, bias, layout, device):
 
 @pytest.mark.parametrize(
     "name,taps,bias,layout",
-    [("row_lstm", 3, True, "contiguous"), ("row_lstm", 1, False, "contiguous"), ("row_lstm", 3, True, "channels_last"),
-     ("diagonal_lstm", 2, True, "contiguous")],
+    [
+        ("row_lstm", 3, True, "contiguous"),
+        ("row_lstm", 1, False, "contiguous"),
+        ("row_lstm", 3, True, "channels_last"),
+        ("diagonal_lstm", 2, True, "contiguous"),
+    ],
 )
 def test_opcheck(name, taps, bias, layout, device):
     gates, weight, b = make_inputs(2, 3, 4, 3, taps, torch.float32, bias, device=device)
@@ -254,7 +265,9 @@ def test_opcheck(name, taps, bias, layout, device):
     torch.library.opcheck(op.default, (*args, 3))
     h, c, acts = op(*(a.detach() if a is not None else None for a in args), 3)
     grad_h = torch.randn(h.shape, device=device)
-    torch.library.opcheck(getattr(torch.ops.pixelfast, f"{name}_backward").default, (grad_h, weight.detach(), h, c, acts, 3))
+    torch.library.opcheck(
+        getattr(torch.ops.pixelfast, f"{name}_backward").default, (grad_h, weight.detach(), h, c, acts, 3)
+    )
 
 
 def test_layers_under_torch_compile_fullgraph():
@@ -320,8 +333,16 @@ def test_bad_input_raises_clear_error(make_call, error, words):
         ("row_lstm", (_gates().int(), torch.randn(12, 3, 3).int(), None, 1), "float32 or float64"),
         ("diagonal_lstm", (_gates(), torch.randn(12, 3, 3), None, 1), "2 taps"),
         ("diagonal_lstm", (_gates(8), torch.randn(8, 2, 2), None, 3), "divisible by color_groups=3"),
-        ("diagonal_lstm_backward", (torch.randn(2, 3, 4, 4), torch.randn(12, 3, 2), _gates(3), _gates(3), _gates(), 1), "grad_h must have shape"),
-        ("row_lstm_backward", (_gates(3), torch.randn(12, 3, 3), _gates(3), _gates(3).double(), _gates(), 1), "c has dtype"),
+        (
+            "diagonal_lstm_backward",
+            (torch.randn(2, 3, 4, 4), torch.randn(12, 3, 2), _gates(3), _gates(3), _gates(), 1),
+            "grad_h must have shape",
+        ),
+        (
+            "row_lstm_backward",
+            (_gates(3), torch.randn(12, 3, 3), _gates(3), _gates(3).double(), _gates(), 1),
+            "c has dtype",
+        ),
     ],
 )
 def test_op_called_directly_checks_its_arguments(name, args, words):

@@ -192,18 +192,38 @@ def test_module_matches_reference_and_initialises_masked_weights_to_zero(device)
     "make_call, error, words",
     [
         (lambda: masked_conv2d(torch.randn(3, 5, 5), torch.randn(3, 3, 3, 3)), ValueError, "4-D"),
-        (lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), None, "B", 3), ValueError, "divisible by 3"),
+        (
+            lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), None, "B", 3),
+            ValueError,
+            "divisible by 3",
+        ),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 4, 4)), ValueError, "odd"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 13, 13)), ValueError, "odd"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 5)), ValueError, "square"),
-        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3, dtype=torch.float64)), TypeError, "dtype"),
-        (lambda: masked_conv2d(torch.ones(1, 3, 5, 5, dtype=torch.int64), torch.randn(3, 3, 3, 3)), TypeError, "float32 or float64"),
+        (
+            lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3, dtype=torch.float64)),
+            TypeError,
+            "dtype",
+        ),
+        (
+            lambda: masked_conv2d(torch.ones(1, 3, 5, 5, dtype=torch.int64), torch.randn(3, 3, 3, 3)),
+            TypeError,
+            "float32 or float64",
+        ),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3, device="meta")), ValueError, "device"),
         (lambda: masked_conv2d(torch.randn(1, 4, 5, 5), torch.randn(3, 3, 3, 3)), ValueError, "channels"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), torch.randn(4)), ValueError, "bias"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "C"), ValueError, "mask_type"),
-        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 2), ValueError, "color_groups"),
-        (lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", True), ValueError, "color_groups"),
+        (
+            lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 2),
+            ValueError,
+            "color_groups",
+        ),
+        (
+            lambda: masked_conv2d(torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", True),
+            ValueError,
+            "color_groups",
+        ),
         (lambda: masked_conv2d(torch.randn(1, 3, 0, 5), torch.randn(3, 3, 3, 3)), ValueError, "H, W >= 1"),
         (lambda: masked_conv2d(torch.randn(1, 3, 5, 0), torch.randn(3, 3, 3, 3)), ValueError, "H, W >= 1"),
         (lambda: masked_conv2d(torch.randn(1, 0, 5, 5), torch.randn(3, 0, 3, 3)), ValueError, "one input channel"),
@@ -224,7 +244,10 @@ def test_bad_input_raises_clear_error(make_call, error, words):
         ((torch.randn(3, 5, 5), torch.randn(3, 3, 3, 3), None, "B", 1), "4-D"),
         ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 2, 2), None, "B", 1), "odd"),
         ((torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), None, "B", 3), "divisible"),
-        ((torch.ones(1, 3, 5, 5, dtype=torch.int32), torch.ones(3, 3, 3, 3, dtype=torch.int32), None, "B", 1), "float32 or float64"),
+        (
+            (torch.ones(1, 3, 5, 5, dtype=torch.int32), torch.ones(3, 3, 3, 3, dtype=torch.int32), None, "B", 1),
+            "float32 or float64",
+        ),
         ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3).double(), None, "B", 1), "dtype"),
         ((torch.randn(1, 3, 5, 5), torch.randn(3, 3, 3, 3), None, "X", 1), "mask_type"),
     ],
@@ -237,9 +260,7 @@ def test_op_called_directly_checks_its_arguments(args, words):
 
 def test_cuda_kernel_registered_when_built_with_cuda():
     has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CUDA")
-    has_cuda_backward = torch._C._dispatch_has_kernel_for_dispatch_key(
-        "pixelfast::masked_conv2d_backward", "CUDA"
-    )
+    has_cuda_backward = torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d_backward", "CUDA")
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d", "CPU")
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pixelfast::masked_conv2d_backward", "CPU")
     assert has_cuda_kernel == has_cuda_backward == _library.build_info.WITH_CUDA == pixelfast.ops.WITH_CUDA

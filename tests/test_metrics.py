@@ -45,6 +45,7 @@ def test_ssim_matches_the_standard_recipe():
     digits = mnist_digits("test").images[:3].double()
     noisy = (digits + torch.randn(digits.shape, generator=torch.Generator().manual_seed(0)) * 40).clamp(0, 255).round()
     for x, y in zip(digits[:, 0].numpy(), noisy[:, 0].numpy()):
+
         def filt(t):
             return ndimage.gaussian_filter(t, sigma=1.5, truncate=3.5, mode="reflect")
 

@@ -26,7 +26,6 @@ def tiny(cls, in_channels, seed=0, **kwargs):
     return model
 
 
-
 def gated_receptive_field(model, c, i, j, height, width):
     """Earlier sub-pixels inside GatedPixelCNN's documented receptive field of (c, i, j)."""
     reach = model.first_kernel_size // 2 + (model.num_layers - 1) * (model.kernel_size // 2)
@@ -54,7 +53,9 @@ def test_gated_causal_and_sees_every_earlier_subpixel(channels, device):
     # Reach R = 1 + 5 * 1 = 6 covers the whole 5x6 image, so every earlier sub-pixel, including
     # the ones up and to the right (a masked PixelCNN's blind spot), must matter.
     height, width = 5, 6
-    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=6, kernel_size=3, first_kernel_size=3).to(device)
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=6, kernel_size=3, first_kernel_size=3).to(
+        device
+    )
     positions = all_positions(channels, height, width)
     depends = check_causal(model, height, width, positions)
     for k, (c, i, j) in enumerate(positions):
@@ -66,7 +67,9 @@ def test_gated_causal_and_sees_every_earlier_subpixel(channels, device):
 def test_gated_receptive_field_is_exactly_as_documented(channels, device):
     # reach = 5 // 2 + 1 * (3 // 2) = 3 on a 7x9 image: nonzero exactly on earlier-and-within-reach.
     height, width = 7, 9
-    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=2, kernel_size=3, first_kernel_size=5).to(device)
+    model = tiny(GatedPixelCNN, channels, hidden_channels=12, num_layers=2, kernel_size=3, first_kernel_size=5).to(
+        device
+    )
     positions = [(c, i, j) for (i, j) in [(0, 0), (0, 4), (3, 0), (3, 4), (6, 8), (5, 7)] for c in range(channels)]
     depends = check_causal(model, height, width, positions)
     for k, (c, i, j) in enumerate(positions):

@@ -159,8 +159,15 @@ def test_config_round_trip(kind):
     model = tiny(kind, 3, num_classes=3, image_size=(5, 4), kernel_size=5, head_channels=9)
     config = json.loads(json.dumps(model.config))
     assert config == {
-        "in_channels": 3, "levels": LEVELS, "num_classes": 3, "image_size": [5, 4], "kind": kind,
-        "hidden_channels": 6, "num_layers": 2, "kernel_size": 5, "head_channels": 9,
+        "in_channels": 3,
+        "levels": LEVELS,
+        "num_classes": 3,
+        "image_size": [5, 4],
+        "kind": kind,
+        "hidden_channels": 6,
+        "num_layers": 2,
+        "kernel_size": 5,
+        "head_channels": 9,
     }
     assert MODELS["PixelRNN"] is PixelRNN and PixelRNN.name == "PixelRNN"
     rebuilt = build_model("PixelRNN", config).double()

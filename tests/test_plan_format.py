@@ -32,11 +32,20 @@ def test_ops_are_written_by_field_name():
     record = encode_op("add", phase=1, dst=2, src=3, groups=1, src_dy=-1, accumulate=True)
     assert record[0] == len(record) == 1 + len(OP_FIELDS)
     header = dict(zip(OP_FIELDS, record[1:]))
-    assert header == {**OP_FIELDS, "code": OP_CODES["add"], "phase": 1, "dst": 2, "src": 3, "groups": 1,
-                      "src_dy": -1, "accumulate": 1, "num_segments": 0}
+    assert header == {
+        **OP_FIELDS,
+        "code": OP_CODES["add"],
+        "phase": 1,
+        "dst": 2,
+        "src": 3,
+        "groups": 1,
+        "src_dy": -1,
+        "accumulate": 1,
+        "num_segments": 0,
+    }
     record = encode_op("conv", [(-1, -2, 3, 7), (0, -2, 2, 8)], phase=1, dst=2, src=0, groups=3)
     assert record[0] == len(record) == 1 + len(OP_FIELDS) + 2 * len(SEGMENT_FIELDS)
-    assert record[1 + len(OP_FIELDS):] == [-1, -2, 3, 7, 0, -2, 2, 8]
+    assert record[1 + len(OP_FIELDS) :] == [-1, -2, 3, 7, 0, -2, 2, 8]
 
 
 def test_encode_op_refuses_unknown_and_missing_fields():

@@ -9,10 +9,8 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
-from hypothesis import given, settings
 from devices import DEVICES, links_cuda_runtime, tolerance
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import pixelfast
@@ -73,9 +71,12 @@ def assert_incremental_equals_forward(model, x, labels, atol=1e-4, device="cpu")
     seed=st.integers(0, 1000),
 )
 @pytest.mark.parametrize("device", DEVICES)
-def test_pixelcnn_incremental_logits_equal_forward(channels, levels, hidden, layers, classes, height, width, batch, seed,
-                                                   device):
-    model = jitter(PixelCNN(channels, levels, hidden_channels=3 * hidden, num_layers=layers, num_classes=classes), seed=seed)
+def test_pixelcnn_incremental_logits_equal_forward(
+    channels, levels, hidden, layers, classes, height, width, batch, seed, device
+):
+    model = jitter(
+        PixelCNN(channels, levels, hidden_channels=3 * hidden, num_layers=layers, num_classes=classes), seed=seed
+    )
     x = random_image(model, batch, height, width, seed)
     assert_incremental_equals_forward(model, x, random_labels(model, batch, seed), device=device)
 
@@ -99,8 +100,13 @@ def test_gated_incremental_logits_equal_forward(
     channels, levels, hidden, layers, kernel, first_kernel, classes, height, width, batch, seed, device
 ):
     model = GatedPixelCNN(
-        channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
-        first_kernel_size=first_kernel, num_classes=classes,
+        channels,
+        levels,
+        hidden_channels=3 * hidden,
+        num_layers=layers,
+        kernel_size=kernel,
+        first_kernel_size=first_kernel,
+        num_classes=classes,
     )
     model = jitter(model, seed=seed)
     x = random_image(model, batch, height, width, seed)
@@ -122,10 +128,12 @@ def test_gated_incremental_logits_equal_forward(
     seed=st.integers(0, 1000),
 )
 @pytest.mark.parametrize("device", DEVICES)
-def test_pixelrnn_incremental_logits_equal_forward(kind, channels, levels, hidden, layers, kernel, classes, height, width, batch, seed,
-                                                   device):
-    model = PixelRNN(kind, channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel,
-                     num_classes=classes)
+def test_pixelrnn_incremental_logits_equal_forward(
+    kind, channels, levels, hidden, layers, kernel, classes, height, width, batch, seed, device
+):
+    model = PixelRNN(
+        kind, channels, levels, hidden_channels=3 * hidden, num_layers=layers, kernel_size=kernel, num_classes=classes
+    )
     model = jitter(model, scale=0.3, seed=seed)
     x = random_image(model, batch, height, width, seed)
     assert_incremental_equals_forward(model, x, random_labels(model, batch, seed), device=device)
@@ -288,10 +296,12 @@ def test_cached_completion_keeps_known_pixels_and_matches_naive(device):
 def test_cached_matches_naive_at_other_temperatures(temperature, device):
     # Temperatures far from 1 and 0: an engine that divided by T twice would draw other images.
     model = jitter(GatedPixelCNN(3, 8, hidden_channels=6, num_layers=2, num_classes=3), scale=0.5)
-    kwargs = dict(size=(4, 4), labels=[0, 1, 2, 1], generator=21, temperature=temperature, progress=False,
-                  device=device)
-    assert torch.equal(pixelfast.sample(model, 4, method="cached", **kwargs),
-                       pixelfast.sample(model, 4, method="naive", **kwargs))
+    kwargs = dict(
+        size=(4, 4), labels=[0, 1, 2, 1], generator=21, temperature=temperature, progress=False, device=device
+    )
+    assert torch.equal(
+        pixelfast.sample(model, 4, method="cached", **kwargs), pixelfast.sample(model, 4, method="naive", **kwargs)
+    )
 
 
 def test_cached_over_several_chunks_matches_naive():
@@ -328,8 +338,9 @@ def test_cached_draws_have_the_model_s_frequencies(temperature):
         for p in model.parameters():
             p.zero_()
         model.head.out.bias.copy_(bias)
-    images = pixelfast.sample(model, 50, size=(8, 10), temperature=temperature, generator=17, method="cached",
-                              progress=False)
+    images = pixelfast.sample(
+        model, 50, size=(8, 10), temperature=temperature, generator=17, method="cached", progress=False
+    )
     counts = torch.bincount(images.flatten().long(), minlength=4).double()
     expected = torch.softmax(bias.double() / temperature, 0) * counts.sum()
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
@@ -365,9 +376,7 @@ def test_cached_images_are_the_same_when_other_programs_hold_the_cores():
     model = jitter(GatedPixelCNN(1, 16, hidden_channels=24, num_layers=3, num_classes=4), scale=0.5)
     kwargs = dict(size=(24, 24), labels=[0, 1, 2, 3], generator=9, method="cached", progress=False)
     before = torch.get_num_threads()
-    busy = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 2))
-    ]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 2))]
     try:
         torch.set_num_threads(1)
         alone = pixelfast.sample(model, 4, **kwargs)
@@ -422,7 +431,14 @@ def test_engine_rejects_a_corrupt_plan():
     model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
     plan = lower(model)
     x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
-    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    args = (
+        torch.zeros(1, 1, 3, 3, dtype=torch.bool),
+        torch.zeros(1, 1, 3, 3, dtype=torch.float64),
+        None,
+        1.0,
+        4,
+        False,
+    )
     plan.program[0] = 3  # a truncated op
     with pytest.raises(RuntimeError, match="bad length|truncated"):
         run_engine(plan, x, *args)
@@ -466,7 +482,14 @@ def test_engine_refuses_huge_buffers(changes, message):
     for field, value in changes.items():
         plan.buffers[1][{"channels": 0, "rows": 1, "pad": 2}[field]] = value
     x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
-    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    args = (
+        torch.zeros(1, 1, 3, 3, dtype=torch.bool),
+        torch.zeros(1, 1, 3, 3, dtype=torch.float64),
+        None,
+        1.0,
+        4,
+        False,
+    )
     with pytest.raises(RuntimeError, match=message):
         run_engine(plan, x, *args)
 
@@ -476,9 +499,20 @@ def test_engine_refuses_out_of_range_op_fields(position):
     model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
     plan = lower(model)
     x = torch.zeros(1, 1, 3, 3, dtype=torch.long)
-    args = (torch.zeros(1, 1, 3, 3, dtype=torch.bool), torch.zeros(1, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, False)
+    args = (
+        torch.zeros(1, 1, 3, 3, dtype=torch.bool),
+        torch.zeros(1, 1, 3, 3, dtype=torch.float64),
+        None,
+        1.0,
+        4,
+        False,
+    )
     # the first op is a conv with segments: header field 1 is its code, 12 its row offset, 18 its
     # first segment's row offset; 2**32 + 1 would read as code 1 (a conv) if truncated to int32
-    plan.program[{"code": 1, "segment": 18, "row_offset": 12}[position]] = {"code": 2**32 + 1, "segment": -(2**63), "row_offset": -(2**62)}[position]
+    plan.program[{"code": 1, "segment": 18, "row_offset": 12}[position]] = {
+        "code": 2**32 + 1,
+        "segment": -(2**63),
+        "row_offset": -(2**62),
+    }[position]
     with pytest.raises(RuntimeError, match="out of range"):
         run_engine(plan, x, *args)

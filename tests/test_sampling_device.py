@@ -83,20 +83,32 @@ def test_sample_cached_makes_one_engine_call_per_chunk(monkeypatch, step, n, cal
 
 def flags() -> dict:
     """What the backends report now (the legacy getters raise if the two APIs disagree)."""
-    state = {"matmul": B.cuda.matmul.allow_tf32, "cudnn": B.cudnn.allow_tf32,
-             "matmul precision": torch.get_float32_matmul_precision()}
+    state = {
+        "matmul": B.cuda.matmul.allow_tf32,
+        "cudnn": B.cudnn.allow_tf32,
+        "matmul precision": torch.get_float32_matmul_precision(),
+    }
     if precision.has_precision_tree():
         for path in ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv"):
             state[path] = precision._node(path).fp32_precision
     return state
 
 
-FULL_FP32 = {"matmul": False, "cudnn": False, "matmul precision": "highest", "cuda.matmul": "ieee",
-             "cudnn.conv": "ieee", "cudnn.rnn": "ieee", "mkldnn.matmul": "ieee", "mkldnn.conv": "ieee"}
+FULL_FP32 = {
+    "matmul": False,
+    "cudnn": False,
+    "matmul precision": "highest",
+    "cuda.matmul": "ieee",
+    "cudnn.conv": "ieee",
+    "cudnn.rnn": "ieee",
+    "mkldnn.matmul": "ieee",
+    "mkldnn.conv": "ieee",
+}
 
 
 def user_settings():
     """Ways a user turns TF32 on, with the legacy flags and with the fp32_precision tree."""
+
     def legacy():
         B.cuda.matmul.allow_tf32 = True
         B.cudnn.allow_tf32 = True

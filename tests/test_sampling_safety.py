@@ -17,8 +17,9 @@ from pixelfast.sampling import api
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return GatedPixelCNN(in_channels=1, levels=4, hidden_channels=3, num_layers=2, num_classes=3,
-                         image_size=(4, 4)).double()
+    return GatedPixelCNN(
+        in_channels=1, levels=4, hidden_channels=3, num_layers=2, num_classes=3, image_size=(4, 4)
+    ).double()
 
 
 def snapshot(model):

@@ -27,8 +27,13 @@ SMALL_PRIORS = {
 def small(channels=1, levels=5, scale=2, prior="GatedPixelCNN", seed=0, jitter=0.3, **kwargs):
     """A small float64 model with random weights everywhere (so A and B both matter)."""
     torch.manual_seed(seed)
-    config = {"prior": prior, "prior_config": SMALL_PRIORS.get(prior), "conditioning_channels": 6,
-              "conditioning_blocks": 1, **kwargs}
+    config = {
+        "prior": prior,
+        "prior_config": SMALL_PRIORS.get(prior),
+        "conditioning_channels": 6,
+        "conditioning_blocks": 1,
+        **kwargs,
+    }
     model = SuperResolution(channels, levels, scale, **config).double()
     with torch.no_grad():
         for p in model.parameters():
@@ -115,8 +120,11 @@ def test_defaults_need_only_channels_and_levels():
 def test_causal_in_y_and_depends_on_x(channels, prior):
     """The logits at sub-pixel i read y only before i (autograd), and read the low-resolution x."""
     width = {"GatedPixelCNN": 12, "PixelCNN": 6, "PixelRNN": 6}[prior] if channels == 3 else None
-    model = small(channels, prior=prior, prior_config={**SMALL_PRIORS[prior], "hidden_channels": width or
-                                                       SMALL_PRIORS[prior]["hidden_channels"]})
+    model = small(
+        channels,
+        prior=prior,
+        prior_config={**SMALL_PRIORS[prior], "hidden_channels": width or SMALL_PRIORS[prior]["hidden_channels"]},
+    )
     height, width = 4, 4
     low = levels((1, channels, 2, 2), seed=3)
 
@@ -215,10 +223,25 @@ def test_trains_by_name_on_any_dataset(objective, monkeypatch):
     original = SuperResolution.loss
     monkeypatch.setattr(SuperResolution, "loss", lambda self, y, x: losses.append(x.shape) or original(self, y, x))
     images = levels((16, 1, 8, 8), 4, seed=1)
-    config = {"scale": 4, "objective": objective, "conditioning_channels": 4, "conditioning_blocks": 1,
-              "prior_config": {"hidden_channels": 4, "num_layers": 1}}
-    result = train("SuperResolution", images, test_data=images[:4], model_config=config, epochs=2, batch_size=8,
-                   lr=0.01, progress=False, log=lambda message: None, device="cpu")
+    config = {
+        "scale": 4,
+        "objective": objective,
+        "conditioning_channels": 4,
+        "conditioning_blocks": 1,
+        "prior_config": {"hidden_channels": 4, "num_layers": 1},
+    }
+    result = train(
+        "SuperResolution",
+        images,
+        test_data=images[:4],
+        model_config=config,
+        epochs=2,
+        batch_size=8,
+        lr=0.01,
+        progress=False,
+        log=lambda message: None,
+        device="cpu",
+    )
     assert result.model.image_size == (8, 8) and result.model.objective == objective
     first, last = result.history[0]["test_bits_per_dim"], result.history[-1]["test_bits_per_dim"]
     assert 0 < last < first  # held-out bits/dim of y given downsample(y), improving
@@ -231,9 +254,23 @@ def test_trains_on_an_rgb_image_folder(tmp_path):
     for k in range(4):
         pixels = levels((16, 16, 3), 256, seed=k).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(tmp_path / f"{k}.png")
-    config = {"conditioning_channels": 3, "conditioning_blocks": 0, "prior_config": {"hidden_channels": 3, "num_layers": 1}}
-    result = train("SuperResolution", "folder", root=tmp_path, levels=4, model_config=config, epochs=1, batch_size=4,
-                   progress=False, log=lambda message: None, device="cpu")
+    config = {
+        "conditioning_channels": 3,
+        "conditioning_blocks": 0,
+        "prior_config": {"hidden_channels": 3, "num_layers": 1},
+    }
+    result = train(
+        "SuperResolution",
+        "folder",
+        root=tmp_path,
+        levels=4,
+        model_config=config,
+        epochs=1,
+        batch_size=4,
+        progress=False,
+        log=lambda message: None,
+        device="cpu",
+    )
     model = result.model
     assert (model.in_channels, model.image_size, model.scale) == (3, (16, 16), 4)
     assert result.history[0]["test_bits_per_dim"] > 0  # 16x16 RGB from 4x4
@@ -261,8 +298,7 @@ def test_incremental_logits_equal_forward(prior, channels, n_levels, scale, heig
     x = levels((batch, channels, height, width), n_levels, seed + 1)  # any x, not only downsample(y)
     with torch.no_grad():
         expected = model(y, x)
-    torch.testing.assert_close(pixelfast.incremental_logits(model, y, condition=x), expected,
-                               atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(pixelfast.incremental_logits(model, y, condition=x), expected, atol=1e-10, rtol=1e-10)
 
 
 def test_incremental_logits_on_the_device(device):
@@ -291,8 +327,9 @@ def test_incremental_logits_refuses_a_missing_or_misplaced_condition():
 # --- upscale ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prior,channels", [("GatedPixelCNN", 1), ("GatedPixelCNN", 3), ("PixelCNN", 3),
-                                            ("PixelRNN", 1)])
+@pytest.mark.parametrize(
+    "prior,channels", [("GatedPixelCNN", 1), ("GatedPixelCNN", 3), ("PixelCNN", 3), ("PixelRNN", 1)]
+)
 def test_naive_and_cached_draw_the_same_images(prior, channels):
     config = {**SMALL_PRIORS[prior], "hidden_channels": 6} if channels == 3 else SMALL_PRIORS[prior]
     model = small(channels, 6, 2, prior, prior_config=config)
@@ -371,10 +408,34 @@ def trained_by_cli(tmp_path_factory):
     from pixelfast import cli
 
     path = tmp_path_factory.mktemp("sr") / "sr.pt"
-    code = cli.main(["train", "--model", "SuperResolution", "--data", "mnist-digits", "--limit", "8", "--levels", "4",
-                     "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", str(path), "--no-progress",
-                     "--model-arg", "conditioning_channels=4", "--model-arg", "conditioning_blocks=1",
-                     "--model-arg", 'prior_config={"hidden_channels": 3, "num_layers": 1}'])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "SuperResolution",
+            "--data",
+            "mnist-digits",
+            "--limit",
+            "8",
+            "--levels",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(path),
+            "--no-progress",
+            "--model-arg",
+            "conditioning_channels=4",
+            "--model-arg",
+            "conditioning_blocks=1",
+            "--model-arg",
+            'prior_config={"hidden_channels": 3, "num_layers": 1}',
+        ]
+    )
     assert code == 0
     return path
 
@@ -387,8 +448,23 @@ def test_cli_trains_and_upscales_the_demo_digits(trained_by_cli, tmp_path, capsy
     model = load_model(trained_by_cli)
     assert isinstance(model, SuperResolution) and model.image_size == (28, 28) and model.scale == 4
     out = tmp_path / "demo.png"
-    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--count", "3", "--n", "2",
-                     "--seed", "0", "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(trained_by_cli),
+            "--demo",
+            "--count",
+            "3",
+            "--n",
+            "2",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "upscaled 3 image(s) 7x7 -> 28x28" in printed and "input | 2 sample(s) | truth" in printed
     with Image.open(out) as grid:  # columns: input, 2 samples, truth; rows: 3 digits; 2-pixel padding
@@ -397,14 +473,43 @@ def test_cli_trains_and_upscales_the_demo_digits(trained_by_cli, tmp_path, capsy
     tiny = dict(conditioning_channels=4, conditioning_blocks=1, image_size=(28, 28))
     for objective in ("l2", "independent"):
         save_checkpoint(tmp_path / f"{objective}.pt", SuperResolution(1, 4, objective=objective, **tiny))
-    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--count", "2", "--n", "1",
-                     "--l2", str(tmp_path / "l2.pt"), "--independent", str(tmp_path / "independent.pt"),
-                     "--seed", "0", "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(trained_by_cli),
+            "--demo",
+            "--count",
+            "2",
+            "--n",
+            "1",
+            "--l2",
+            str(tmp_path / "l2.pt"),
+            "--independent",
+            str(tmp_path / "independent.pt"),
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "input | l2 | independent | 1 sample(s) | truth" in capsys.readouterr().out
     with Image.open(out) as grid:
         assert grid.size == (2 + 5 * 30, 2 + 2 * 30)
-    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--demo", "--l2", str(tmp_path / "independent.pt"),
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(trained_by_cli),
+            "--demo",
+            "--l2",
+            str(tmp_path / "independent.pt"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--l2 must hold a SuperResolution trained with objective=l2" in err
 
@@ -416,8 +521,18 @@ def test_cli_upscales_a_png(trained_by_cli, tmp_path, capsys):
 
     Image.fromarray(downsample(mnist_digits("test").images[0], 4)[0].numpy()).save(tmp_path / "low.png")
     out = tmp_path / "out.png"
-    code = cli.main(["upscale", "--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "low.png"),
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(trained_by_cli),
+            "--input",
+            str(tmp_path / "low.png"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "1 image(s) 7x7 -> 28x28" in capsys.readouterr().out
     with Image.open(out) as grid:
         assert grid.size == (2 + 5 * 30, 32)
@@ -433,12 +548,15 @@ def test_cli_upscale_errors_are_one_line(trained_by_cli, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(trained_by_cli), "--out", out], "one of the arguments --input --demo is required"),
         (["--checkpoint", str(other), "--demo", "--out", out], "holds a GatedPixelCNN, not a SuperResolution"),
-        (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "text.png"), "--out", out],
-         "is not a readable PNG"),
-        (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "none.png"), "--out", out],
-         "does not exist"),
-        (["--checkpoint", str(trained_by_cli), "--demo", "--out", str(tmp_path / "no" / "o.png")],
-         "for --out does not exist"),
+        (
+            ["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "text.png"), "--out", out],
+            "is not a readable PNG",
+        ),
+        (["--checkpoint", str(trained_by_cli), "--input", str(tmp_path / "none.png"), "--out", out], "does not exist"),
+        (
+            ["--checkpoint", str(trained_by_cli), "--demo", "--out", str(tmp_path / "no" / "o.png")],
+            "for --out does not exist",
+        ),
     ]
     for arguments, message in cases:
         code = cli.main(["upscale", *arguments])
@@ -478,8 +596,10 @@ def test_the_shipped_model_loads_and_upscales(tmp_path, capsys):
     error = (downsample(high.long(), 4) - low.repeat_interleave(2, 0)).double().abs().mean().item()
     assert error < 20, error
     out = tmp_path / "up.png"
-    assert cli.main(["upscale", "--demo", "--count", "1", "--n", "1", "--seed", "0", "--out", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(["upscale", "--demo", "--count", "1", "--n", "1", "--seed", "0", "--out", str(out), "--no-progress"])
+        == 0
+    )
     assert "columns input | l2 | independent | 1 sample(s) | truth" in capsys.readouterr().out
     with Image.open(out) as grid:  # input, L2, independent, one sample, truth
         assert grid.size == (2 + 5 * 30, 32)

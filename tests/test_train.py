@@ -26,9 +26,21 @@ def digits():
 
 def run(digits, out, epochs, resume=False, seed=0, model_config=None, log=None):
     train_set, test_set = digits
-    return train("GatedPixelCNN", train_set, test_data=test_set, model_config={**TINY, **(model_config or {})},
-                 epochs=epochs, batch_size=16, lr=3e-3, device="cpu", seed=seed, out=out, resume=resume,
-                 progress=False, log=log or (lambda message: None))
+    return train(
+        "GatedPixelCNN",
+        train_set,
+        test_data=test_set,
+        model_config={**TINY, **(model_config or {})},
+        epochs=epochs,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+        seed=seed,
+        out=out,
+        resume=resume,
+        progress=False,
+        log=log or (lambda message: None),
+    )
 
 
 def test_training_lowers_held_out_bits_per_dim_and_checkpoints_each_epoch(tmp_path, digits):
@@ -38,8 +50,18 @@ def test_training_lowers_held_out_bits_per_dim_and_checkpoints_each_epoch(tmp_pa
     fresh = GatedPixelCNN(in_channels=1, levels=LEVELS, num_classes=10, image_size=(28, 28), **TINY)
     before = bits_per_dim(fresh, digits[1])
     messages = []
-    result = train(fresh, digits[0], test_data=digits[1], epochs=2, batch_size=16, lr=3e-3, device="cpu",
-                   out=tmp_path / "m.pt", progress=False, log=messages.append)
+    result = train(
+        fresh,
+        digits[0],
+        test_data=digits[1],
+        epochs=2,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+        out=tmp_path / "m.pt",
+        progress=False,
+        log=messages.append,
+    )
     assert result.model is fresh and len(result.history) == 2
     after = result.history[-1]["test_bits_per_dim"]
     assert after < before and math.isfinite(result.history[-1]["train_bits_per_dim"])
@@ -79,11 +101,27 @@ def test_resume_edge_cases(tmp_path, digits):
     done = run(digits, tmp_path / "new.pt", epochs=1, resume=True, log=messages.append)
     assert done.history and "nothing to do" in messages[-1]
     with pytest.raises(CheckpointError, match="another configuration"):
-        train("GatedPixelCNN", digits[0], model_config={"hidden_channels": 3, "num_layers": 2}, epochs=2,
-              out=tmp_path / "new.pt", resume=True, progress=False, log=lambda m: None)
+        train(
+            "GatedPixelCNN",
+            digits[0],
+            model_config={"hidden_channels": 3, "num_layers": 2},
+            epochs=2,
+            out=tmp_path / "new.pt",
+            resume=True,
+            progress=False,
+            log=lambda m: None,
+        )
     with pytest.raises(CheckpointError, match="holds a GatedPixelCNN"):
-        train("PixelCNN", digits[0], model_config={"hidden_channels": 3, "num_layers": 1}, epochs=2,
-              out=tmp_path / "new.pt", resume=True, progress=False, log=lambda m: None)
+        train(
+            "PixelCNN",
+            digits[0],
+            model_config={"hidden_channels": 3, "num_layers": 1},
+            epochs=2,
+            out=tmp_path / "new.pt",
+            resume=True,
+            progress=False,
+            log=lambda m: None,
+        )
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError):
         run(digits, tmp_path / "junk.pt", epochs=2, resume=True)
@@ -188,8 +226,18 @@ def test_an_existing_checkpoint_is_never_replaced_by_a_fresh_run(tmp_path, digit
     with pytest.raises(ValueError, match="contradict"):
         train("GatedPixelCNN", digits[0], out=out, resume=True, overwrite=True)
     train_set, test_set = digits
-    train("GatedPixelCNN", train_set, model_config=TINY, epochs=1, batch_size=16, device="cpu", out=out,
-          overwrite=True, progress=False, log=lambda message: None)
+    train(
+        "GatedPixelCNN",
+        train_set,
+        model_config=TINY,
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        out=out,
+        overwrite=True,
+        progress=False,
+        log=lambda message: None,
+    )
     assert load_checkpoint(out)["epoch"] == 1
 
 
@@ -197,16 +245,38 @@ def test_divergence_without_a_checkpoint_says_nothing_was_saved(digits):
     from pixelfast.train import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="stopped in epoch 1: .*nothing was saved"):
-        train("GatedPixelCNN", digits[0], test_data=digits[1], model_config=TINY, epochs=2, batch_size=48,
-              lr=1e30, device="cpu", progress=False, log=lambda message: None)
+        train(
+            "GatedPixelCNN",
+            digits[0],
+            test_data=digits[1],
+            model_config=TINY,
+            epochs=2,
+            batch_size=48,
+            lr=1e30,
+            device="cpu",
+            progress=False,
+            log=lambda message: None,
+        )
 
 
 def test_bf16_training_runs_under_autocast_and_tracks_float32(digits):
     train_set, test_set = digits
     results = {}
     for precision in ("fp32", "bf16"):
-        result = train("GatedPixelCNN", train_set, test_data=test_set, model_config=TINY, epochs=2, batch_size=16,
-                       lr=3e-3, device="cpu", seed=0, precision=precision, progress=False, log=lambda m: None)
+        result = train(
+            "GatedPixelCNN",
+            train_set,
+            test_data=test_set,
+            model_config=TINY,
+            epochs=2,
+            batch_size=16,
+            lr=3e-3,
+            device="cpu",
+            seed=0,
+            precision=precision,
+            progress=False,
+            log=lambda m: None,
+        )
         results[precision] = result.history[-1]["test_bits_per_dim"]
         assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert math.isfinite(results["bf16"])
@@ -226,8 +296,17 @@ def test_the_training_step_runs_under_autocast_only_for_mixed_precision(digits, 
     monkeypatch.setattr(training, "_loss", recording)
     for precision, expected in (("fp32", False), ("bf16", True)):
         enabled.clear()
-        train("GatedPixelCNN", digits[0], model_config=TINY, epochs=1, batch_size=16, device="cpu",
-              precision=precision, progress=False, log=lambda m: None)
+        train(
+            "GatedPixelCNN",
+            digits[0],
+            model_config=TINY,
+            epochs=1,
+            batch_size=16,
+            device="cpu",
+            precision=precision,
+            progress=False,
+            log=lambda m: None,
+        )
         assert enabled and all(flag == expected for flag in enabled)
 
 

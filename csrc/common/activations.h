@@ -70,8 +70,8 @@ PF_HD_INLINE float sigmoid(float x) {
 PF_HD_INLINE float tanh_(float x) {
   const float e = detail::exp_minus_abs(2.0f * x);
   const float t = (1.0f - e) / (1.0f + e);  // tanh |x|
-  const float signed_t = detail::bits_to_float(detail::float_to_bits(t) |
-                                               (detail::float_to_bits(x) & INT32_MIN));
+  const float signed_t =
+      detail::bits_to_float(detail::float_to_bits(t) | (detail::float_to_bits(x) & INT32_MIN));
   return x != x ? x : signed_t;
 }
 

@@ -30,18 +30,18 @@ inline bool use_avx2() { return false; }
 #endif
 
 // name(args, begin, end) runs name##_impl compiled for AVX2 + FMA when the CPU has them.
-#define PF_ISA_DISPATCH(name)                                                        \
-  template <typename Args>                                                           \
-  PF_TARGET_AVX2 void name##_avx2(const Args& args, int64_t begin, int64_t end) {    \
-    name##_impl(args, begin, end);                                                   \
-  }                                                                                  \
-  template <typename Args>                                                           \
-  void name(const Args& args, int64_t begin, int64_t end) {                          \
-    if (use_avx2()) {                                                                \
-      name##_avx2(args, begin, end);                                                 \
-    } else {                                                                         \
-      name##_impl(args, begin, end);                                                 \
-    }                                                                                \
+#define PF_ISA_DISPATCH(name)                                                     \
+  template <typename Args>                                                        \
+  PF_TARGET_AVX2 void name##_avx2(const Args& args, int64_t begin, int64_t end) { \
+    name##_impl(args, begin, end);                                                \
+  }                                                                               \
+  template <typename Args>                                                        \
+  void name(const Args& args, int64_t begin, int64_t end) {                       \
+    if (use_avx2()) {                                                             \
+      name##_avx2(args, begin, end);                                              \
+    } else {                                                                      \
+      name##_impl(args, begin, end);                                              \
+    }                                                                             \
   }
 
 }  // namespace pixelfast

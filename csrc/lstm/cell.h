@@ -37,7 +37,8 @@ using ::pixelfast::tanh_;
 
 // One cell step. Pre-activations in, activated gates and the new state out.
 template <typename T>
-PF_HD_INLINE void cell_forward(T a_i, T a_f, T a_o, T a_g, T c_prev, T* i, T* f, T* o, T* g, T* c, T* h) {
+PF_HD_INLINE void cell_forward(T a_i, T a_f, T a_o, T a_g, T c_prev, T* i, T* f, T* o, T* g, T* c,
+                               T* h) {
   const T vi = sigmoid(a_i);
   const T vf = sigmoid(a_f);
   const T vo = sigmoid(a_o);
@@ -55,8 +56,8 @@ PF_HD_INLINE void cell_forward(T a_i, T a_f, T a_o, T a_g, T c_prev, T* i, T* f,
 // product); dc_next: gradient reaching c from the next step's cell update (dc_next' * f_next).
 // Returns the pre-activation gradients and, in *dc_carry, dc * f: what flows on to c_prev.
 template <typename T>
-PF_HD_INLINE void cell_backward(T i, T f, T o, T g, T c, T c_prev, T dh, T dc_next, T* da_i, T* da_f,
-                                T* da_o, T* da_g, T* dc_carry) {
+PF_HD_INLINE void cell_backward(T i, T f, T o, T g, T c, T c_prev, T dh, T dc_next, T* da_i,
+                                T* da_f, T* da_o, T* da_g, T* dc_carry) {
   const T tc = tanh_(c);
   const T dc = dc_next + dh * o * (T(1) - tc * tc);
   *da_i = dc * g * i * (T(1) - i);

@@ -26,10 +26,9 @@ template <typename Backend>
 void gather(const Step& step, const at::Tensor& h, const at::Tensor& x, const at::Tensor& bias,
             const at::Tensor& pre) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lstm_gather", [&] {
-    Backend::gather(GatherParams<scalar_t>{step, h.const_data_ptr<scalar_t>(),
-                                           x.mutable_data_ptr<scalar_t>(),
-                                           pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-                                           data_or_null<scalar_t>(pre)});
+    Backend::gather(GatherParams<scalar_t>{
+        step, h.const_data_ptr<scalar_t>(), x.mutable_data_ptr<scalar_t>(),
+        pre.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, data_or_null<scalar_t>(pre)});
   });
 }
 

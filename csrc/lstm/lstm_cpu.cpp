@@ -60,12 +60,14 @@ int64_t grain(int64_t cells_per_item) {
 
 // Operands that a template flag says are absent (c_prev) are never read.
 template <typename T, bool kHasCPrev>
-PF_ALWAYS_INLINE void cell_forward_strip(
-    int64_t n, const T* __restrict__ g_i, const T* __restrict__ g_f, const T* __restrict__ g_o,
-    const T* __restrict__ g_g, const T* __restrict__ p_i, const T* __restrict__ p_f,
-    const T* __restrict__ p_o, const T* __restrict__ p_g, const T* __restrict__ c_prev,
-    T* __restrict__ o_i, T* __restrict__ o_f, T* __restrict__ o_o, T* __restrict__ o_g,
-    T* __restrict__ c, T* __restrict__ h) {
+PF_ALWAYS_INLINE void cell_forward_strip(int64_t n, const T* __restrict__ g_i,
+                                         const T* __restrict__ g_f, const T* __restrict__ g_o,
+                                         const T* __restrict__ g_g, const T* __restrict__ p_i,
+                                         const T* __restrict__ p_f, const T* __restrict__ p_o,
+                                         const T* __restrict__ p_g, const T* __restrict__ c_prev,
+                                         T* __restrict__ o_i, T* __restrict__ o_f,
+                                         T* __restrict__ o_o, T* __restrict__ o_g,
+                                         T* __restrict__ c, T* __restrict__ h) {
   for (int64_t j = 0; j < n; ++j) {
     cell_forward(g_i[j] + p_i[j], g_f[j] + p_f[j], g_o[j] + p_o[j], g_g[j] + p_g[j],
                  kHasCPrev ? c_prev[j] : T(0), &o_i[j], &o_f[j], &o_o[j], &o_g[j], &c[j], &h[j]);
@@ -73,11 +75,13 @@ PF_ALWAYS_INLINE void cell_forward_strip(
 }
 
 template <typename T, bool kHasCPrev>
-PF_ALWAYS_INLINE void cell_backward_strip(
-    int64_t n, const T* __restrict__ a_i, const T* __restrict__ a_f, const T* __restrict__ a_o,
-    const T* __restrict__ a_g, const T* __restrict__ c, const T* __restrict__ c_prev,
-    const T* __restrict__ dh, const T* __restrict__ dc_in, T* __restrict__ dc_out,
-    T* __restrict__ d_i, T* __restrict__ d_f, T* __restrict__ d_o, T* __restrict__ d_g) {
+PF_ALWAYS_INLINE void cell_backward_strip(int64_t n, const T* __restrict__ a_i,
+                                          const T* __restrict__ a_f, const T* __restrict__ a_o,
+                                          const T* __restrict__ a_g, const T* __restrict__ c,
+                                          const T* __restrict__ c_prev, const T* __restrict__ dh,
+                                          const T* __restrict__ dc_in, T* __restrict__ dc_out,
+                                          T* __restrict__ d_i, T* __restrict__ d_f,
+                                          T* __restrict__ d_o, T* __restrict__ d_g) {
   for (int64_t j = 0; j < n; ++j) {
     cell_backward(a_i[j], a_f[j], a_o[j], a_g[j], c[j], kHasCPrev ? c_prev[j] : T(0), dh[j],
                   dc_in[j], &d_i[j], &d_f[j], &d_o[j], &d_g[j], &dc_out[j]);
@@ -95,10 +99,10 @@ PF_ALWAYS_INLINE void cell_forward_pixel(const T* __restrict__ gin, const T* __r
   for (int64_t grp = 0; grp < groups; ++grp) {
     const int64_t gb = grp * 4 * m;  // this group's gate block
     const int64_t hb = grp * m;      // and its hidden channels
-    cell_forward_strip<T, kHasCPrev>(m, gin + gb, gin + gb + m, gin + gb + 2 * m,
-                                     gin + gb + 3 * m, pre + gb, pre + gb + m, pre + gb + 2 * m,
-                                     pre + gb + 3 * m, cp + hb, act + gb, act + gb + m,
-                                     act + gb + 2 * m, act + gb + 3 * m, c + hb, h + hb);
+    cell_forward_strip<T, kHasCPrev>(m, gin + gb, gin + gb + m, gin + gb + 2 * m, gin + gb + 3 * m,
+                                     pre + gb, pre + gb + m, pre + gb + 2 * m, pre + gb + 3 * m,
+                                     cp + hb, act + gb, act + gb + m, act + gb + 2 * m,
+                                     act + gb + 3 * m, c + hb, h + hb);
   }
 }
 
@@ -115,10 +119,9 @@ PF_ALWAYS_INLINE void cell_backward_pixel(const T* __restrict__ act, const T* __
   for (int64_t grp = 0; grp < groups; ++grp) {
     const int64_t gb = grp * 4 * m;
     const int64_t hb = grp * m;
-    cell_backward_strip<T, kHasCPrev>(m, act + gb, act + gb + m, act + gb + 2 * m,
-                                      act + gb + 3 * m, c + hb, cp + hb, dh + hb, dc_in + hb,
-                                      dc_out + hb, dpre + gb, dpre + gb + m, dpre + gb + 2 * m,
-                                      dpre + gb + 3 * m);
+    cell_backward_strip<T, kHasCPrev>(m, act + gb, act + gb + m, act + gb + 2 * m, act + gb + 3 * m,
+                                      c + hb, cp + hb, dh + hb, dc_in + hb, dc_out + hb, dpre + gb,
+                                      dpre + gb + m, dpre + gb + 2 * m, dpre + gb + 3 * m);
   }
 }
 
@@ -219,8 +222,11 @@ at::Tensor channels_last_cpu(const at::Tensor& t) {
   const int64_t pixel_tiles = (pixels + kTile - 1) / kTile;
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "lstm_channels_last", [&] {
     const TransposeArgs<scalar_t> args{src.const_data_ptr<scalar_t>(),
-                                       dst.mutable_data_ptr<scalar_t>(), channels, pixels,
-                                       channel_tiles, pixel_tiles};
+                                       dst.mutable_data_ptr<scalar_t>(),
+                                       channels,
+                                       pixels,
+                                       channel_tiles,
+                                       pixel_tiles};
     at::parallel_for(0, batch * channel_tiles * pixel_tiles, 16,
                      [&](int64_t begin, int64_t end) { transpose_tiles(args, begin, end); });
   });

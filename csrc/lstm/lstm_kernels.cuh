@@ -13,7 +13,7 @@
 namespace pixelfast {
 namespace lstm {
 
-#define PF_GRID_STRIDE(index, n)                                                        \
+#define PF_GRID_STRIDE(index, n)                                                    \
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < (n); \
        index += int64_t(blockDim.x) * gridDim.x)
 

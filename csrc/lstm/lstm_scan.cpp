@@ -82,8 +82,8 @@ Step check_forward(const char* op, const at::Tensor& gates, const at::Tensor& we
 }
 
 Step check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor& weight,
-                     const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts,
-                     int64_t groups, bool diagonal) {
+                    const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts,
+                    int64_t groups, bool diagonal) {
   const Step s = check_forward(op, acts, weight, std::nullopt, groups, diagonal, "acts");
   const std::vector<int64_t> state{s.batch, s.hidden, s.height, s.width};
   const auto check_state = [&](const char* name, const at::Tensor& t) {
@@ -97,10 +97,11 @@ Step check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor& 
   return s;
 }
 
-
 // The GEMM's right operand: Wm[s * h + c, q] = weight[q, c, s], [taps * h, 4h].
 at::Tensor weight_matrix(const at::Tensor& weight) {
-  return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)}).contiguous();
+  return weight.permute({2, 1, 0})
+      .reshape({weight.size(2) * weight.size(1), weight.size(0)})
+      .contiguous();
 }
 
 at::Tensor weight_from_matrix(const at::Tensor& wm, const Step& s) {
@@ -120,15 +121,14 @@ namespace {
 
 // The recurrence, one step (image row or skewed column) after another: per step the gather, one
 // GEMM over the step's rows (the state-to-state product) and the cell update. Both scans alike.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_forward(const Kernels& kernels, const char* op,
-                                                            bool diagonal, const at::Tensor& gates_in,
-                                                            const at::Tensor& weight,
-                                                            const std::optional<at::Tensor>& bias,
-                                                            int64_t groups) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_forward(
+    const Kernels& kernels, const char* op, bool diagonal, const at::Tensor& gates_in,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t groups) {
   Step s = check_forward(op, gates_in, weight, bias, groups, diagonal);
   const at::Tensor gates = kernels.channels_last(gates_in);
   const auto opts = gates.options();
-  at::Tensor h = at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
+  at::Tensor h =
+      at::empty({s.batch, s.hidden, s.height, s.width}, opts.memory_format(kChannelsLast));
   at::Tensor c = at::empty_like(h, kChannelsLast);
   at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);

@@ -40,7 +40,8 @@ struct Step {
 
 // Pixels visited by the step: the rows of its scan buffers.
 PF_HD int64_t scan_rows(const Step& s) {
-  return s.kind == ScanKind::kRow ? s.batch * s.width : diag_len(s.index, s.height, s.width) * s.batch;
+  return s.kind == ScanKind::kRow ? s.batch * s.width
+                                  : diag_len(s.index, s.height, s.width) * s.batch;
 }
 
 // Steps of the scan: image rows, or skewed columns.

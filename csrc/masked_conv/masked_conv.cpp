@@ -53,8 +53,8 @@ Params make_params(const at::Tensor& x, const at::Tensor& weight,
     TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
                 "masked_conv2d: bias must match the input's dtype and device");
   }
-  return Params{x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3),
-                k,         color_groups, mask_type == "B"};
+  return Params{x.size(0), x.size(1), weight.size(0), x.size(2),
+                x.size(3), k,         color_groups,   mask_type == "B"};
 }
 
 std::vector<int64_t> padding_of(Block block, int64_t k) {
@@ -112,7 +112,8 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
     out.add_(valid_conv(at::constant_pad_nd(x, padding_of(kLeft, k)), block_weight(weight, kLeft),
                         std::nullopt));
   } else {
-    out = at::empty({p.batch, p.out_channels, p.height, p.width}, x.options().memory_format(kChannelsLast));
+    out = at::empty({p.batch, p.out_channels, p.height, p.width},
+                    x.options().memory_format(kChannelsLast));
     if (bias.has_value()) {
       out.copy_(bias->view({1, p.out_channels, 1, 1}).expand_as(out));
     } else {
@@ -136,21 +137,18 @@ void check_arguments(const at::Tensor& x, const at::Tensor& weight,
   make_params(x, weight, bias, mask_type, color_groups);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out_in,
-                                                        const at::Tensor& x_in,
-                                                        const at::Tensor& weight,
-                                                        c10::string_view mask_type,
-                                                        int64_t color_groups,
-                                                        std::array<bool, 2> output_mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& weight,
+    c10::string_view mask_type, int64_t color_groups, std::array<bool, 2> output_mask) {
   const Params p = make_params(x_in, weight, std::nullopt, mask_type, color_groups);
   TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == p.batch &&
                   grad_out_in.size(1) == p.out_channels && grad_out_in.size(2) == p.height &&
                   grad_out_in.size(3) == p.width,
               "masked_conv2d_backward: grad_out has shape ", grad_out_in.sizes(),
               ", expected the output's shape");
-  TORCH_CHECK(grad_out_in.scalar_type() == x_in.scalar_type() &&
-                  grad_out_in.device() == x_in.device(),
-              "masked_conv2d_backward: grad_out must match the input's dtype and device");
+  TORCH_CHECK(
+      grad_out_in.scalar_type() == x_in.scalar_type() && grad_out_in.device() == x_in.device(),
+      "masked_conv2d_backward: grad_out must match the input's dtype and device");
   const int64_t k = p.kernel_size;
   const int64_t c = k / 2;
   const int64_t group_out = p.out_channels / p.color_groups;

@@ -38,12 +38,9 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight,
   return forward(x, weight, bias, mask_type, color_groups);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out,
-                                                             const at::Tensor& x,
-                                                             const at::Tensor& weight,
-                                                             c10::string_view mask_type,
-                                                             int64_t color_groups,
-                                                             std::array<bool, 2> output_mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    c10::string_view mask_type, int64_t color_groups, std::array<bool, 2> output_mask) {
   check_on_cuda("masked_conv2d_backward", x, {{"grad_out", &grad_out}, {"weight", &weight}});
   check_arguments(x, weight, std::nullopt, mask_type, color_groups);
   const c10::cuda::CUDAGuard guard(x.device());

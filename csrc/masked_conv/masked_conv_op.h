@@ -10,8 +10,8 @@
 namespace pixelfast {
 namespace masked_conv {
 
-// The op's argument checks (shapes, dtypes, devices, mask type, colour groups); forward and backward
-// run them too. The CUDA registration calls them before it touches the device.
+// The op's argument checks (shapes, dtypes, devices, mask type, colour groups); forward and
+// backward run them too. The CUDA registration calls them before it touches the device.
 void check_arguments(const at::Tensor& x, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, c10::string_view mask_type,
                      int64_t color_groups);
@@ -20,12 +20,9 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, c10::string_view mask_type,
                    int64_t color_groups);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_out,
-                                                        const at::Tensor& x,
-                                                        const at::Tensor& weight,
-                                                        c10::string_view mask_type,
-                                                        int64_t color_groups,
-                                                        std::array<bool, 2> output_mask);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    c10::string_view mask_type, int64_t color_groups, std::array<bool, 2> output_mask);
 
 }  // namespace masked_conv
 }  // namespace pixelfast

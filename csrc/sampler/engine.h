@@ -90,7 +90,8 @@ struct DeviceView {
 template <typename V>
 at::Tensor bytes_on(const std::vector<V>& values, const at::Device& device) {
   at::Tensor host = at::empty({static_cast<int64_t>(values.size() * sizeof(V))}, at::kByte);
-  if (!values.empty()) std::memcpy(host.mutable_data_ptr(), values.data(), values.size() * sizeof(V));
+  if (!values.empty())
+    std::memcpy(host.mutable_data_ptr(), values.data(), values.size() * sizeof(V));
   return host.to(device);
 }
 

@@ -133,7 +133,7 @@ struct CpuEngine {
   // products), and the team meets at a barrier after every op.
   int rank = 0, team = 1;
   TeamBarrier* barrier = nullptr;
-  std::atomic<bool>* solo = nullptr;  // set when the team goes on with rank 0 alone
+  std::atomic<bool>* solo = nullptr;            // set when the team goes on with rank 0 alone
   std::atomic<int64_t>* preemptions = nullptr;  // the team's, in the current row so far
   int64_t switches_seen = 0;                    // this thread's, at the last check
   std::atomic<bool>* non_finite = nullptr;
@@ -158,10 +158,12 @@ struct CpuEngine {
     auto [c0, c1] = share(g * n, (g + 1) * n);
     if (g == 0) {
       const scalar_t* bias = conv_bias(v, op);
-      for (int64_t b = 0; b < batch; ++b) add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
+      for (int64_t b = 0; b < batch; ++b)
+        add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
       if (own1 > own0) {
         off_centre_products(v, op, 0, i, j, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-          gemm_rows(batch, own1 - own0, k, a, in_stride, w + own0, channels, out + own0, out_stride);
+          gemm_rows(batch, own1 - own0, k, a, in_stride, w + own0, channels, out + own0,
+                    out_stride);
         });
       }
       c0 = std::max<int64_t>(own0, 0);
@@ -176,7 +178,8 @@ struct CpuEngine {
 
   void pointwise(const Op& op, int64_t i, int64_t j, int64_t g) const {
     const auto [t0, t1] = share(0, group_width(v, op));
-    for (int64_t b = 0; b < batch; ++b) pointwise_loop(pointwise_operands(v, op, b, i, j, g), t0, t1);
+    for (int64_t b = 0; b < batch; ++b)
+      pointwise_loop(pointwise_operands(v, op, b, i, j, g), t0, t1);
   }
 
   // The team splits the images: each draws (or takes the known value), records the logits if
@@ -231,8 +234,9 @@ struct CpuEngine {
   }
 
   void run_images() {
-    run_raster(v, [&](const Op& op, int64_t r, int64_t j, int64_t g) { run(op, r, j, g); },
-               [&](int64_t, int64_t j) { return keep_going(j == v.io.width - 1); });
+    run_raster(
+        v, [&](const Op& op, int64_t r, int64_t j, int64_t g) { run(op, r, j, g); },
+        [&](int64_t, int64_t j) { return keep_going(j == v.io.width - 1); });
   }
 };
 
@@ -293,7 +297,8 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     std::atomic<bool> non_finite{false};
     engine.non_finite = &non_finite;
     run_team(engine);
-    TORCH_CHECK(!non_finite.load(), "sample_cached: the model produced non-finite logits (NaN or inf)");
+    TORCH_CHECK(!non_finite.load(),
+                "sample_cached: the model produced non-finite logits (NaN or inf)");
   });
   return {p.out, p.logits};
 }

@@ -32,8 +32,9 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
     const size_t shared_bytes = static_cast<size_t>(levels) * sizeof(double);
-    engine_kernel<scalar_t><<<static_cast<unsigned int>(p.image.size(0)), kThreads, shared_bytes,
-                              c10::cuda::getCurrentCUDAStream()>>>(d.view, error.mutable_data_ptr<int>());
+    engine_kernel<scalar_t>
+        <<<static_cast<unsigned int>(p.image.size(0)), kThreads, shared_bytes,
+           c10::cuda::getCurrentCUDAStream()>>>(d.view, error.mutable_data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   // Reading the flag waits for the kernel.

@@ -21,7 +21,8 @@ namespace sampler {
 // Convolution at (i, j), sub-step g, for image b: each thread owns output channels t, t + blockDim,
 // ..., so it reads back only what it wrote (no barrier inside the op).
 template <typename T>
-__device__ void conv_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) {
+__device__ void conv_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
+                        int64_t g) {
   const int64_t channels = v.buffers[op.dst].channels;
   const int64_t n = group_width(v, op);
   T* out = v.at(op.dst, b, i, j);
@@ -71,8 +72,8 @@ __global__ void engine_kernel(EngineView<T> v, int* error) {
         } else if (op.code == kSample) {
           sample_op(v, op, b, r, j, g, scratch, error);
         } else {
-          pointwise_elements(pointwise_operands(v, op, b, r, j, g), threadIdx.x,
-                             group_width(v, op), blockDim.x);
+          pointwise_elements(pointwise_operands(v, op, b, r, j, g), threadIdx.x, group_width(v, op),
+                             blockDim.x);
         }
         __syncthreads();  // the next op reads what this one wrote
       },

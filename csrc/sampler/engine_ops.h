@@ -18,10 +18,10 @@ namespace sampler {
 // The engine's state as raw pointers, host or device: the plan, the buffers and the call's I/O.
 template <typename T>
 struct EngineView {
-  const Buffer* buffers;     // [num_buffers]
-  T* const* data;            // per buffer: [B][rows][W + 2 pad][channels]
-  const int64_t* strides;    // per buffer: values per image
-  const T* const* weights;   // the plan's weight list
+  const Buffer* buffers;    // [num_buffers]
+  T* const* data;           // per buffer: [B][rows][W + 2 pad][channels]
+  const int64_t* strides;   // per buffer: values per image
+  const T* const* weights;  // the plan's weight list
   const Op* row_ops;
   int64_t num_row_ops;
   const Op* pixel_ops;
@@ -29,7 +29,8 @@ struct EngineView {
   EngineIO<T> io;
 
   PF_HD T* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
-    return data[buffer] + image * strides[buffer] + position_offset(buffers[buffer], io.width, row, column);
+    return data[buffer] + image * strides[buffer] +
+           position_offset(buffers[buffer], io.width, row, column);
   }
 };
 
@@ -62,7 +63,8 @@ PF_HD void run_raster(const EngineView<T>& v, Run&& run, AfterPixel&& after_pixe
 // dst[t] = (accumulate ? dst[t] : 0) + (src ? src[t] : 0) for t in [t0, t1) by `step`: the conv's
 // bias and the add op. The branches sit outside the loops, so that each loop vectorises.
 template <typename T>
-PF_HD_INLINE void add_into(T* dst, const T* src, bool accumulate, int64_t t0, int64_t t1, int64_t step) {
+PF_HD_INLINE void add_into(T* dst, const T* src, bool accumulate, int64_t t0, int64_t t1,
+                           int64_t step) {
   if (!accumulate) {
     if (src != nullptr) {
       for (int64_t t = t0; t < t1; t += step) dst[t] = src[t];
@@ -91,8 +93,8 @@ PF_HD int64_t group_width(const EngineView<T>& v, const Op& op) {
 #pragma nv_exec_check_disable
 #endif
 template <typename T, typename Product>
-PF_HD void off_centre_products(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
-                               Product&& product) {
+PF_HD void off_centre_products(const EngineView<T>& v, const Op& op, int64_t b, int64_t i,
+                               int64_t j, Product&& product) {
   const int64_t in_channels = v.buffers[op.src].channels;
   for (int64_t s = 0; s < op.num_segments; ++s) {
     const Segment& seg = op.segments[s];
@@ -118,13 +120,13 @@ PF_HD void centre_product(const EngineView<T>& v, const Op& op, int64_t b, int64
 template <typename T>
 struct PointwiseOperands {
   int32_t code;
-  bool accumulate;   // add: dst += src, else dst = src
-  int64_t n;         // channels per group
-  const T* in;       // relu, add (null: rows above the image, zero), gate [a | b], LSTM gates
-                     // [i | f | o | g], class bias: the label's table row, condition: its values
-  const T* prev;     // LSTM cell: the previous cell state (null: zero)
-  T* out;            // the group's output (LSTM: the hidden state)
-  T* cell;           // LSTM cell: the new cell state
+  bool accumulate;  // add: dst += src, else dst = src
+  int64_t n;        // channels per group
+  const T* in;      // relu, add (null: rows above the image, zero), gate [a | b], LSTM gates
+                    // [i | f | o | g], class bias: the label's table row, condition: its values
+  const T* prev;    // LSTM cell: the previous cell state (null: zero)
+  T* out;           // the group's output (LSTM: the hidden state)
+  T* cell;          // LSTM cell: the new cell state
 };
 
 template <typename T>
@@ -149,12 +151,14 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
       p.in = v.weights[op.table] + v.io.labels[b] * v.buffers[op.dst].channels + g * p.n;
       break;
     case kCondition:
-      p.in = v.io.condition + ((b * v.io.height + i) * v.io.width + j) * v.io.condition_channels + g * p.n;
+      p.in = v.io.condition + ((b * v.io.height + i) * v.io.width + j) * v.io.condition_channels +
+             g * p.n;
       break;
     case kLstmCell:
       p.in = v.at(op.src, b, i, j) + g * 4 * p.n;
       p.cell = v.at(op.cell, b, i, j) + g * p.n;
-      p.prev = i + op.prev_dy >= 0 ? v.at(op.cell, b, i + op.prev_dy, j + op.prev_dx) + g * p.n : nullptr;
+      p.prev = i + op.prev_dy >= 0 ? v.at(op.cell, b, i + op.prev_dy, j + op.prev_dx) + g * p.n
+                                   : nullptr;
       break;
     default:
       break;
@@ -164,7 +168,8 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
 
 // Elements [t0, t1) by `step` (a CPU thread: its share, step 1; a CUDA thread: a block stride).
 template <typename T>
-PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, int64_t t1, int64_t step) {
+PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, int64_t t1,
+                                     int64_t step) {
   switch (p.code) {
     case kRelu:
       for (int64_t t = t0; t < t1; t += step) p.out[t] = relu(p.in[t]);
@@ -181,9 +186,11 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       break;
     case kLstmCell:
       if (p.prev != nullptr) {
-        for (int64_t t = t0; t < t1; t += step) p.cell[t] = lstm_cell(p.in + t, p.n, p.prev[t], p.out + t);
+        for (int64_t t = t0; t < t1; t += step)
+          p.cell[t] = lstm_cell(p.in + t, p.n, p.prev[t], p.out + t);
       } else {
-        for (int64_t t = t0; t < t1; t += step) p.cell[t] = lstm_cell(p.in + t, p.n, T(0), p.out + t);
+        for (int64_t t = t0; t < t1; t += step)
+          p.cell[t] = lstm_cell(p.in + t, p.n, T(0), p.out + t);
       }
       break;
     default:
@@ -199,7 +206,8 @@ PF_HD int64_t sub_pixel_index(const EngineIO<T>& io, int64_t b, int64_t g, int64
 }
 
 template <typename T>
-PF_HD const T* sample_logits(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j, int64_t g) {
+PF_HD const T* sample_logits(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
+                             int64_t g) {
   return v.at(op.src, b, i, j) + g * v.io.levels;
 }
 
@@ -207,7 +215,8 @@ PF_HD const T* sample_logits(const EngineView<T>& v, const Op& op, int64_t b, in
 template <typename T>
 PF_HD T* logits_record(const EngineIO<T>& io, int64_t b, int64_t g, int64_t i, int64_t j) {
   if (io.logits_out == nullptr) return nullptr;
-  return io.logits_out + ((b * io.levels) * io.channels + g) * io.height * io.width + i * io.width + j;
+  return io.logits_out + ((b * io.levels) * io.channels + g) * io.height * io.width + i * io.width +
+         j;
 }
 
 template <typename T>

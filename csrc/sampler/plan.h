@@ -29,6 +29,7 @@ namespace sampler {
 constexpr int kMaxSegments = 8;
 
 // X(enumerator, name, code); the name is the PlanBuilder method that writes the op.
+// clang-format off: a table
 #define PIXELFAST_OP_CODES(X)                                                                      \
   X(kConv, conv, 1)             /* dst[g] = bias[g] + sum over segments (+ centre tap) of W . src */ \
   X(kRelu, relu, 2)             /* dst[g] = max(src[g], 0) */                                        \
@@ -38,6 +39,7 @@ constexpr int kMaxSegments = 8;
   X(kSample, sample, 6)         /* draw (or teacher-force) colour g from the logits in src[g] */     \
   X(kLstmCell, lstm_cell, 7)    /* gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c) */ \
   X(kCondition, condition, 8)   /* dst[g] += condition[b, r, j][g]: the call's input map, K = dst channels */
+// clang-format on
 
 #define PIXELFAST_PHASES(X) X(kRowPhase, row, 0) X(kPixelPhase, pixel, 1)
 #define PIXELFAST_CENTRES(X) X(kNoCentre, none, 0) X(kCentreA, a, 1) X(kCentreB, b, 2)
@@ -57,10 +59,12 @@ struct Buffer {
 // X(type, field), in wire order. A run of `cols` consecutive taps of one kernel row: input row
 // i + dy, columns j + dx ... Its packed weight is [cols * in_channels, out_channels], row index
 // = tap * in_channels + channel.
-#define PIXELFAST_SEGMENT_FIELDS(X) X(int64_t, dy) X(int64_t, dx) X(int64_t, cols) X(int64_t, weight)
+#define PIXELFAST_SEGMENT_FIELDS(X) \
+  X(int64_t, dy) X(int64_t, dx) X(int64_t, cols) X(int64_t, weight)
 
 // X(type, field): an op record is its length, these fields in this order, then num_segments
 // segments.
+// clang-format off: a table
 #define PIXELFAST_OP_FIELDS(X)                                                                     \
   X(int32_t, code)          /* OpCode */                                                         \
   X(int32_t, phase)         /* Phase */                                                          \
@@ -79,6 +83,7 @@ struct Buffer {
   X(int64_t, prev_dy)       /* kLstmCell: the previous cell state's row, relative to r */        \
   X(int64_t, prev_dx)       /* kLstmCell: and its column, relative to j */                       \
   X(int64_t, num_segments)  /* kConv: how many of segments[] are used */
+// clang-format on
 
 #define PIXELFAST_MEMBER(type, field) type field;
 struct Segment {
@@ -103,8 +108,8 @@ struct EngineIO {
   const double* uniforms;   // [B, C, H, W]: one uniform per sub-pixel
   const T* condition;       // [B, H, W, condition_channels], or null
   int64_t condition_channels;
-  int64_t* image_out;       // [B, C, H, W]
-  T* logits_out;            // [B, levels, C, H, W], or null
+  int64_t* image_out;  // [B, C, H, W]
+  T* logits_out;       // [B, levels, C, H, W], or null
 };
 
 // Row-phase ops run in runs: a run of consecutive reversed ops is one right-to-left scan, executed
@@ -148,7 +153,9 @@ PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width,
 // Input channels [0, prefix) that the centre tap of output group g reads: the masked
 // convolution's rule (contiguous colour groups), none without a centre tap.
 PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre, int64_t g) {
-  return centre == kNoCentre ? 0 : masked_conv::centre_prefix(in_channels, groups, centre == kCentreB, g);
+  return centre == kNoCentre
+             ? 0
+             : masked_conv::centre_prefix(in_channels, groups, centre == kCentreB, g);
 }
 
 // Offset of position (row, column) of one image in a buffer; `row` must be >= 0.

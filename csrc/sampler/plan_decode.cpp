@@ -20,7 +20,8 @@ namespace sampler {
 namespace {
 
 #define PIXELFAST_COUNT(...) +1
-constexpr int64_t kOpHeader = 1 PIXELFAST_OP_FIELDS(PIXELFAST_COUNT);  // the length, then the fields
+constexpr int64_t kOpHeader =
+    1 PIXELFAST_OP_FIELDS(PIXELFAST_COUNT);  // the length, then the fields
 constexpr int64_t kSegmentFields = 0 PIXELFAST_SEGMENT_FIELDS(PIXELFAST_COUNT);
 #undef PIXELFAST_COUNT
 
@@ -34,8 +35,8 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
   const Buffer& dst = plan.buffers[op.dst];
   TORCH_CHECK(dst.channels % op.groups == 0, "sample_cached: conv output channels ", dst.channels,
               " not divisible by its groups ", op.groups);
-  TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments,
-              "sample_cached: a conv has ", op.num_segments, " segments (at most ", kMaxSegments, ")");
+  TORCH_CHECK(op.num_segments >= 0 && op.num_segments <= kMaxSegments, "sample_cached: a conv has ",
+              op.num_segments, " segments (at most ", kMaxSegments, ")");
   for (int64_t s = 0; s < op.num_segments; ++s) {
     const Segment& seg = op.segments[s];
     TORCH_CHECK(seg.dy <= 0 && src.rows >= 1 - seg.dy - op.row_offset,
@@ -67,7 +68,8 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
                 ", ", dst.channels, "]");
   }
   if (op.bias >= 0) {
-    TORCH_CHECK(op.bias < static_cast<int64_t>(weights.size()), "sample_cached: bias index out of range");
+    TORCH_CHECK(op.bias < static_cast<int64_t>(weights.size()),
+                "sample_cached: bias index out of range");
     const at::Tensor& b = weights[op.bias];
     TORCH_CHECK(b.dim() == 1 && b.size(0) == dst.channels, "sample_cached: bias has shape ",
                 b.sizes(), ", expected [", dst.channels, "]");
@@ -85,7 +87,8 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
   for (size_t b = 0; b < buffers.size(); b += 3) {
     Buffer buffer{buffers[b], buffers[b + 1], buffers[b + 2]};
     TORCH_CHECK(buffer.channels >= 1 && buffer.rows >= 1 && buffer.pad >= 0 &&
-                    buffer.channels <= kMaxField && buffer.rows <= kMaxField && buffer.pad <= kMaxField,
+                    buffer.channels <= kMaxField && buffer.rows <= kMaxField &&
+                    buffer.pad <= kMaxField,
                 "sample_cached: buffer ", b / 3, " has bad shape (", buffer.channels, ", ",
                 buffer.rows, ", ", buffer.pad, ")");
     plan.buffers.push_back(buffer);
@@ -118,17 +121,20 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
       PIXELFAST_SEGMENT_FIELDS(PIXELFAST_DECODE_SEGMENT)
 #undef PIXELFAST_DECODE_SEGMENT
     }
-    TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ", op.phase);
+    TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ",
+                op.phase);
     TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
-    const bool reads_source = op.code != kClassBias && op.code != kCondition;  // else a table or input
+    const bool reads_source =
+        op.code != kClassBias && op.code != kCondition;  // else a table or input
     TORCH_CHECK(!reads_source || (op.src >= 0 && op.src < num_buffers),
                 "sample_cached: op source out of range");
     TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
     TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
-                "sample_cached: a pixel-phase op must have one group per colour (", channels, "), got ",
-                op.groups);
-    TORCH_CHECK(op.row_offset <= 0 && (op.phase == kRowPhase || (op.row_offset == 0 && op.reverse == 0)),
-                "sample_cached: only row-phase ops may run on an earlier row or in reverse");
+                "sample_cached: a pixel-phase op must have one group per colour (", channels,
+                "), got ", op.groups);
+    TORCH_CHECK(
+        op.row_offset <= 0 && (op.phase == kRowPhase || (op.row_offset == 0 && op.reverse == 0)),
+        "sample_cached: only row-phase ops may run on an earlier row or in reverse");
     TORCH_CHECK(op.src_dy <= 0 && (op.code == kAdd || op.src_dy == 0),
                 "sample_cached: only add may read its source on an earlier row");
     if (reads_source) {
@@ -146,11 +152,13 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     "sample_cached: relu/add needs equal channel counts divisible by groups");
         break;
       case kGate:
-        TORCH_CHECK(plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,
-                    "sample_cached: gate needs a source of twice the destination's channels");
+        TORCH_CHECK(
+            plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,
+            "sample_cached: gate needs a source of twice the destination's channels");
         break;
       case kClassBias: {
-        TORCH_CHECK(has_labels, "sample_cached: the plan has class biases but no labels were given");
+        TORCH_CHECK(has_labels,
+                    "sample_cached: the plan has class biases but no labels were given");
         TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
                     "sample_cached: class table index out of range");
         const at::Tensor& t = weights[op.table];
@@ -160,7 +168,8 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         break;
       }
       case kLstmCell: {
-        TORCH_CHECK(op.cell >= 0 && op.cell < num_buffers, "sample_cached: cell buffer out of range");
+        TORCH_CHECK(op.cell >= 0 && op.cell < num_buffers,
+                    "sample_cached: cell buffer out of range");
         const Buffer& cell = plan.buffers[op.cell];
         TORCH_CHECK(plan.buffers[op.src].channels == 4 * dst.channels &&
                         cell.channels == dst.channels && dst.channels % op.groups == 0,
@@ -234,9 +243,8 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
   TORCH_CHECK(temperature > 0, "sample_cached: temperature must be > 0, got ", temperature);
   TORCH_CHECK(levels >= 2 && levels <= kMaxField, "sample_cached: levels must be in 2..", kMaxField,
               ", got ", levels);
-  TORCH_CHECK(image.size(0) <= kMaxInt && image.size(3) <= kMaxField,
-              "sample_cached: at most ", kMaxInt, " images of width at most ", kMaxField, ", got ",
-              image.sizes());
+  TORCH_CHECK(image.size(0) <= kMaxInt && image.size(3) <= kMaxField, "sample_cached: at most ",
+              kMaxInt, " images of width at most ", kMaxField, ", got ", image.sizes());
   TORCH_CHECK(!weights.empty(), "sample_cached: no weights");
   const auto dtype = weights[0].scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
@@ -260,8 +268,8 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
                 "sample_cached: condition must be [B, H, W, K] = [", image.size(0), ", ",
                 image.size(2), ", ", image.size(3), ", K], got ", c.sizes());
     TORCH_CHECK(c.scalar_type() == dtype && c.device() == image.device(),
-                "sample_cached: condition must be a ", dtype, " tensor on ", image.device(), ", got ",
-                c.scalar_type(), " on ", c.device());
+                "sample_cached: condition must be a ", dtype, " tensor on ", image.device(),
+                ", got ", c.scalar_type(), " on ", c.device());
   }
   Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value(),
                           condition.has_value() ? condition->size(3) : -1);

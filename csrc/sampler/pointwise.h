@@ -53,7 +53,8 @@ PF_HD int64_t categorical(const T* logits, int64_t levels, int64_t stride, doubl
   const double target = u * total;
   double cumulative = 0.0;
   for (int64_t l = 0; l < levels; ++l) {
-    cumulative += scratch != nullptr ? scratch[l] : exp((double(logits[l * stride]) - top) / temperature);
+    cumulative +=
+        scratch != nullptr ? scratch[l] : exp((double(logits[l * stride]) - top) / temperature);
     if (cumulative > target) return l;
   }
   return levels - 1;  // u * total rounded up to total

@@ -77,9 +77,7 @@ class PixelModel(nn.Module):
         """The training objective: the mean cross entropy per sub-pixel of ``forward(x, labels)``."""
         return F.cross_entropy(self(x, labels), x.to(next(self.parameters()).device).long())
 
-    def prepare(
-        self, x: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def prepare(self, x: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Check ``x`` (levels) and ``labels``; return ``x`` scaled to [-1, 1] and labels as int64."""
         labels = self.check_input(x, labels)
         param = next(self.parameters())
@@ -133,9 +131,7 @@ class PixelModel(nn.Module):
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise TypeError(f"{owner}: labels must be an integer tensor, got {labels.dtype}")
         if labels.dim() != 1 or labels.shape[0] != batch:
-            raise ValueError(
-                f"{owner}: labels must have shape [{batch}] (one per image), got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"{owner}: labels must have shape [{batch}] (one per image), got {tuple(labels.shape)}")
         if batch and (bool((labels < 0).any()) or bool((labels >= self.num_classes).any())):
             raise ValueError(
                 f"{owner}: labels must be in 0..{self.num_classes - 1}, got values in "

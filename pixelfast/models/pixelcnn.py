@@ -47,8 +47,7 @@ class PixelCNN(PixelModel):
         h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
         self.blocks = nn.ModuleList(
-            ResidualBlock(2 * h, h, g, kernel_size=3, num_classes=self.num_classes)
-            for _ in range(self.num_layers)
+            ResidualBlock(2 * h, h, g, kernel_size=3, num_classes=self.num_classes) for _ in range(self.num_layers)
         )
         self.head = OutputHead(2 * h, self.head_channels, self.in_channels, self.levels)
 

@@ -57,8 +57,9 @@ class PixelRNN(PixelModel):
 
     ``h = hidden_channels``; for RGB every layer is colour grouped (``h`` and ``head_channels``
     divisible by 3). ``head_channels=None`` means ``2h``. ``kernel_size`` is the Row LSTM's ``k``
-    (its input-to-state and state-to-state convs); the diagonal kind ignores it. With ``num_classes`` set every LSTM adds a
-    learned per-class offset to its gates and ``forward`` needs ``labels``.
+    (its input-to-state and state-to-state convs); the diagonal kind ignores it. With
+    ``num_classes`` set every LSTM adds a learned per-class offset to its gates and ``forward``
+    needs ``labels``.
 
     ``fused`` (not part of ``config``: the architecture and outputs are the same) picks the fused
     scan ops or their plain-PyTorch loop twins; it can be changed later through ``model.fused``.
@@ -98,8 +99,7 @@ class PixelRNN(PixelModel):
         h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
         self.blocks = nn.ModuleList(
-            PixelRNNBlock(kind, 2 * h, h, g, self.kernel_size, self.num_classes, fused)
-            for _ in range(self.num_layers)
+            PixelRNNBlock(kind, 2 * h, h, g, self.kernel_size, self.num_classes, fused) for _ in range(self.num_layers)
         )
         self.head = OutputHead(2 * h, self.head_channels, self.in_channels, self.levels)
         self._fused = bool(fused)

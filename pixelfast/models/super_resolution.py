@@ -53,8 +53,14 @@ class SuperResolution(PixelModel):
     """
 
     name = "SuperResolution"
-    config_keys = ("scale", "prior_config", "conditioning_channels", "conditioning_blocks", "objective",
-                   "conditioning_loss")  # and "prior": the prior's name (the attribute is the module)
+    config_keys = (
+        "scale",
+        "prior_config",
+        "conditioning_channels",
+        "conditioning_blocks",
+        "objective",
+        "conditioning_loss",
+    )  # and "prior": the prior's name (the attribute is the module)
 
     def __init__(
         self,
@@ -77,8 +83,12 @@ class SuperResolution(PixelModel):
         if objective not in OBJECTIVES:
             raise ValueError(f"{owner}: objective must be one of {OBJECTIVES}, got {objective!r}")
         self.objective = objective
-        if isinstance(conditioning_loss, bool) or not isinstance(conditioning_loss, (int, float)) \
-                or not math.isfinite(conditioning_loss) or conditioning_loss < 0:
+        if (
+            isinstance(conditioning_loss, bool)
+            or not isinstance(conditioning_loss, (int, float))
+            or not math.isfinite(conditioning_loss)
+            or conditioning_loss < 0
+        ):
             raise ValueError(f"{owner}: conditioning_loss must be a finite number >= 0, got {conditioning_loss!r}")
         self.conditioning_loss = float(conditioning_loss)
         if objective != "joint":
@@ -91,7 +101,9 @@ class SuperResolution(PixelModel):
         fixed = sorted({"in_channels", "levels", "num_classes", "image_size"} & set(self.prior_config))
         if fixed:
             raise ValueError(f"{owner}: prior_config cannot set {fixed}; the super-resolution model sets them")
-        self.prior = None if prior is None else PRIORS[prior](in_channels=in_channels, levels=levels, **self.prior_config)
+        self.prior = (
+            None if prior is None else PRIORS[prior](in_channels=in_channels, levels=levels, **self.prior_config)
+        )
         self.prior_name = prior
 
         out_channels = self.in_channels if objective == "l2" else self.in_channels * self.levels

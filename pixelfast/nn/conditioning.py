@@ -42,10 +42,12 @@ class ConditioningNetwork(nn.Module):
         self.input_conv = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(ConvResidualBlock(channels) for _ in range(num_blocks))
         self.upsample = nn.ModuleList(
-            nn.ModuleDict({
-                "conv": nn.ConvTranspose2d(channels, channels, 3, stride=2, padding=1, output_padding=1),
-                "block": ConvResidualBlock(channels),
-            })
+            nn.ModuleDict(
+                {
+                    "conv": nn.ConvTranspose2d(channels, channels, 3, stride=2, padding=1, output_padding=1),
+                    "block": ConvResidualBlock(channels),
+                }
+            )
             for _ in range(scale.bit_length() - 1)
         )
         self.output_conv = nn.Conv2d(channels, out_channels, 1)

@@ -162,8 +162,7 @@ class GatedActivation(nn.Module):
         b, c, h, w = x.shape
         if c % (2 * self.color_groups):
             raise ValueError(
-                f"GatedActivation: channels ({c}) must be divisible by 2 * color_groups "
-                f"({2 * self.color_groups})"
+                f"GatedActivation: channels ({c}) must be divisible by 2 * color_groups ({2 * self.color_groups})"
             )
         x = x.reshape(b, self.color_groups, 2, c // (2 * self.color_groups), h, w)
         return (torch.tanh(x[:, :, 0]) * torch.sigmoid(x[:, :, 1])).reshape(b, c // 2, h, w)
@@ -214,9 +213,7 @@ class GatedBlock(nn.Module):
         self.color_groups = color_groups
         self.first = first
         self.v_conv = VerticalConv2d(in_channels, 2 * channels, kernel_size, include_current_row=not first)
-        self.h_conv = HorizontalConv2d(
-            in_channels, 2 * channels, kernel_size, "A" if first else "B", color_groups
-        )
+        self.h_conv = HorizontalConv2d(in_channels, 2 * channels, kernel_size, "A" if first else "B", color_groups)
         self.v_to_h = MaskedConv2d(2 * channels, 2 * channels, 1, "B", color_groups=1)
         self.v_gate = GatedActivation(color_groups)
         self.h_gate = GatedActivation(color_groups)

@@ -159,9 +159,7 @@ class DiagonalLSTM(nn.Module):
         return scan(gates, self.state_to_state, self.bias, self.color_groups)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.hidden_channels}, color_groups={self.color_groups}, fused={self.fused}"
-        )
+        return f"{self.in_channels}, {self.hidden_channels}, color_groups={self.color_groups}, fused={self.fused}"
 
 
 class DiagonalBiLSTM(nn.Module):

@@ -34,9 +34,7 @@ class MaskedConv2d(nn.Module):
             raise ValueError(f"MaskedConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
         check_color_groups("MaskedConv2d", color_groups)
         if kernel_size % 2 == 0 or not 1 <= kernel_size <= MAX_KERNEL_SIZE:
-            raise ValueError(
-                f"MaskedConv2d: kernel_size must be odd and in 1..{MAX_KERNEL_SIZE}, got {kernel_size}"
-            )
+            raise ValueError(f"MaskedConv2d: kernel_size must be odd and in 1..{MAX_KERNEL_SIZE}, got {kernel_size}")
         if in_channels % color_groups or out_channels % color_groups:
             raise ValueError(
                 f"MaskedConv2d: with color_groups={color_groups}, in_channels ({in_channels}) and "
@@ -63,9 +61,7 @@ class MaskedConv2d(nn.Module):
 
     def mask(self) -> torch.Tensor:
         """The dense 0/1 mask of this layer, ``[out, in, k, k]``."""
-        return make_mask(
-            self.in_channels, self.out_channels, self.kernel_size, self.mask_type, self.color_groups
-        )
+        return make_mask(self.in_channels, self.out_channels, self.kernel_size, self.mask_type, self.color_groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return masked_conv2d(x, self.weight, self.bias, self.mask_type, self.color_groups)

@@ -18,8 +18,15 @@ REBUILD_HINT = (
 
 # Every op csrc/pixelfast.cpp declares; a library built from older sources lacks some.
 OPS = (
-    "masked_conv2d", "masked_conv2d_backward", "row_lstm", "row_lstm_backward", "diagonal_lstm",
-    "diagonal_lstm_backward", "sample_cached", "sampler_solo_runs", "sampler_plan_format",
+    "masked_conv2d",
+    "masked_conv2d_backward",
+    "row_lstm",
+    "row_lstm_backward",
+    "diagonal_lstm",
+    "diagonal_lstm_backward",
+    "sample_cached",
+    "sampler_solo_runs",
+    "sampler_plan_format",
 )
 
 _load_error: str | None = None

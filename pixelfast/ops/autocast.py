@@ -21,8 +21,7 @@ def float32_inputs(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, 
     if device not in DEVICE_TYPES or not torch.is_autocast_enabled(device):
         return tensors
     return tuple(
-        t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
-        for t in tensors
+        t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors
     )
 
 

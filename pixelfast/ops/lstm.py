@@ -84,9 +84,7 @@ def check_lstm_args(
             f"{channels} channels, got {tuple(weight.shape)}"
         )
     if diagonal and weight.shape[2] != 2:
-        raise ValueError(
-            f"{op}: weight must have 2 taps (pixel above, pixel to the left), got {weight.shape[2]}"
-        )
+        raise ValueError(f"{op}: weight must have 2 taps (pixel above, pixel to the left), got {weight.shape[2]}")
     if not diagonal and weight.shape[2] % 2 == 0:
         raise ValueError(f"{op}: kernel size must be odd, got {weight.shape[2]}")
     if bias is not None and tuple(bias.shape) != (channels,):
@@ -226,7 +224,9 @@ if LOADED:
     def _image_like(like: torch.Tensor, channels: int) -> torch.Tensor:
         batch, _, height, width = like.shape
         return torch.empty(
-            (batch, channels, height, width), dtype=like.dtype, device=like.device,
+            (batch, channels, height, width),
+            dtype=like.dtype,
+            device=like.device,
             memory_format=torch.channels_last,
         )
 

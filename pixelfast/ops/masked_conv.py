@@ -27,9 +27,7 @@ def centre_prefix(in_channels: int, color_groups: int, mask_type: str, g_out: in
     return per_group * (g_out + 1 if mask_type == "B" else g_out)
 
 
-def make_mask(
-    in_channels: int, out_channels: int, kernel_size: int, mask_type: str, color_groups: int
-) -> torch.Tensor:
+def make_mask(in_channels: int, out_channels: int, kernel_size: int, mask_type: str, color_groups: int) -> torch.Tensor:
     """The dense 0/1 mask ``[out, in, k, k]`` that :func:`masked_conv2d_ref` multiplies in."""
     c = kernel_size // 2
     mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
@@ -77,13 +75,13 @@ def check_masked_conv_args(
         )
     out_channels, in_channels = weight.shape[0], weight.shape[1]
     if out_channels < 1 or in_channels < 1:
-        raise ValueError(f"masked_conv2d: weight must have at least one output and one input channel, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"masked_conv2d: weight must have at least one output and one input channel, got {tuple(weight.shape)}"
+        )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"masked_conv2d: input must have H, W >= 1, got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
-        raise ValueError(
-            f"masked_conv2d: input has {x.shape[1]} channels but the weight expects {in_channels}"
-        )
+        raise ValueError(f"masked_conv2d: input has {x.shape[1]} channels but the weight expects {in_channels}")
     if in_channels % color_groups or out_channels % color_groups:
         raise ValueError(
             f"masked_conv2d: with color_groups={color_groups}, in_channels ({in_channels}) and "
@@ -163,7 +161,5 @@ if LOADED:
             None,
         )
 
-    torch.library.register_autograd(
-        "pixelfast::masked_conv2d", _backward, setup_context=_setup_context
-    )
+    torch.library.register_autograd("pixelfast::masked_conv2d", _backward, setup_context=_setup_context)
     autocast.register("pixelfast::masked_conv2d")

@@ -154,13 +154,12 @@ def _check_model(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"sample: model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, SuperResolution):
-        raise TypeError("sample: a SuperResolution model draws given low-resolution images; use "
-                        "pixelfast.upscale(model, low)")
+        raise TypeError(
+            "sample: a SuperResolution model draws given low-resolution images; use pixelfast.upscale(model, low)"
+        )
     missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
     if missing:
-        raise TypeError(
-            f"sample: {type(model).__name__} is not a pixelfast model: it lacks the attributes {missing}"
-        )
+        raise TypeError(f"sample: {type(model).__name__} is not a pixelfast model: it lacks the attributes {missing}")
     if not _is_int(model.levels) or not 2 <= model.levels <= 256:
         raise ValueError(f"sample: the model's levels must be in 2..256 (images are uint8), got {model.levels!r}")
     if model.in_channels not in (1, 3):
@@ -201,11 +200,7 @@ def _check_size(size, model: nn.Module, image) -> tuple[int, int]:
             )
     if _is_int(size):
         size = (size, size)
-    if (
-        not isinstance(size, (tuple, list, torch.Size))
-        or len(size) != 2
-        or not all(_is_int(s) for s in size)
-    ):
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2 or not all(_is_int(s) for s in size):
         raise ValueError(f"sample: size must be (H, W), two ints, got {size!r}")
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
@@ -366,9 +361,15 @@ def _on_device(model: nn.Module, home: torch.device, target: torch.device):
     if target == home:
         yield
         return
-    saved = [(module, dict(module._parameters), {k: (p.data, p.grad) for k, p in module._parameters.items()
-                                                    if p is not None}, dict(module._buffers))
-             for module in model.modules()]
+    saved = [
+        (
+            module,
+            dict(module._parameters),
+            {k: (p.data, p.grad) for k, p in module._parameters.items() if p is not None},
+            dict(module._buffers),
+        )
+        for module in model.modules()
+    ]
     try:
         model.to(target)
         yield

@@ -26,8 +26,9 @@ CHUNK = 64
 CUDA_MEMORY_SHARE = 0.5
 
 
-def engine_bytes_per_image(plan: Plan, channels: int, height: int, width: int, levels: int,
-                           record_logits: bool = False) -> int:
+def engine_bytes_per_image(
+    plan: Plan, channels: int, height: int, width: int, levels: int, record_logits: bool = False
+) -> int:
     """The memory one image costs an engine call: its cached rows (the plan's buffers, see
     :meth:`Plan.cache_values_per_image`), its contiguous inputs (int64 image, bool mask, float64
     uniforms), its int64 output and, when recorded, its logits. The weights are shared by all images."""
@@ -73,8 +74,17 @@ def run_engine(
     if condition is not None:  # the engine reads a position's values contiguously: [B, H, W, C * levels]
         condition = condition.permute(0, 3, 4, 2, 1).flatten(3).contiguous()
     return torch.ops.pixelfast.sample_cached(
-        plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, labels,
-        float(temperature), int(levels), record_logits, condition,
+        plan.weights,
+        plan.flat_buffers(),
+        plan.program,
+        image,
+        known,
+        uniforms,
+        labels,
+        float(temperature),
+        int(levels),
+        record_logits,
+        condition,
     )
 
 
@@ -107,8 +117,14 @@ def sample_cached(
         for start in range(0, n, step):
             part = slice(start, start + step)
             images, _ = run_engine(
-                plan, x[part].contiguous(), known[part].contiguous(), uniforms[part].contiguous(),
-                None if labels is None else labels[part].contiguous(), temperature, model.levels, False,
+                plan,
+                x[part].contiguous(),
+                known[part].contiguous(),
+                uniforms[part].contiguous(),
+                None if labels is None else labels[part].contiguous(),
+                temperature,
+                model.levels,
+                False,
                 None if condition is None else condition[part],
             )
             out.append(images)
@@ -131,8 +147,9 @@ def incremental_logits(
         return _incremental_logits(model, x, labels, condition)
 
 
-def _incremental_logits(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None,
-                        condition: torch.Tensor | None) -> torch.Tensor:
+def _incremental_logits(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, condition: torch.Tensor | None
+) -> torch.Tensor:
     plan = lower(model)
     parameter = next(model.parameters())
     labels = model.check_input(x, labels)  # shape, channels, level range, labels (as int64)

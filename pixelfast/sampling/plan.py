@@ -85,14 +85,24 @@ class PlanBuilder:
         """Append op ``name``; the header fields it leaves out take plan_format's defaults."""
         if len(segments) > MAX_SEGMENTS:
             raise UnsupportedModelError(f"a kernel with {len(segments)} rows exceeds the engine's {MAX_SEGMENTS}")
-        self.plan.program.extend(
-            encode_op(name, segments, phase=phase, dst=dst, src=src, groups=groups, **fields)
-        )
+        self.plan.program.extend(encode_op(name, segments, phase=phase, dst=dst, src=src, groups=groups, **fields))
 
     # --- ops -----------------------------------------------------------------------------------
 
-    def conv(self, dst, src, phase, groups, taps, centre=None, mask=NO_CENTRE, bias=None,
-             accumulate=False, row_offset=0, reverse=False):
+    def conv(
+        self,
+        dst,
+        src,
+        phase,
+        groups,
+        taps,
+        centre=None,
+        mask=NO_CENTRE,
+        bias=None,
+        accumulate=False,
+        row_offset=0,
+        reverse=False,
+    ):
         """``taps``: ``(dy, dx, weight [out, in, cols])`` runs of one kernel row; ``centre``: ``[out, in]``.
         ``accumulate`` adds into ``dst``; ``row_offset``/``reverse``: see :meth:`lstm_cell`."""
         segments = []
@@ -105,9 +115,20 @@ class PlanBuilder:
             segments.append((dy, dx, cols, self.weight(packed)))
         centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
         bias_index = self.weight(bias) if bias is not None else -1
-        self._op("conv", phase, dst, src, groups, segments, centre=mask if centre_index >= 0 else NO_CENTRE,
-                 centre_weight=centre_index, bias=bias_index, accumulate=accumulate, row_offset=row_offset,
-                 reverse=reverse)
+        self._op(
+            "conv",
+            phase,
+            dst,
+            src,
+            groups,
+            segments,
+            centre=mask if centre_index >= 0 else NO_CENTRE,
+            centre_weight=centre_index,
+            bias=bias_index,
+            accumulate=accumulate,
+            row_offset=row_offset,
+            reverse=reverse,
+        )
 
     def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL, row_offset=0, reverse=False):
         w, k = layer.weight, layer.kernel_size
@@ -116,8 +137,18 @@ class PlanBuilder:
         if c > 0:
             taps.append((0, -c, w[:, :, c, :c]))
         mask = CENTRE_A if layer.mask_type == "A" else CENTRE_B
-        self.conv(dst, src, phase, layer.color_groups, taps, w[:, :, c, c], mask, layer.bias,
-                  row_offset=row_offset, reverse=reverse)
+        self.conv(
+            dst,
+            src,
+            phase,
+            layer.color_groups,
+            taps,
+            w[:, :, c, c],
+            mask,
+            layer.bias,
+            row_offset=row_offset,
+            reverse=reverse,
+        )
 
     def vertical_conv(self, dst, src, layer: VerticalConv2d):
         w, p = layer.weight, layer.kernel_size // 2
@@ -146,15 +177,33 @@ class PlanBuilder:
         """
         self._reads(cell, prev[0], min(prev[1], 0), abs(prev[1]) + 1, row_offset)
         self._reads(hidden, 0, 0, 1, row_offset)
-        self._op("lstm_cell", phase, hidden, gates, groups, cell=cell, prev_dy=prev[0], prev_dx=prev[1],
-                 row_offset=row_offset, reverse=reverse)
+        self._op(
+            "lstm_cell",
+            phase,
+            hidden,
+            gates,
+            groups,
+            cell=cell,
+            prev_dy=prev[0],
+            prev_dx=prev[1],
+            row_offset=row_offset,
+            reverse=reverse,
+        )
 
     def gate(self, dst, src, groups, phase=PIXEL):
         self._op("gate", phase, dst, src, groups)
 
     def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL, row_offset=0, reverse=False):
-        self._op("class_bias", phase, dst, -1, groups, table=self.weight(embedding.weight),
-                 row_offset=row_offset, reverse=reverse)
+        self._op(
+            "class_bias",
+            phase,
+            dst,
+            -1,
+            groups,
+            table=self.weight(embedding.weight),
+            row_offset=row_offset,
+            reverse=reverse,
+        )
 
     def condition(self, dst, groups):
         """``dst += condition`` at each position: the engine call's per-image input map."""
@@ -299,8 +348,9 @@ def _lower_pixelcnn(model: PixelCNN, b: PlanBuilder) -> None:
 
 
 @lowers(GatedBlock, reads=(VerticalConv2d, HorizontalConv2d, GatedActivation, MaskedConv2d, nn.Embedding))
-def _lower_gated_block(block: GatedBlock, b: PlanBuilder, vertical: int, horizontal: int, g: int,
-                       vertical_read: bool) -> tuple[int, int]:
+def _lower_gated_block(
+    block: GatedBlock, b: PlanBuilder, vertical: int, horizontal: int, g: int, vertical_read: bool
+) -> tuple[int, int]:
     """Both stacks' outputs; ``vertical_read``: whether a later block reads the vertical one."""
     two_n, n = 2 * block.channels, block.channels
     # Vertical stack, once per row: it sees only rows above, so the whole row is known.
@@ -367,8 +417,17 @@ def _lower_diagonal_lstm(lstm: DiagonalLSTM, b: PlanBuilder, features: int, g: i
     b.masked_conv(gates, features, lstm.input_to_state, **where)
     w = lstm.state_to_state
     taps = [(-1, 0, w[:, :, 0:1]), (0, side, w[:, :, 1:2])]
-    b.conv(gates, hidden, where["phase"], g, taps, bias=lstm.bias, accumulate=True,
-           row_offset=where.get("row_offset", 0), reverse=where.get("reverse", False))
+    b.conv(
+        gates,
+        hidden,
+        where["phase"],
+        g,
+        taps,
+        bias=lstm.bias,
+        accumulate=True,
+        row_offset=where.get("row_offset", 0),
+        reverse=where.get("reverse", False),
+    )
     if lstm.class_gates.embedding is not None:
         b.class_bias(gates, lstm.class_gates.embedding, g, **where)
     b.lstm_cell(hidden, gates, cell, g, prev=(0, side), **where)

@@ -90,6 +90,7 @@ def check_library() -> None:
         raise RuntimeError(
             "pixelfast's compiled library decodes another plan format than pixelfast/sampling/plan_format.py "
             "writes (csrc/sampler/plan.h's lists and the tables there must agree; rebuild the library "
-            "if it is older than the sources):\n" + "\n".join(differ or [f"  library: {library!r}\n  python:  {ours!r}"])
+            "if it is older than the sources):\n"
+            + "\n".join(differ or [f"  library: {library!r}\n  python:  {ours!r}"])
         )
     _library_agrees = True

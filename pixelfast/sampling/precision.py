@@ -28,8 +28,7 @@ B = torch.backends
 # The fp32_precision tree, root first (a parent's setter may reset its children). The oneDNN (CPU)
 # nodes are only saved and restored: torch.set_float32_matmul_precision, used to restore the legacy
 # matmul setting, writes mkldnn.matmul too.
-_TREE = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn", "mkldnn", "mkldnn.matmul", "mkldnn.conv",
-         "mkldnn.rnn")
+_TREE = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn", "mkldnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
 
 
 def _node(path: str):
@@ -88,4 +87,3 @@ def full_fp32() -> Iterator[None]:
     finally:
         for setter, value in saved:
             setter(value)
-

@@ -73,8 +73,9 @@ def upscale(
     with eval_no_grad(model), full_fp32():
         low = low.to(device)
         batch, channels, height, width = low.shape
-        high = torch.zeros(batch * n, channels, model.scale * height, model.scale * width,
-                           dtype=torch.int64, device=device)
+        high = torch.zeros(
+            batch * n, channels, model.scale * height, model.scale * width, dtype=torch.int64, device=device
+        )
         known = torch.zeros_like(high, dtype=torch.bool)
         if model.prior is None:
             out = _draw_independent(model.conditioning_logits(low).repeat_interleave(n, 0), temperature, generator)

@@ -221,10 +221,11 @@ inline void run_block(Run& r, std::mt19937_64& random) {
     if (done) return;
     if (!release(r)) {
       if (r.error.empty()) {
-        r.error = "cuda emulation: block (" + std::to_string(r.block_index.x) + ", " +
-                  std::to_string(r.block_index.y) + ", " + std::to_string(r.block_index.z) +
-                  "): a __syncthreads or warp shuffle that not every thread of the block (or "
-                  "warp) reaches, or reaches after others have exited (a barrier in divergent code)";
+        r.error =
+            "cuda emulation: block (" + std::to_string(r.block_index.x) + ", " +
+            std::to_string(r.block_index.y) + ", " + std::to_string(r.block_index.z) +
+            "): a __syncthreads or warp shuffle that not every thread of the block (or "
+            "warp) reaches, or reaches after others have exited (a barrier in divergent code)";
       }
       for (Fiber& f : r.fibers) {  // let them run on, so that the block finishes
         if (f.state != State::kDone) f.state = State::kRunnable;
@@ -248,8 +249,9 @@ void launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(Params...
   active = &r;
   try {
     for (int64_t q : order(blocks, schedule, random)) {
-      r.block_index = uint3{static_cast<unsigned>(q % grid.x), static_cast<unsigned>(q / grid.x % grid.y),
-                            static_cast<unsigned>(q / (int64_t(grid.x) * grid.y))};
+      r.block_index =
+          uint3{static_cast<unsigned>(q % grid.x), static_cast<unsigned>(q / grid.x % grid.y),
+                static_cast<unsigned>(q / (int64_t(grid.x) * grid.y))};
       run_block(r, random);
     }
   } catch (...) {
@@ -311,7 +313,8 @@ template <typename T>
 T __shfl_down_sync(unsigned, T value, unsigned delta, int width = pf_emu::kWarpSize) {
   const int lane = static_cast<int>(pf_emu::run().current->linear % pf_emu::kWarpSize);
   const int in_segment = lane % width;
-  const int source = in_segment + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : lane;
+  const int source =
+      in_segment + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : lane;
   return pf_emu::shuffle(value, source);
 }
 

@@ -36,14 +36,16 @@ __global__ void divergent_barrier_kernel(double* out, unsigned reach) {
   out[threadIdx.x] = 1;
 }
 
-at::Tensor block_sum(const at::Tensor& x, int64_t threads, bool barrier, int64_t schedule, int64_t seed) {
+at::Tensor block_sum(const at::Tensor& x, int64_t threads, bool barrier, int64_t schedule,
+                     int64_t seed) {
   TORCH_CHECK(x.dim() == 1 && x.scalar_type() == at::kDouble && x.numel() % threads == 0,
               "x must be float64 of a multiple of threads values");
   at::Tensor out = at::empty({x.numel() / threads}, x.options());
-  const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule), static_cast<uint64_t>(seed));
+  const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
+                                    static_cast<uint64_t>(seed));
   pf_emu::launch(dim3(static_cast<unsigned>(out.numel())), dim3(static_cast<unsigned>(threads)),
-                 threads * sizeof(double), block_sum_kernel, x.contiguous().const_data_ptr<double>(),
-                 out.mutable_data_ptr<double>(), barrier);
+                 threads * sizeof(double), block_sum_kernel,
+                 x.contiguous().const_data_ptr<double>(), out.mutable_data_ptr<double>(), barrier);
   return out;
 }
 

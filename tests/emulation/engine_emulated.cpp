@@ -29,12 +29,15 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
-    const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule), static_cast<uint64_t>(seed));
-    pf_emu::launch(dim3(static_cast<unsigned>(p.image.size(0))), dim3(static_cast<unsigned>(threads)),
+    const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
+                                      static_cast<uint64_t>(seed));
+    pf_emu::launch(dim3(static_cast<unsigned>(p.image.size(0))),
+                   dim3(static_cast<unsigned>(threads)),
                    static_cast<size_t>(levels) * sizeof(double), engine_kernel<scalar_t>, d.view,
                    error.mutable_data_ptr<int>());
   });
-  TORCH_CHECK(error.item<int>() == 0, "sample_cached: the model produced non-finite logits (NaN or inf)");
+  TORCH_CHECK(error.item<int>() == 0,
+              "sample_cached: the model produced non-finite logits (NaN or inf)");
   return {p.out, p.logits};
 }
 

@@ -96,12 +96,14 @@ Result diagonal_backward_emulated(const at::Tensor& grad_h, const at::Tensor& we
 TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
   m.def("row_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups, " PF_LAUNCH,
         &pixelfast::lstm::row_forward_emulated);
-  m.def("row_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
-        "int color_groups, " PF_LAUNCH,
-        &pixelfast::lstm::row_backward_emulated);
+  m.def(
+      "row_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
+      "int color_groups, " PF_LAUNCH,
+      &pixelfast::lstm::row_backward_emulated);
   m.def("diagonal_lstm(Tensor gates, Tensor weight, Tensor? bias, int color_groups, " PF_LAUNCH,
         &pixelfast::lstm::diagonal_forward_emulated);
-  m.def("diagonal_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
-        "int color_groups, " PF_LAUNCH,
-        &pixelfast::lstm::diagonal_backward_emulated);
+  m.def(
+      "diagonal_lstm_backward(Tensor grad_h, Tensor weight, Tensor h, Tensor c, Tensor acts, "
+      "int color_groups, " PF_LAUNCH,
+      &pixelfast::lstm::diagonal_backward_emulated);
 }
