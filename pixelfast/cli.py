@@ -61,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _model_options() -> str:
+    """Each model's options, read off its config class (for --model-arg's help)."""
+    from pixelfast.models import MODELS
+
+    return "; ".join(f"{name}: {', '.join(cls.Config.names())}" for name, cls in MODELS.items())
+
+
 def _prefix(args) -> str:
     command = getattr(args, "command", None)
     return f"pixelfast {command}" if command else "pixelfast"
@@ -124,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other model constructor argument; VALUE is parsed as JSON when it can be",
+        help="any other model option; VALUE is parsed as JSON when it can be. The options: " + _model_options(),
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_train)

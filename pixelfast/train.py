@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 import os
 import time
@@ -475,7 +474,7 @@ def _build_named(name: str, config: dict, train_set, images: torch.Tensor, label
 
     if name not in models.MODELS:
         raise ValueError(f"train: unknown model {name!r}; choose one of {sorted(models.MODELS)}")
-    accepted = inspect.signature(models.MODELS[name]).parameters
+    accepted = models.MODELS[name].Config.names()
     implied: dict[str, Any] = {
         "in_channels": images.shape[1],
         "levels": getattr(train_set, "levels", None) or int(images.max()) + 1,

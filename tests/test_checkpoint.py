@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 
 import pytest
 import torch
@@ -33,6 +34,15 @@ def saved(tmp_path, model):
     optimizer.step()
     path = save_checkpoint(tmp_path / "model.pt", model, optimizer, epoch=3, metrics={"test_bits_per_dim": 1.5})
     return path, model, optimizer
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in resources.files("pixelfast.assets").iterdir() if p.name.endswith(".pt"))
+)
+def test_shipped_checkpoints_rebuild_with_the_config_they_saved(name):
+    path = resources.files("pixelfast.assets") / name
+    saved = load_checkpoint(path)["model_config"]
+    assert load_model(path).config == saved  # the same keys and values, however they were written
 
 
 def test_round_trip(saved):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from pixelfast import cli
 from pixelfast.checkpoint import load_checkpoint, save_checkpoint
+from pixelfast.models import MODELS
 
 TINY_ARGS = ["--hidden-channels", "6", "--num-layers", "2", "--levels", "4"]
 
@@ -444,6 +445,14 @@ def test_model_options_reach_the_checkpoint(tmp_path, capsys):
     assert config["kernel_size"] == 5 and config["first_kernel_size"] == 5
     code = cli.main(["train", "--limit", "16", "--out", str(tmp_path / "x.pt"), "--model-arg", "kernel_size"])
     one_error_line(capsys, code, "KEY=VALUE")
+
+
+def test_model_arg_help_lists_each_models_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, cls in MODELS.items():
+        assert f"{name}: {', '.join(cls.Config.names())}" in text
 
 
 def test_eval_split_and_device(trained, capsys):

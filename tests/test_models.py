@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
-from pixelfast.models import MODELS, GatedPixelCNN, PixelCNN, build_model
+from pixelfast.models import MODELS, GatedPixelCNN, GatedPixelCNNConfig, PixelCNN, PixelRNN, build_model
 from pixelfast.nn import GatedActivation, HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import make_mask
 
@@ -210,6 +211,95 @@ def test_config_round_trip(cls, kwargs):
     labels = None if model.num_classes is None else torch.tensor([0, model.num_classes - 1])
     assert torch.equal(rebuilt(x, labels), model(x, labels))
     assert torch.equal(again(x, labels), model(x, labels))
+
+
+# One small config per model, every option set, in the config's field order.
+SMALL_CONFIGS = {
+    "PixelCNN": dict(
+        in_channels=3, levels=4, hidden_channels=3, num_layers=1, head_channels=6, num_classes=2, image_size=(3, 4)
+    ),
+    "GatedPixelCNN": dict(
+        in_channels=1,
+        levels=4,
+        hidden_channels=3,
+        num_layers=2,
+        kernel_size=5,
+        first_kernel_size=3,
+        head_channels=4,
+        num_classes=2,
+        image_size=(3, 4),
+    ),
+    "PixelRNN": dict(
+        kind="row",
+        in_channels=1,
+        levels=4,
+        hidden_channels=3,
+        num_layers=1,
+        kernel_size=5,
+        head_channels=4,
+        num_classes=2,
+        image_size=(3, 4),
+        fused=False,
+    ),
+    "SuperResolution": dict(
+        in_channels=1,
+        levels=4,
+        scale=2,
+        prior="PixelCNN",
+        prior_config={"hidden_channels": 3, "num_layers": 1},
+        conditioning_channels=4,
+        conditioning_blocks=1,
+        objective="joint",
+        conditioning_loss=0.5,
+        image_size=(4, 6),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_config_class_is_the_constructor_the_attributes_and_the_checkpoint_config(name):
+    cls, options = MODELS[name], SMALL_CONFIGS[name]
+    assert cls.Config.names() == tuple(options)  # every option covered, in positional order
+    model = cls(**options)
+    assert isinstance(model.options, cls.Config) and model.options == cls.Config(**options)
+    assert cls(*options.values()).options == model.options  # positional arguments in the same order
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.options.levels = 8
+    for key in cls.Config.names():  # read as attributes (SuperResolution's `prior` is the module)
+        assert getattr(model, "prior_name" if key == "prior" else key) == getattr(model.options, key)
+    assert name != "SuperResolution" or isinstance(model.prior, PixelCNN)
+    saved = {key: value for key, value in options.items() if key != "fused"}  # a runtime switch
+    assert model.config == {**saved, "image_size": list(options["image_size"])} == model.options.to_dict()
+    assert build_model(name, model.config).config == model.config
+    with pytest.raises(ValueError, match="accepted: " + ", ".join(sorted(cls.Config.names()))):
+        build_model(name, {**model.config, "depth": 3})
+    with pytest.raises(TypeError, match="depth"):
+        cls(**options, depth=3)
+
+
+def test_a_config_checks_and_documents_the_options():
+    defaults = GatedPixelCNN.Config()
+    assert GatedPixelCNN.Config is GatedPixelCNNConfig
+    assert defaults.head_channels == 2 * defaults.hidden_channels == 96  # None resolved, as saved
+    assert "first_kernel_size=7" in repr(defaults)
+    assert GatedPixelCNNConfig(image_size=[5, 6]).image_size == (5, 6)
+    with pytest.raises(ValueError, match="GatedPixelCNN: kernel_size must be odd"):
+        GatedPixelCNNConfig(kernel_size=4)  # before any layer is built
+    model = PixelRNN(kind="row", levels=4, hidden_channels=3, num_layers=1)
+    model.fused = False  # a runtime switch: not saved, not part of the architecture
+    assert model.fused is False and "fused" not in model.config
+    assert build_model("PixelRNN", {**model.config, "fused": False}).fused is False
+    with pytest.raises(AttributeError, match="no_such_option"):
+        _ = model.no_such_option  # not an option: the usual error
+
+
+def test_options_read_as_attributes_under_torch_compile():
+    # forward reads options (model.levels, ...) in its input checks: no graph break for them
+    model = GatedPixelCNN(1, 4, hidden_channels=3, num_layers=1, num_classes=2)
+    read = torch.compile(
+        lambda x: x * model.levels + model.num_classes + model.color_groups, fullgraph=True, backend="eager"
+    )
+    assert read(torch.ones(1)).item() == 7
 
 
 def test_model_attributes():

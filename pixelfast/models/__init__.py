@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 
 from pixelfast.models.base import PixelModel
-from pixelfast.models.gated_pixelcnn import GatedPixelCNN
-from pixelfast.models.pixelcnn import PixelCNN
-from pixelfast.models.pixelrnn import PixelRNN
-from pixelfast.models.super_resolution import SuperResolution
+from pixelfast.models.config import ModelConfig
+from pixelfast.models.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
+from pixelfast.models.pixelcnn import PixelCNN, PixelCNNConfig
+from pixelfast.models.pixelrnn import PixelRNN, PixelRNNConfig
+from pixelfast.models.super_resolution import SuperResolution, SuperResolutionConfig
 
 MODELS: dict[str, type[PixelModel]] = {
     "PixelCNN": PixelCNN,
@@ -27,8 +26,8 @@ def build_model(name: str, config: dict) -> nn.Module:
     if not isinstance(config, dict):
         raise TypeError(f"build_model: config must be a dict, got {type(config).__name__}")
     cls = MODELS[name]
-    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(config) - known)
+    known = cls.Config.names()
+    unknown = sorted(set(config) - set(known))
     if unknown:
         raise ValueError(
             f"build_model: unknown config keys for {name}: {', '.join(map(str, unknown))} "
@@ -37,4 +36,17 @@ def build_model(name: str, config: dict) -> nn.Module:
     return cls(**config)
 
 
-__all__ = ["MODELS", "PixelModel", "PixelCNN", "GatedPixelCNN", "PixelRNN", "SuperResolution", "build_model"]
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "PixelModel",
+    "PixelCNN",
+    "PixelCNNConfig",
+    "GatedPixelCNN",
+    "GatedPixelCNNConfig",
+    "PixelRNN",
+    "PixelRNNConfig",
+    "SuperResolution",
+    "SuperResolutionConfig",
+    "build_model",
+]

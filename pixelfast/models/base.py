@@ -1,4 +1,4 @@
-"""``PixelModel``: what every pixelfast model shares — its description, argument checks, input scaling."""
+"""``PixelModel``: what every pixelfast model shares — its options, input checks, input scaling."""
 
 from __future__ import annotations
 
@@ -6,67 +6,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelfast._checks import check_int, check_odd  # noqa: F401  (models import them from here)
-
-
-def check_divisible(owner: str, name: str, value: int, color_groups: int) -> None:
-    if value % color_groups:
-        raise ValueError(
-            f"{owner}: with 3 input channels the features are split into R, G, B groups, so "
-            f"{name} must be divisible by 3, got {value}"
-        )
+from pixelfast.models.config import ModelConfig
 
 
 class PixelModel(nn.Module):
-    """Base of the models: ``in_channels``, ``levels``, ``num_classes``, ``image_size``, ``config``.
+    """Base of the models: their options, input checks and input scaling.
 
-    Subclasses set ``name`` (their key in ``pixelfast.models.MODELS``) and ``config_keys`` (their
-    own constructor arguments, kept as attributes of the same names), call ``set_widths`` in their
-    constructor and ``prepare(x, labels)`` at the top of ``forward``, and keep their ``num_layers``
-    layers in an ``nn.ModuleList`` named ``blocks`` (checkpoint loading counts them before building).
+    Subclasses set ``name`` (their key in ``pixelfast.models.MODELS``) and ``Config`` (a
+    :class:`~pixelfast.models.config.ModelConfig` whose fields are their constructor's arguments),
+    build their layers after ``super().__init__(*args, **kwargs)`` and call ``prepare(x, labels)``
+    at the top of ``forward``; a model with layers keeps its ``num_layers`` of them in an
+    ``nn.ModuleList`` named ``blocks`` (checkpoint loading counts them before building).
     """
 
     name = ""
-    config_keys: tuple[str, ...] = ()
+    Config: type[ModelConfig] = ModelConfig
 
-    def __init__(self, in_channels: int, levels: int, num_classes: int | None, image_size) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__()
-        owner = type(self).__name__
-        if isinstance(in_channels, bool) or in_channels not in (1, 3):
-            raise ValueError(f"{owner}: in_channels must be 1 or 3, got {in_channels!r}")
-        self.in_channels = int(in_channels)
-        self.levels = check_int(owner, "levels", levels, 2)
-        self.num_classes = None if num_classes is None else check_int(owner, "num_classes", num_classes, 1)
-        if image_size is not None:
-            if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
-                raise ValueError(f"{owner}: image_size must be None or (H, W), got {image_size!r}")
-            image_size = tuple(check_int(owner, "image_size", s, 1) for s in image_size)
-        self.image_size = image_size
-        # RGB autoregresses R -> G -> B inside a pixel through three contiguous channel groups.
-        self.color_groups = 3 if self.in_channels == 3 else 1
+        self.options = self.Config(*args, **kwargs)  # checked; the one copy of the options
 
-    def set_widths(self, hidden_channels, num_layers, min_layers: int, head_channels) -> None:
-        """Check and keep ``hidden_channels``, ``num_layers`` and ``head_channels`` (None: twice
-        the hidden width); RGB models split both widths into three colour groups."""
-        owner = type(self).__name__
-        self.hidden_channels = check_int(owner, "hidden_channels", hidden_channels, 1)
-        self.num_layers = check_int(owner, "num_layers", num_layers, min_layers)
-        self.head_channels = (
-            2 * self.hidden_channels if head_channels is None else check_int(owner, "head_channels", head_channels, 1)
-        )
-        check_divisible(owner, "hidden_channels", self.hidden_channels, self.color_groups)
-        check_divisible(owner, "head_channels", self.head_channels, self.color_groups)
+    def __getattr__(self, name: str):
+        # Options read as attributes (model.levels is model.options.levels). nn.Module's lookup
+        # goes first, so a submodule wins over an option of the same name (SuperResolution's
+        # `prior` module over the `prior` option naming it).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            options = self.__dict__.get("options")
+            # the fields' dict, not ModelConfig.names(): torch.compile traces a dict lookup but
+            # breaks the graph at dataclasses.fields(cls)
+            if options is None or name not in options.__dataclass_fields__:
+                raise
+            return getattr(options, name)
+
+    @property
+    def color_groups(self) -> int:
+        return self.options.color_groups
 
     @property
     def config(self) -> dict:
-        """JSON-able constructor kwargs: ``type(m)(**m.config)`` rebuilds the architecture."""
-        return {
-            "in_channels": self.in_channels,
-            "levels": self.levels,
-            "num_classes": self.num_classes,
-            "image_size": None if self.image_size is None else list(self.image_size),
-            **{key: getattr(self, key) for key in self.config_keys},
-        }
+        """JSON-able constructor kwargs, what checkpoints store: ``type(m)(**m.config)`` rebuilds
+        the architecture."""
+        return self.options.to_dict()
 
     def inputs(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple:
         """What training and evaluation pass to ``forward`` (and :meth:`loss`) for a batch of

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from pixelfast.models.base import PixelModel, check_odd
+from pixelfast._checks import check_odd
+from pixelfast.models.base import PixelModel
+from pixelfast.models.config import ModelConfig
 from pixelfast.nn.gated import GatedBlock
 from pixelfast.nn.head import OutputHead
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedPixelCNNConfig(ModelConfig):
+    """:class:`GatedPixelCNN`'s options, its constructor's arguments in order."""
+
+    in_channels: int = 1
+    levels: int = 256
+    hidden_channels: int = 48
+    num_layers: int = 10
+    kernel_size: int = 3
+    first_kernel_size: int = 7
+    head_channels: int | None = None  # None: 2 * hidden_channels
+    num_classes: int | None = None  # None: unconditional
+    image_size: tuple[int, int] | None = None  # the size sampled by default
+
+    def __post_init__(self) -> None:
+        self._check_data_options()
+        self._check_widths(min_layers=1)
+        self._set(
+            kernel_size=check_odd(self.owner, "kernel_size", self.kernel_size, 3),
+            first_kernel_size=check_odd(self.owner, "first_kernel_size", self.first_kernel_size, 3),
+        )
 
 
 class GatedPixelCNN(PixelModel):
@@ -29,25 +56,11 @@ class GatedPixelCNN(PixelModel):
     """
 
     name = "GatedPixelCNN"
-    config_keys = ("hidden_channels", "num_layers", "kernel_size", "first_kernel_size", "head_channels")
+    Config = GatedPixelCNNConfig
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        levels: int = 256,
-        hidden_channels: int = 48,
-        num_layers: int = 10,
-        kernel_size: int = 3,
-        first_kernel_size: int = 7,
-        head_channels: int | None = None,
-        num_classes: int | None = None,
-        image_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(in_channels, levels, num_classes, image_size)
-        owner = type(self).__name__
-        self.set_widths(hidden_channels, num_layers, 1, head_channels)
-        self.kernel_size = check_odd(owner, "kernel_size", kernel_size, 3)
-        self.first_kernel_size = check_odd(owner, "first_kernel_size", first_kernel_size, 3)
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments are the fields of :class:`GatedPixelCNNConfig`, positional in that order."""
+        super().__init__(*args, **kwargs)  # self.options: the checked GatedPixelCNNConfig
 
         n, g = self.hidden_channels, self.color_groups
         self.blocks = nn.ModuleList(

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from pixelfast.models.base import PixelModel
+from pixelfast.models.config import ModelConfig
 from pixelfast.nn.head import OutputHead
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelCNNConfig(ModelConfig):
+    """:class:`PixelCNN`'s options, its constructor's arguments in order."""
+
+    in_channels: int = 1
+    levels: int = 256
+    hidden_channels: int = 48
+    num_layers: int = 15
+    head_channels: int | None = None  # None: 2 * hidden_channels
+    num_classes: int | None = None  # None: unconditional
+    image_size: tuple[int, int] | None = None  # the size sampled by default
+
+    def __post_init__(self) -> None:
+        self._check_data_options()
+        self._check_widths(min_layers=0)
 
 
 class PixelCNN(PixelModel):
@@ -29,20 +49,11 @@ class PixelCNN(PixelModel):
     """
 
     name = "PixelCNN"
-    config_keys = ("hidden_channels", "num_layers", "head_channels")
+    Config = PixelCNNConfig
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        levels: int = 256,
-        hidden_channels: int = 48,
-        num_layers: int = 15,
-        head_channels: int | None = None,
-        num_classes: int | None = None,
-        image_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(in_channels, levels, num_classes, image_size)
-        self.set_widths(hidden_channels, num_layers, 0, head_channels)
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments are the fields of :class:`PixelCNNConfig`, positional in that order."""
+        super().__init__(*args, **kwargs)  # self.options: the checked PixelCNNConfig
 
         h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)

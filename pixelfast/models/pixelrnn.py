@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from pixelfast.models.base import PixelModel, check_odd
+from pixelfast._checks import check_odd
+from pixelfast.models.base import PixelModel
+from pixelfast.models.config import SAVED, ModelConfig
 from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, RowLSTM
 from pixelfast.nn.masked_conv import MaskedConv2d
@@ -46,6 +50,30 @@ class PixelRNNBlock(nn.Module):
         return x + self.proj(self.lstm(x, labels))
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelRNNConfig(ModelConfig):
+    """:class:`PixelRNN`'s options, its constructor's arguments in order."""
+
+    kind: str = "diagonal"  # "row" or "diagonal"
+    in_channels: int = 1
+    levels: int = 256
+    hidden_channels: int = 48
+    num_layers: int = 7
+    kernel_size: int = 3  # the Row LSTM's k; the diagonal kind ignores it
+    head_channels: int | None = None  # None: 2 * hidden_channels
+    num_classes: int | None = None  # None: unconditional
+    image_size: tuple[int, int] | None = None  # the size sampled by default
+    # the fused scan ops or their plain-PyTorch loop twins: the same outputs, so not saved
+    fused: bool = dataclasses.field(default=True, metadata={SAVED: False})
+
+    def __post_init__(self) -> None:
+        self._check_data_options()
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.owner}: kind must be 'row' or 'diagonal', got {self.kind!r}")
+        self._check_widths(min_layers=0)
+        self._set(kernel_size=check_odd(self.owner, "kernel_size", self.kernel_size, 3), fused=bool(self.fused))
+
+
 class PixelRNN(PixelModel):
     """7x7 mask-A conv -> ``num_layers`` residual LSTM layers -> output head; logits ``[B, levels, C, H, W]``.
 
@@ -73,36 +101,20 @@ class PixelRNN(PixelModel):
     """
 
     name = "PixelRNN"
-    config_keys = ("kind", "hidden_channels", "num_layers", "kernel_size", "head_channels")
+    Config = PixelRNNConfig
 
-    def __init__(
-        self,
-        kind: str = "diagonal",
-        in_channels: int = 1,
-        levels: int = 256,
-        hidden_channels: int = 48,
-        num_layers: int = 7,
-        kernel_size: int = 3,
-        head_channels: int | None = None,
-        num_classes: int | None = None,
-        image_size: tuple[int, int] | None = None,
-        fused: bool = True,
-    ) -> None:
-        super().__init__(in_channels, levels, num_classes, image_size)
-        owner = type(self).__name__
-        if kind not in KINDS:
-            raise ValueError(f"{owner}: kind must be 'row' or 'diagonal', got {kind!r}")
-        self.kind = kind
-        self.set_widths(hidden_channels, num_layers, 0, head_channels)
-        self.kernel_size = check_odd(owner, "kernel_size", kernel_size, 3)
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments are the fields of :class:`PixelRNNConfig`, positional in that order."""
+        super().__init__(*args, **kwargs)  # self.options: the checked PixelRNNConfig
 
         h, g = self.hidden_channels, self.color_groups
         self.input_conv = MaskedConv2d(self.in_channels, 2 * h, 7, "A", g)
         self.blocks = nn.ModuleList(
-            PixelRNNBlock(kind, 2 * h, h, g, self.kernel_size, self.num_classes, fused) for _ in range(self.num_layers)
+            PixelRNNBlock(self.kind, 2 * h, h, g, self.kernel_size, self.num_classes, self.options.fused)
+            for _ in range(self.num_layers)
         )
         self.head = OutputHead(2 * h, self.head_channels, self.in_channels, self.levels)
-        self._fused = bool(fused)
+        self._fused = self.options.fused  # the initial setting; `fused` below changes it later
 
     @property
     def fused(self) -> bool:

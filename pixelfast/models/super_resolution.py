@@ -8,14 +8,17 @@ baselines the paper argues against (``objective="independent"`` or ``"l2"``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelfast._checks import check_int
 from pixelfast.data import downsample
-from pixelfast.models.base import PixelModel, check_int
+from pixelfast.models.base import PixelModel
+from pixelfast.models.config import ModelConfig
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
 from pixelfast.models.pixelrnn import PixelRNN
@@ -23,6 +26,52 @@ from pixelfast.nn.conditioning import ConditioningNetwork
 
 PRIORS: dict[str, type[PixelModel]] = {"GatedPixelCNN": GatedPixelCNN, "PixelCNN": PixelCNN, "PixelRNN": PixelRNN}
 OBJECTIVES = ("joint", "independent", "l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperResolutionConfig(ModelConfig):
+    """:class:`SuperResolution`'s options, its constructor's arguments in order. Not
+    class-conditional: there is no ``num_classes``."""
+
+    in_channels: int
+    levels: int
+    scale: int = 4
+    prior: str | None = "GatedPixelCNN"  # a key of PRIORS; None when objective != "joint"
+    # the prior's own options (its Config's fields) but in_channels, levels, num_classes and
+    # image_size, which this model sets; kept as given ({} without a prior)
+    prior_config: dict | None = None
+    conditioning_channels: int = 32
+    conditioning_blocks: int = 4
+    objective: str = "joint"  # one of OBJECTIVES
+    conditioning_loss: float = 1.0
+    image_size: tuple[int, int] | None = None  # the high-resolution size trained on
+
+    def __post_init__(self) -> None:
+        self._check_data_options()
+        owner = self.owner
+        self._set(
+            scale=check_int(owner, "scale", self.scale, 1),
+            conditioning_channels=check_int(owner, "conditioning_channels", self.conditioning_channels, 1),
+            conditioning_blocks=check_int(owner, "conditioning_blocks", self.conditioning_blocks, 0),
+        )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"{owner}: objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        loss = self.conditioning_loss
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss < 0:
+            raise ValueError(f"{owner}: conditioning_loss must be a finite number >= 0, got {loss!r}")
+        self._set(conditioning_loss=float(loss))
+        prior, prior_config = self.prior, self.prior_config
+        if self.objective != "joint":
+            prior, prior_config = None, None  # the conditioning network alone
+        elif prior not in PRIORS:
+            raise ValueError(f"{owner}: prior must be one of {sorted(PRIORS)}, got {prior!r}")
+        if prior_config is not None and not isinstance(prior_config, dict):
+            raise TypeError(f"{owner}: prior_config must be a dict of the prior's arguments, got {prior_config!r}")
+        prior_config = dict(prior_config or {})
+        fixed = sorted({"in_channels", "levels", "num_classes", "image_size"} & set(prior_config))
+        if fixed:
+            raise ValueError(f"{owner}: prior_config cannot set {fixed}; the super-resolution model sets them")
+        self._set(prior=prior, prior_config=prior_config)
 
 
 class SuperResolution(PixelModel):
@@ -53,72 +102,33 @@ class SuperResolution(PixelModel):
     """
 
     name = "SuperResolution"
-    config_keys = (
-        "scale",
-        "prior_config",
-        "conditioning_channels",
-        "conditioning_blocks",
-        "objective",
-        "conditioning_loss",
-    )  # and "prior": the prior's name (the attribute is the module)
+    Config = SuperResolutionConfig
+    num_classes = None  # never class-conditional
 
-    def __init__(
-        self,
-        in_channels: int,
-        levels: int,
-        scale: int = 4,
-        prior: str | None = "GatedPixelCNN",
-        prior_config: dict | None = None,
-        conditioning_channels: int = 32,
-        conditioning_blocks: int = 4,
-        objective: str = "joint",
-        conditioning_loss: float = 1.0,
-        image_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(in_channels, levels, None, image_size)
-        owner = type(self).__name__
-        self.scale = check_int(owner, "scale", scale, 1)
-        self.conditioning_channels = check_int(owner, "conditioning_channels", conditioning_channels, 1)
-        self.conditioning_blocks = check_int(owner, "conditioning_blocks", conditioning_blocks, 0)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"{owner}: objective must be one of {OBJECTIVES}, got {objective!r}")
-        self.objective = objective
-        if (
-            isinstance(conditioning_loss, bool)
-            or not isinstance(conditioning_loss, (int, float))
-            or not math.isfinite(conditioning_loss)
-            or conditioning_loss < 0
-        ):
-            raise ValueError(f"{owner}: conditioning_loss must be a finite number >= 0, got {conditioning_loss!r}")
-        self.conditioning_loss = float(conditioning_loss)
-        if objective != "joint":
-            prior, prior_config = None, None  # the conditioning network alone
-        elif prior not in PRIORS:
-            raise ValueError(f"{owner}: prior must be one of {sorted(PRIORS)}, got {prior!r}")
-        if prior_config is not None and not isinstance(prior_config, dict):
-            raise TypeError(f"{owner}: prior_config must be a dict of the prior's arguments, got {prior_config!r}")
-        self.prior_config = dict(prior_config or {})
-        fixed = sorted({"in_channels", "levels", "num_classes", "image_size"} & set(self.prior_config))
-        if fixed:
-            raise ValueError(f"{owner}: prior_config cannot set {fixed}; the super-resolution model sets them")
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments are the fields of :class:`SuperResolutionConfig`, positional in that order."""
+        super().__init__(*args, **kwargs)  # self.options: the checked SuperResolutionConfig
+
+        # `self.prior` is the prior model; the option of that name (`prior_name`) names it
+        prior = self.options.prior
         self.prior = (
-            None if prior is None else PRIORS[prior](in_channels=in_channels, levels=levels, **self.prior_config)
+            None
+            if prior is None
+            else PRIORS[prior](in_channels=self.in_channels, levels=self.levels, **self.prior_config)
         )
-        self.prior_name = prior
 
-        out_channels = self.in_channels if objective == "l2" else self.in_channels * self.levels
+        out_channels = self.in_channels if self.objective == "l2" else self.in_channels * self.levels
         self.conditioning = ConditioningNetwork(
             self.in_channels, out_channels, self.scale, self.conditioning_channels, self.conditioning_blocks
         )
         # l2: the width (in levels, as a log) of the discretised Gaussian read off the predicted level,
         # starting at a quarter of the range
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(self.levels / 4))) if objective == "l2" else None
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(self.levels / 4))) if self.objective == "l2" else None
 
     @property
-    def config(self) -> dict:
-        config = super().config
-        del config["num_classes"]  # never class-conditional
-        return {**config, "prior": self.prior_name}
+    def prior_name(self) -> str | None:
+        """The prior's name (the ``prior`` option; ``model.prior`` is the prior model itself)."""
+        return self.options.prior
 
     # --- the two halves -------------------------------------------------------------------------
 
