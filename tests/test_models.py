@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import pytest
@@ -10,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
 
-from pixelfast.models import MODELS, GatedPixelCNN, GatedPixelCNNConfig, PixelCNN, PixelRNN, build_model
+from pixelfast.models import (
+    MODELS,
+    GatedPixelCNN,
+    GatedPixelCNNConfig,
+    PixelCNN,
+    PixelRNN,
+    SuperResolution,
+    build_model,
+)
 from pixelfast.nn import GatedActivation, HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import make_mask
 
@@ -406,3 +415,13 @@ def test_build_model_errors():
         build_model("PixelCNN", {"kernel_size": 3})
     with pytest.raises(TypeError, match="config must be a dict"):
         build_model("PixelCNN", [("levels", 2)])
+
+
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN, PixelRNN, SuperResolution])
+def test_the_constructor_signature_is_the_config(cls):
+    """help() and IDEs show the options, not (*args, **kwargs)."""
+    parameters = inspect.signature(cls).parameters
+    assert tuple(parameters) == cls.Config.names()
+    for parameter, field in zip(parameters.values(), dataclasses.fields(cls.Config)):
+        if field.default is not dataclasses.MISSING:  # a default_factory shows as a sentinel
+            assert parameter.default == field.default, field.name

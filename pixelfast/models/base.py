@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,11 @@ class PixelModel(nn.Module):
 
     name = ""
     Config: type[ModelConfig] = ModelConfig
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # help(), IDEs and inspect show the options as the constructor's own arguments
+        cls.__signature__ = inspect.signature(cls.Config)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__()
