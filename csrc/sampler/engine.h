@@ -18,11 +18,13 @@
 namespace pixelfast {
 namespace sampler {
 
+// Buffer 0 holds the scaled image; only kSample writes it.
+constexpr int64_t kInputBuffer = 0;
+
 struct Plan {
   std::vector<Buffer> buffers;
   std::vector<Op> row_ops;
   std::vector<Op> pixel_ops;
-  int64_t input_buffer = 0;  // buffer 0: the scaled image, written by kSample
 };
 
 // Decodes and validates the flat lists (TORCH_CHECK on anything inconsistent).
@@ -119,12 +121,6 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
 
 // How many CPU engine calls went on with one thread because other programs held the cores.
 int64_t sampler_solo_runs();
-
-std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
-    const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
-    c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
-    const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition);
 
 }  // namespace sampler
 }  // namespace pixelfast

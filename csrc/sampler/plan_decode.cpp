@@ -191,7 +191,7 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     " channels, its op's destination ", dst.channels);
         break;
       case kSample:
-        TORCH_CHECK(op.phase == kPixelPhase && op.dst == plan.input_buffer,
+        TORCH_CHECK(op.phase == kPixelPhase && op.dst == kInputBuffer,
                     "sample_cached: sample must be a pixel-phase op writing buffer 0");
         TORCH_CHECK(plan.buffers[op.src].channels == channels * levels,
                     "sample_cached: the logits buffer has ", plan.buffers[op.src].channels,
