@@ -77,9 +77,7 @@ def all_true(flag: bool) -> bool:
     """``flag`` and-ed over the ranks (every rank must call it), so that all of them stop together."""
     if not active():
         return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        value = value.cuda()
+    value = _for_backend(torch.tensor([1 if flag else 0], dtype=torch.int32))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
 
@@ -88,11 +86,14 @@ def sum_over_ranks(*values: float) -> list[float]:
     """Each value summed over the ranks (every rank must call it)."""
     if not active():
         return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = _for_backend(torch.tensor(values, dtype=torch.float64))
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` where the group's backend reduces it: nccl only reduces CUDA tensors."""
+    return tensor.cuda() if dist.get_backend() == "nccl" else tensor
 
 
 def from_rank_zero(value):

@@ -61,10 +61,7 @@ def train_digit_classifier(
     progress: bool = True,
 ) -> DigitClassifier:
     """:class:`DigitClassifier` trained by Adam on ``images [N, 1, 28, 28]`` (levels) and ``labels [N]``."""
-    _check_digits(images, levels, "train_digit_classifier: images")
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"train_digit_classifier: labels must be [{images.shape[0]}] digits 0..9")
+    labels = _check_labelled_digits(images, labels, levels, "train_digit_classifier")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"train_digit_classifier: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     with torch.random.fork_rng(devices=[]):
@@ -116,10 +113,11 @@ def train_logistic_classifier(
     """Multinomial logistic regression on the pixels (levels scaled to [0, 1]) of ``images
     [N, 1, 28, 28]``: ``nn.Linear(784, 10)`` fitted by full-batch L-BFGS to the cross entropy plus
     ``weight_decay`` times the squared weights. Deterministic: it starts from zero weights."""
-    _check_digits(images, levels, "train_logistic_classifier: images")
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"train_logistic_classifier: labels must be [{images.shape[0]}] digits 0..9")
+    labels = _check_labelled_digits(images, labels, levels, "train_logistic_classifier")
+    if steps < 1 or not weight_decay >= 0:
+        raise ValueError(
+            f"train_logistic_classifier: steps must be >= 1 and weight_decay >= 0, got {steps}, {weight_decay}"
+        )
     model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     nn.init.zeros_(model[1].weight)
     nn.init.zeros_(model[1].bias)
@@ -514,6 +512,16 @@ def _fit_constant_input(model, canvases, constant, epochs, batch_size, lr, seed,
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     return time.perf_counter() - started
+
+
+def _check_labelled_digits(images, labels, levels: int, owner: str) -> torch.Tensor:
+    """A classifier's training data checked: digits ``[N, 1, 28, 28]`` and ``labels`` ``[N]`` in
+    0..9, returned as int64."""
+    _check_digits(images, levels, f"{owner}: images")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{owner}: labels must be [{images.shape[0]}] digits 0..9")
+    return labels
 
 
 def _check_digits(images, levels: int, what: str) -> None:

@@ -290,9 +290,9 @@ def _train_epoch(run: _Run, epoch: int, epochs: int) -> float:
     total_nats, total_images = 0.0, 0
     with _seeded(seed + epoch, device) as order_generator:
         order = torch.randperm(n, generator=order_generator)
-        # one shift per image and epoch, drawn whatever the batching
-        shifts = torch.randint(-shift, shift + 1, (n, 2), generator=order_generator)
-        if world > 1:
+        if shift:  # one shift per image and epoch, drawn after the order, whatever the batching
+            shifts = torch.randint(-shift, shift + 1, (n, 2), generator=order_generator)
+        if world > 1:  # this rank's share of the same order
             order = rank_order(n, world, distributed.rank(), seed, epoch)
         local_batch = settings["batch_size"] // world
         bar = tqdm(

@@ -185,6 +185,11 @@ def test_bad_parts_are_refused(small_model):
         sample(small_model, 4, size=3, generator=0, part=(0.5, 2), progress=False)
     with pytest.raises(ValueError, match="needs a seed"):
         sample(small_model, 4, size=3, part=(0, 2), progress=False)
+    generator = torch.Generator().manual_seed(4)
+    before = generator.get_state()
+    with pytest.raises(ValueError, match="device"):  # refused after the part is checked
+        sample(small_model, 4, size=3, generator=generator, part=(2, 4), device="bogus", progress=False)
+    assert torch.equal(generator.get_state(), before)  # a refused call leaves the generator as it was
 
 
 # --- init_from and augment_shift --------------------------------------------------------------------

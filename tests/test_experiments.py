@@ -108,6 +108,9 @@ def test_logistic_classifier_reads_the_digits():
     torch.testing.assert_close(classifier(test.images[:5].long()), logits)
     with pytest.raises(ValueError, match="digits 0..9"):
         train_logistic_classifier(train.images[:4], torch.tensor([0, 1, 2, 10]))
+    for bad in (dict(steps=0), dict(weight_decay=-1.0), dict(weight_decay=float("nan"))):
+        with pytest.raises(ValueError, match="steps must be >= 1 and weight_decay >= 0"):
+            train_logistic_classifier(train.images[:4], train.labels[:4], **bad)
 
 
 def test_class_agreement_counts_samples_the_classifier_labels_as_asked(capsys, tmp_path):

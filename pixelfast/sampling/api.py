@@ -103,12 +103,13 @@ def sample(
         start, stop = _check_part(part, n, generator)
         x, known_mask = x[start:stop], known_mask[start:stop]
         label_tensor = None if label_tensor is None else label_tensor[start:stop]
-        # The CPU generator fills uniforms in order, image after image: drawing the first `start`
-        # images' worth leaves it where the whole call would be at image `start`.
-        draw_uniforms((start, channels, height, width), generator, "cpu")
     home = model_device(model)
     target = check_device(device, "sample") if device is not None else home
     run = _pick_method(method, model)
+    if part is not None:  # last, so that a call refused above leaves the generator as it was
+        # The CPU generator fills uniforms in order, image after image: drawing the first `start`
+        # images' worth leaves it where the whole call would be at image `start`.
+        draw_uniforms((start, channels, height, width), generator, "cpu")
 
     with eval_no_grad(model), _on_device(model, home, target), full_fp32():
         x = x.to(target)
