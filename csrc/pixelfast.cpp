@@ -45,6 +45,8 @@ TORCH_LIBRARY(pixelfast, m) {
   // How many CPU engine calls went on with one thread because other programs held the cores
   // (csrc/sampler/engine_cpu.cpp, keep_going); lets a test see that the fallback ran.
   m.def("sampler_solo_runs() -> int", &pixelfast::sampler::sampler_solo_runs);
+  // The preemptions within one row after which the team goes on alone; returns the previous one.
+  m.def("sampler_solo_after(int preemptions) -> int", &pixelfast::sampler::sampler_solo_after);
   // The plan format the engine decodes (csrc/sampler/plan.h's lists), for plan.py's check.
   m.def("sampler_plan_format() -> str", &pixelfast::sampler::plan_format);
 }

@@ -122,5 +122,9 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
 // How many CPU engine calls went on with one thread because other programs held the cores.
 int64_t sampler_solo_runs();
 
+// Sets how many preemptions within one image row make the CPU engine go on with one thread (4 by
+// default; 0 = after the first pixel) and returns the previous setting.
+int64_t sampler_solo_after(int64_t preemptions);
+
 }  // namespace sampler
 }  // namespace pixelfast

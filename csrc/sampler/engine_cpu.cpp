@@ -78,7 +78,8 @@ int64_t involuntary_switches() {
 }
 
 // A row in which the team was preempted this often is one in which other programs hold the cores.
-constexpr int64_t kPreemptions = 4;
+// Settable (sampler_solo_after) so that a test can make the fallback run on any machine.
+std::atomic<int64_t> preemption_limit{4};
 
 // How many engine calls have gone on with one thread since the library was loaded (see keep_going).
 std::atomic<int64_t> solo_runs{0};
@@ -214,8 +215,8 @@ struct CpuEngine {
 
   // After each pixel: when other programs hold the cores, the team's threads are preempted
   // (involuntary context switches) and every barrier waits for a thread without a core. After
-  // kPreemptions of them within one image row, rank 0 goes on alone and the others leave (returns
-  // false). The images do not depend on the team's size.
+  // preemption_limit of them within one image row, rank 0 goes on alone and the others leave
+  // (returns false). The images do not depend on the team's size.
   bool keep_going(bool row_end) {
     if (team == 1) return true;
     const int64_t switches = involuntary_switches();
@@ -223,7 +224,7 @@ struct CpuEngine {
     switches_seen = switches;
     barrier->wait();
     if (rank == 0) {
-      solo->store(preemptions->load() >= kPreemptions);
+      solo->store(preemptions->load() >= preemption_limit.load());
       if (row_end) preemptions->store(0);
     }
     barrier->wait();
@@ -281,6 +282,12 @@ void run_team(const CpuEngine<scalar_t>& engine) {
 }  // namespace
 
 int64_t sampler_solo_runs() { return solo_runs.load(); }
+
+int64_t sampler_solo_after(int64_t preemptions) {
+  TORCH_CHECK_VALUE(preemptions >= 0, "sampler_solo_after: preemptions must be >= 0, got ",
+                    preemptions);
+  return preemption_limit.exchange(preemptions);
+}
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,

@@ -26,6 +26,7 @@ OPS = (
     "diagonal_lstm_backward",
     "sample_cached",
     "sampler_solo_runs",
+    "sampler_solo_after",
     "sampler_plan_format",
 )
 
