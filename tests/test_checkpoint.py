@@ -197,7 +197,7 @@ def test_a_config_with_a_million_layers_is_refused_before_building(tmp_path, mod
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match="num_layers=1000000.*2 layers"):
         load_model(tmp_path / "big.pt")
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # building it would take minutes
 
 
 def test_folders_pipes_and_unreadable_files_are_named_as_such(tmp_path, saved, monkeypatch):

@@ -67,7 +67,7 @@ def test_huge_requests_fail_at_once(model):
         pixelfast.sample(model, 10**12, progress=False)
     with pytest.raises(ValueError, match="sub-pixels"):
         pixelfast.sample(model, 1, size=(100_000, 100_000), progress=False)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0  # a noisy machine, not a speed claim
 
 
 @pytest.mark.parametrize("labels", [2**70, -(2**70), [0, 2**70], (1, -1)])
