@@ -1,0 +1,92 @@
+"""The seeds' comparison (pixelfast experiment generative-models) on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pixelfast import cli
+from pixelfast.data import mnist_digits
+from pixelfast.evaluate import bits_per_dim
+from pixelfast.model_comparison import Contender, compare, trained_models
+from pixelfast.models import GatedPixelCNN, PixelCNN
+from pixelfast.quality import digit_features, frechet_distance, train_digit_scorer
+from pixelfast.sampling import sample
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    train = mnist_digits("train")
+    return train_digit_scorer(train.images[:600], train.labels[:600], epochs=2, progress=False)
+
+
+def tiny(cls, seed):
+    torch.manual_seed(seed)
+    return cls(1, 256, hidden_channels=6, num_layers=2, num_classes=10, image_size=(28, 28))
+
+
+def test_compare_measures_each_model_and_the_real_digits(scorer):
+    models = {"gated": (tiny(GatedPixelCNN, 0), 3), "plain": (tiny(PixelCNN, 1), 1)}
+    result = compare(models, count=20, timing_steps=1, scorer=scorer, progress=False, log=lambda _: None)
+    real, gated, plain = result.rows
+    test = mnist_digits("test")
+    assert real.label == "real digits (held-out)" and real.parameters is None and real.bits_per_dim is None
+    assert 0.5 < real.accuracy <= 1 and real.frechet < gated.frechet
+    assert (gated.label, gated.epochs, plain.epochs) == ("gated", 3, 1)
+    assert gated.parameters == sum(p.numel() for p in models["gated"][0].parameters())
+    assert gated.bits_per_dim == pytest.approx(bits_per_dim(models["gated"][0], test), rel=1e-6)
+    assert gated.importance_bits_per_dim is None
+    assert gated.seconds_per_epoch > 0 and gated.images_per_second > 0
+    # the same samples the caller would draw, scored the same way
+    drawn = sample(models["plain"][0], 20, labels=torch.arange(20) % 10, generator=0, progress=False).long()
+    features = digit_features(scorer, drawn)
+    assert plain.frechet == pytest.approx(frechet_distance(features, digit_features(scorer, test.images)))
+    assert plain.accuracy == pytest.approx((scorer(drawn).argmax(1) == torch.arange(20) % 10).float().mean().item())
+    assert result.grid.shape == (3 * 20, 1, 28, 28) and result.grid_columns == 20
+    assert torch.equal(result.grid[40:], drawn)
+    assert torch.equal(mnist_digits("test").labels[_first_labels(result.grid[:20], test)], torch.arange(20) % 10)
+    table = result.table()
+    assert table.count("\n") == 2 + 3 - 1 and "| gated |" in table and "| – |" in table
+
+
+def _first_labels(images, test):
+    """The held-out index of each of ``images`` (they are held-out digits)."""
+    return torch.tensor([int(torch.nonzero((test.images == image).flatten(1).all(1))[0]) for image in images])
+
+
+def test_compare_refuses_a_model_that_is_not_a_digits_model(scorer):
+    model = GatedPixelCNN(1, 256, hidden_channels=3, num_layers=1)  # unconditional
+    with pytest.raises(ValueError, match="class-conditional"):
+        compare({"x": (model, 1)}, count=20, scorer=scorer, progress=False)
+    with pytest.raises(ValueError, match="count must be >= 20"):
+        compare({}, count=19, scorer=scorer, progress=False)
+
+
+def test_trained_models_trains_once_and_then_reuses(tmp_path):
+    contender = Contender("Tiny PixelCNN", "PixelCNN", {"hidden_channels": 2, "num_layers": 1}, 1, 1e-3)
+    lines = []
+    first = trained_models(tmp_path, (contender,), device="cpu", limit=64, progress=False, log=lines.append)
+    model, epochs = first["Tiny PixelCNN"]
+    assert epochs == 1 and (tmp_path / "tiny-pixelcnn.pt").is_file() and model.num_classes == 10
+    assert any("epoch 1/1" in line for line in lines)
+    lines.clear()
+    again, _ = trained_models(tmp_path, (contender,), device="cpu", limit=64, progress=False, log=lines.append)[
+        "Tiny PixelCNN"
+    ]
+    assert any("nothing to do" in line for line in lines) and not any("epoch 1/1:" in line for line in lines)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+
+
+def test_the_shipped_contender_is_the_shipped_model(tmp_path):
+    from pixelfast.model_comparison import CONTENDERS
+
+    (model, epochs) = trained_models(tmp_path, CONTENDERS[:1], progress=False, log=lambda _: None)["Gated PixelCNN"]
+    assert epochs == 64 and model.num_classes == 10 and not any(tmp_path.iterdir())
+    assert math.isfinite(sum(p.sum().item() for p in model.parameters()))
+
+
+def test_the_command_refuses_a_tiny_count(tmp_path, capsys):
+    code = cli.main(["experiment", "generative-models", "--count", "5", "--out", str(tmp_path / "x.png")])
+    assert code == 2 and "--count" in capsys.readouterr().err
