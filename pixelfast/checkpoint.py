@@ -245,9 +245,12 @@ def _check_finite(state: dict, source: str) -> None:
 
 
 def _check_block_count(config: dict, state: dict, source: str, name: str) -> None:
-    """Every model keeps its ``num_layers`` layers in ``blocks``: a config whose ``num_layers``
-    disagrees with the saved blocks is refused before the (possibly enormous) model is built."""
-    num_layers = config.get("num_layers")
+    """Every model with a ``num_layers`` option keeps its layers in ``blocks``: a config whose
+    ``num_layers`` disagrees with the saved blocks is refused before the (possibly enormous) model
+    is built. A model without the option (the VAE, the GAN) has no count to check."""
+    if "num_layers" not in config:
+        return
+    num_layers = config["num_layers"]
     if not isinstance(num_layers, int) or isinstance(num_layers, bool):
         return  # the build below names the bad value
     saved = {key.split(".")[1] for key in state if key.startswith("blocks.")}

@@ -88,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="GatedPixelCNN",
         help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), or "
         "SuperResolution (trained on each image and its downsampled self; --model-arg scale=4, "
-        "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'; "
-        "default: %(default)s)",
+        "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'), "
+        "or the latent-variable baselines ConvVAE (trained on its ELBO: bits/dim are an upper bound) and "
+        "DCGAN (no likelihood: its loss is reported), both with --hidden-channels and --model-arg "
+        "latent_dim=16 (default: %(default)s)",
     )
     _add_data_arguments(p, default_data="mnist-digits")
     p.add_argument("--levels", type=_int_at_least(2), default=256, help="intensity levels, 2..256 (2 = binarised)")
@@ -372,11 +374,18 @@ def _positive_float(text: str) -> float:
 def _run_train(args) -> int:
     from pixelfast import distributed
     from pixelfast.device import check_device
+    from pixelfast.models import MODELS
     from pixelfast.train import default_device, train
 
     config: dict = {}
     for key in ("hidden_channels", "num_layers", "kernel_size", "head_channels"):
         if getattr(args, key) is not None:
+            accepted = MODELS[args.model].Config.names() if args.model in MODELS else (key,)
+            if key not in accepted:
+                raise UsageError(
+                    f"pixelfast train: error: {args.model} has no {key} option (--{key.replace('_', '-')}); "
+                    f"its options: {', '.join(accepted)}"
+                )
             config[key] = getattr(args, key)
     if args.unconditional:
         config["num_classes"] = None
@@ -443,12 +452,14 @@ def _run_eval(args) -> int:
     scores = log_prob(model, data, batch_size=args.batch_size, progress=not args.no_progress)
     sub_pixels = data.images[0].numel()
     model_bpd = -scores.sum().item() / (sub_pixels * len(scores) * math.log(2))
+    bound = " (an upper bound: the negative ELBO)" if hasattr(model, "elbo_nats") else ""
     if per_image is not None:
         _write_scores(per_image, scores, data.labels, sub_pixels)
     baseline = baseline_bits_per_dim(train_data, data, model.levels)
     name = args.checkpoint or "the shipped default model"
     print(
-        f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim on {args.data} {split} ({len(data)} images)"
+        f"model     {ckpt['model_name']} ({name}): {model_bpd:.4f} bits/dim{bound} on {args.data} {split} "
+        f"({len(data)} images)"
     )
     print(
         f"baseline  independent per-sub-pixel categorical fitted on {args.data} "

@@ -3,6 +3,10 @@ mean negative log-likelihood per sub-pixel, in bits.
 
 ``bits/dim = sum of -ln p(x_k | x_<k) over every sub-pixel / (number of sub-pixels * ln 2)``.
 A model that knew nothing about 256-level data would score 8 bits/dim.
+
+A latent-variable model with an ``elbo_nats`` method (:class:`~pixelfast.models.ConvVAE`) has no
+exact likelihood to offer: it is scored by its evidence lower bound, so its bits/dim are an upper
+bound. A model with ``has_likelihood = False`` (:class:`~pixelfast.models.DCGAN`) is refused.
 """
 
 from __future__ import annotations
@@ -41,9 +45,14 @@ def log_prob(
     ``progress``) with the images on ``device`` (default: the model's, where the model must be);
     the model's mode is restored afterwards, also when several threads score with one model.
     Higher is more likely; ``-log_prob / (C * H * W * ln 2)`` is an image's bits/dim.
+
+    For a model with an ``elbo_nats`` method (a VAE) each entry is instead the image's evidence
+    lower bound (``<= ln p(x)``), from one latent per image drawn from a generator seeded 0, so
+    repeated calls agree. A model without a likelihood (a GAN) raises a ValueError.
     """
     from pixelfast.sampling.api import eval_no_grad
 
+    check_likelihood(model, "log_prob")
     images, data_labels = as_tensors(images)
     if condition is not None and labels is not None:
         raise ValueError("log_prob: give labels or condition, not both (either is the forward's second argument)")
@@ -79,10 +88,15 @@ def log_prob(
 
     out = torch.empty(images.shape[0], dtype=torch.float64)
     starts = range(0, images.shape[0], batch_size)
+    bound = condition is None and callable(getattr(model, "elbo_nats", None))
+    latents = torch.Generator().manual_seed(0) if bound else None
     with eval_no_grad(model):
         for start in tqdm(starts, desc="log_prob", unit="batch", disable=not progress, leave=False):
             x = images[start : start + batch_size].to(device=device, dtype=torch.int64)
             y = None if second is None else second[start : start + batch_size].to(device)
+            if bound:  # a latent-variable model: its evidence lower bound
+                out[start : start + x.shape[0]] = model.elbo_nats(*model.inputs(x, y), generator=latents).double().cpu()
+                continue
             # without a condition, a pixelfast model says what its forward takes (super-resolution:
             # the image and its own downsampled self)
             logits = model(*model.inputs(x, y)) if condition is None and hasattr(model, "inputs") else model(x, y)
@@ -100,9 +114,22 @@ def bits_per_dim(
     device: str | torch.device | None = None,
 ) -> float:
     """The model's bits/dim on ``data`` (see :func:`log_prob` for ``data`` and ``labels``): the
-    images' total negative log-likelihood over their number of sub-pixels, in bits."""
+    images' total negative log-likelihood over their number of sub-pixels, in bits. For a VAE, the
+    negative ELBO's: an upper bound on its bits/dim. A model without a likelihood (a GAN) raises a
+    ValueError."""
+    check_likelihood(model, "bits_per_dim")
     nats = log_prob(model, data, labels, batch_size=batch_size, device=device, progress=False)
     return -nats.sum().item() / (as_tensors(data)[0].numel() * math.log(2))
+
+
+def check_likelihood(model: nn.Module, caller: str) -> None:
+    """Raise a ValueError naming the model when it has no likelihood to score (a GAN)."""
+    if not getattr(model, "has_likelihood", True):
+        name = getattr(type(model), "name", None) or type(model).__name__
+        raise ValueError(
+            f"{caller}: {name} has no likelihood (it is an implicit model, trained adversarially), so it has "
+            "no log-likelihood or bits/dim; compare it by its samples"
+        )
 
 
 def baseline_bits_per_dim(train_data, test_data, levels: int) -> float:

@@ -1,5 +1,10 @@
-"""Training: Adam on the model's objective (the per-sub-pixel cross entropy; super-resolution's
-own loss), a checkpoint every epoch; one process, or several under torchrun (DDP).
+"""Training: Adam on the model's objective (the per-sub-pixel cross entropy; super-resolution's,
+the VAE's and the GAN's own losses), a checkpoint every epoch; one process, or several under
+torchrun (DDP).
+
+A model without a likelihood (``has_likelihood = False``: the GAN) has no bits/dim: training
+reports its mean loss (``train_loss`` in the history) and skips the held-out evaluation (its
+``train_bits_per_dim`` and ``test_bits_per_dim`` are None).
 
 Reproducibility: the model is initialised under ``seed``, and epoch ``e`` shuffles the data with a
 generator seeded from ``(seed, e)`` (torch's global RNG is seeded the same way for the epoch, for
@@ -101,6 +106,9 @@ def train(
     - ``augment_shift``: shift each training image by a random ``(dy, dx)`` in
       ``-augment_shift .. augment_shift`` (edges repeated), drawn per epoch from the epoch's seed.
 
+    One Adam optimizer covers all of the model's parameters, with the model's own
+    ``optimizer_options`` (the GAN's ``betas=(0.5, 0.999)``) besides ``lr``.
+
     Training stops with a :class:`TrainingDiverged` error when the loss, the weights or the
     held-out bits/dim stop being finite; the checkpoint then keeps the last good epoch.
     """
@@ -134,7 +142,7 @@ def train(
     }
     run = _Run(
         model,
-        torch.optim.Adam(model.parameters(), lr=lr),
+        torch.optim.Adam(model.parameters(), **optimizer_options(model), lr=lr),
         device,
         precision,
         data,
@@ -148,17 +156,13 @@ def train(
         return TrainResult(model, history, run.out)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        train_bpd = _train_epoch(run, epoch, epochs)
+        train_loss = _train_epoch(run, epoch, epochs)
         _check_weights(run, epoch)
         test_bpd = _held_out(run, epoch)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_bits_per_dim": train_bpd,
-                "test_bits_per_dim": test_bpd,
-                "seconds": time.perf_counter() - started,
-            }
-        )
+        entry = {"epoch": epoch + 1, "train_bits_per_dim": train_loss / math.log(2), "test_bits_per_dim": test_bpd}
+        if not has_likelihood(model):  # a loss that is no likelihood: reported as it is
+            entry.update(train_bits_per_dim=None, train_loss=train_loss)
+        history.append({**entry, "seconds": time.perf_counter() - started})
         _save_and_report(run, history, epochs, log)
     distributed.barrier()  # the last checkpoint is on disk before any rank returns
     return TrainResult(model, history, run.out)
@@ -281,12 +285,13 @@ def _start(run: _Run, resume: bool, lr: float, log) -> tuple[int, list[dict]]:
 
 def _train_epoch(run: _Run, epoch: int, epochs: int) -> float:
     """One pass over the training split (this rank's share of it); the running mean of the loss
-    over the whole epoch, all ranks together, in bits/dim."""
+    over the whole epoch, all ranks together (nats per sub-pixel for a likelihood model)."""
     settings, data, device = run.settings, run.data, run.device
     seed, shift = settings["seed"] * 100_003, settings["augment_shift"]
     amp_dtype = PRECISIONS[run.precision]
     n, world = data.images.shape[0], distributed.world_size()
     run.model.train()
+    likelihood = has_likelihood(run.model)
     total_nats, total_images = 0.0, 0
     with _seeded(seed + epoch, device) as order_generator:
         order = torch.randperm(n, generator=order_generator)
@@ -318,10 +323,13 @@ def _train_epoch(run: _Run, epoch: int, epochs: int) -> float:
             run.scaler.update()
             total_nats += loss.item() * index.numel()
             total_images += index.numel()
-            bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
+            if likelihood:
+                bar.set_postfix(bpd=f"{loss.item() / math.log(2):.3f}")
+            else:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
     total_nats, total_images = distributed.sum_over_ranks(total_nats, total_images)
-    return total_nats / total_images / math.log(2)  # weights changing along the way
+    return total_nats / total_images  # weights changing along the way
 
 
 def _check_weights(run: _Run, epoch: int) -> None:
@@ -331,8 +339,9 @@ def _check_weights(run: _Run, epoch: int) -> None:
 
 
 def _held_out(run: _Run, epoch: int) -> float | None:
-    """Held-out bits/dim (None without a held-out split); rank 0 evaluates, the others receive it."""
-    if run.data.test_set is None:
+    """Held-out bits/dim (None without a held-out split or a likelihood); rank 0 evaluates, the
+    others receive it."""
+    if run.data.test_set is None or not has_likelihood(run.model):
         return None
     test_bpd = None
     if distributed.rank() == 0:  # the weights are the same on every rank
@@ -346,7 +355,10 @@ def _held_out(run: _Run, epoch: int) -> float | None:
 def _save_and_report(run: _Run, history: list[dict], epochs: int, log) -> None:
     """Rank 0 writes the checkpoint (atomically); one line per epoch."""
     last = history[-1]
-    message = f"epoch {last['epoch']}/{epochs}: train {last['train_bits_per_dim']:.4f} bits/dim"
+    if last["train_bits_per_dim"] is None:
+        message = f"epoch {last['epoch']}/{epochs}: train loss {last['train_loss']:.4f}"
+    else:
+        message = f"epoch {last['epoch']}/{epochs}: train {last['train_bits_per_dim']:.4f} bits/dim"
     if last["test_bits_per_dim"] is not None:
         message += f", held-out {last['test_bits_per_dim']:.4f} bits/dim"
     if run.out is not None:
@@ -356,6 +368,8 @@ def _save_and_report(run: _Run, history: list[dict], epochs: int, log) -> None:
             "test_bits_per_dim": last["test_bits_per_dim"],
             "training": run.settings,
         }
+        if "train_loss" in last:
+            metrics["train_loss"] = last["train_loss"]
         if distributed.rank() == 0:
             save_checkpoint(run.out, run.model, run.optimizer, last["epoch"], metrics)
         message += f" (saved {run.out})"
@@ -402,6 +416,22 @@ def _diverged(what: str, epoch: int, out: Path | None) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def has_likelihood(model: nn.Module) -> bool:
+    """Whether ``model`` has a likelihood (bits/dim) to report: all but a GAN."""
+    return bool(getattr(model, "has_likelihood", True))
+
+
+def optimizer_options(model: nn.Module) -> dict:
+    """The settings ``model`` asks of Adam besides the learning rate (its ``optimizer_options``)."""
+    options = getattr(model, "optimizer_options", None) or {}
+    if not isinstance(options, dict) or "lr" in options or "params" in options:
+        raise TypeError(
+            f"train: {type(model).__name__}.optimizer_options must be a dict of Adam settings other than "
+            f"lr and params, got {options!r}"
+        )
+    return dict(options)
 
 
 def _loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

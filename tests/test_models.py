@@ -262,6 +262,8 @@ SMALL_CONFIGS = {
         conditioning_loss=0.5,
         image_size=(4, 6),
     ),
+    "ConvVAE": dict(in_channels=3, levels=4, hidden_channels=3, latent_dim=2, num_classes=2, image_size=(3, 4)),
+    "DCGAN": dict(in_channels=1, levels=4, hidden_channels=3, latent_dim=2, num_classes=2, image_size=(3, 4)),
 }
 
 

@@ -1,4 +1,5 @@
-"""The autoregressive pixel models, and a registry to rebuild one from its name and config."""
+"""The autoregressive pixel models, the latent-variable baselines (a VAE and a GAN) beside them, and
+a registry to rebuild one from its name and config."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ from torch import nn
 
 from pixelfast.models.base import PixelModel
 from pixelfast.models.config import ModelConfig
+from pixelfast.models.dcgan import DCGAN, DCGANConfig
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
 from pixelfast.models.pixelcnn import PixelCNN, PixelCNNConfig
 from pixelfast.models.pixelrnn import PixelRNN, PixelRNNConfig
 from pixelfast.models.super_resolution import SuperResolution, SuperResolutionConfig
+from pixelfast.models.vae import ConvVAE, ConvVAEConfig
 
 MODELS: dict[str, type[PixelModel]] = {
     "PixelCNN": PixelCNN,
     "GatedPixelCNN": GatedPixelCNN,
     "PixelRNN": PixelRNN,
     "SuperResolution": SuperResolution,
+    "ConvVAE": ConvVAE,
+    "DCGAN": DCGAN,
 }
 
 
@@ -48,5 +53,9 @@ __all__ = [
     "PixelRNNConfig",
     "SuperResolution",
     "SuperResolutionConfig",
+    "ConvVAE",
+    "ConvVAEConfig",
+    "DCGAN",
+    "DCGANConfig",
     "build_model",
 ]

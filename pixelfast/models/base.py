@@ -18,11 +18,19 @@ class PixelModel(nn.Module):
     :class:`~pixelfast.models.config.ModelConfig` whose fields are their constructor's arguments),
     build their layers after ``super().__init__(*args, **kwargs)`` and call ``prepare(x, labels)``
     at the top of ``forward``; a model with layers keeps its ``num_layers`` of them in an
-    ``nn.ModuleList`` named ``blocks`` (checkpoint loading counts them before building).
+    ``nn.ModuleList`` named ``blocks`` (checkpoint loading counts them before building; a model
+    without a ``num_layers`` option needs no ``blocks``).
+
+    Two class attributes tell training and evaluation what a model is: ``has_likelihood`` (False
+    for a GAN: nothing to score, so ``log_prob`` and ``bits_per_dim`` refuse it and training
+    reports its loss) and ``optimizer_options``, the settings it asks of ``pixelfast.train``'s Adam
+    besides the learning rate (e.g. ``{"betas": (0.5, 0.999)}``; none by default).
     """
 
     name = ""
     Config: type[ModelConfig] = ModelConfig
+    has_likelihood = True
+    optimizer_options: dict = {}  # read, never changed: a subclass sets its own dict
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

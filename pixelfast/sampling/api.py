@@ -6,6 +6,12 @@ Methods share one signature, ``(model, x, known, labels, temperature, generator,
 :func:`pixelfast.sampling.naive.sample_naive`; ``"cached"`` is the compiled engine
 (:func:`pixelfast.sampling.cached.sample_cached`), and ``"auto"`` uses it whenever it supports
 the model, falling back to naive with a warning otherwise.
+
+A model that draws whole images from a latent (one with a ``generate`` method: the VAE, the GAN) is
+not autoregressive: after the same argument checks, ``sample`` calls its
+``generate(n, labels, temperature, generator)``. Completion, ``part`` and the autoregressive
+methods (``"naive"``, ``"cached"``) have no meaning for it and are refused; ``method="auto"``
+(the default) picks ``generate``.
 """
 
 from __future__ import annotations
@@ -56,7 +62,12 @@ def sample(
     progress: bool = True,
     part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Draw ``n`` images from an autoregressive pixel model; returns ``uint8 [n, C, H, W]`` of levels.
+    """Draw ``n`` images from a pixel model; returns ``uint8 [n, C, H, W]`` of levels.
+
+    Autoregressive models are sampled sub-pixel by sub-pixel (``method``); a latent-variable model
+    (one with a ``generate`` method: ``ConvVAE``, ``DCGAN``) by its ``generate``, with only
+    ``method="auto"``, no completion and no ``part``, at its ``image_size``; what ``temperature``
+    means for it is its ``generate``'s (the VAE divides its output logits, the GAN scales ``z``).
 
     - ``size``: ``(H, W)`` (or one int for a square); default: ``model.image_size``, the size the
       model was trained on, else the size of ``image``.
@@ -94,6 +105,9 @@ def sample(
     label_tensor = _check_labels(labels, model, n)
     temperature = _check_temperature(temperature)
     generator = _check_generator(generator)
+    if draws_whole_images(model):
+        _check_whole_image_call(model, (height, width), image, known, method, progress, part)
+        return _generate(model, n, (height, width), label_tensor, temperature, generator, device)
     x, known_mask = _check_completion(image, known, n, channels, height, width, levels)
     if method not in METHODS:
         raise ValueError(f"sample: method must be one of {METHODS}, got {method!r}")
@@ -117,6 +131,53 @@ def sample(
         if label_tensor is not None:
             label_tensor = label_tensor.to(target)
         out = run(model, x, known_mask, label_tensor, temperature, generator, progress)
+    return out.to(torch.uint8)
+
+
+# --- models that draw whole images -------------------------------------------------------------
+
+
+def draws_whole_images(model: nn.Module) -> bool:
+    """Whether ``model`` draws whole images from a latent (it has a ``generate`` method) rather
+    than sub-pixel by sub-pixel."""
+    return callable(getattr(model, "generate", None))
+
+
+def _check_whole_image_call(model: nn.Module, size, image, known, method, progress, part) -> None:
+    """Refuse what only an autoregressive model can do, naming the model."""
+    name = type(model).__name__
+    what = f"sample: {name} draws whole images from a latent (its generate), not sub-pixel by sub-pixel"
+    if image is not None or known is not None:
+        raise ValueError(f"{what}, so it cannot complete an image (image/known); use an autoregressive model")
+    if method not in METHODS:
+        raise ValueError(f"sample: method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        raise ValueError(f"{what}: method must be 'auto' (its generate), got {method!r}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"sample: progress must be True or False, got {progress!r}")
+    if part is not None:
+        raise ValueError(f"{what}: part is not supported; draw the images in one call")
+    if model.image_size is not None and tuple(size) != tuple(model.image_size):
+        raise ValueError(
+            f"sample: {name} draws {model.image_size[0]}x{model.image_size[1]} images only (its image_size), "
+            f"got size {size[0]}x{size[1]}"
+        )
+
+
+def _generate(model: nn.Module, n: int, size, labels, temperature: float, generator, device) -> torch.Tensor:
+    """``model.generate`` in eval mode, no grad, full fp32, on ``device``; checked and as uint8."""
+    home = model_device(model)
+    target = check_device(device, "sample") if device is not None else home
+    with eval_no_grad(model), _on_device(model, home, target), full_fp32():
+        out = model.generate(n, None if labels is None else labels.to(target), temperature, generator)
+    expected = (n, model.in_channels, *size)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RuntimeError(f"sampling: {type(model).__name__}.generate returned {shape}; expected {list(expected)}")
+    if out.is_floating_point() or out.is_complex() or bool(((out < 0) | (out >= model.levels)).any()):
+        raise RuntimeError(
+            f"sampling: {type(model).__name__}.generate must return integer levels in 0..{model.levels - 1}"
+        )
     return out.to(torch.uint8)
 
 
