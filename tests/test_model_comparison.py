@@ -56,6 +56,45 @@ def _first_labels(images, test):
     return torch.tensor([int(torch.nonzero((test.images == image).flatten(1).all(1))[0]) for image in images])
 
 
+class HeldOutDigits(torch.nn.Module):
+    """A stand-in generator that draws held-out digits of the asked class (and has no likelihood)."""
+
+    in_channels, levels, num_classes, image_size, has_likelihood = 1, 256, 10, (28, 28), False
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # something for the timed Adam steps
+        test = mnist_digits("test")
+        self.pools = [test.images[test.labels == digit] for digit in range(10)]
+
+    def inputs(self, x, labels):
+        return x, labels
+
+    def loss(self, x, labels):
+        return self.weight.square().sum() + 0 * x.float().mean()
+
+    def generate(self, n, labels, temperature, generator):
+        seen = [0] * 10
+        out = []
+        for label in labels.tolist():
+            out.append(self.pools[label][seen[label] % len(self.pools[label])])
+            seen[label] += 1
+        return torch.stack(out).long()
+
+
+def test_compare_scores_real_digits_of_the_asked_class_as_such(scorer):
+    result = compare({"real": (HeldOutDigits(), 0)}, count=40, timing_steps=1, scorer=scorer, progress=False)
+    row = result.rows[1]
+    assert row.bits_per_dim is None and row.importance_bits_per_dim is None and row.parameters == 1
+    assert row.accuracy == pytest.approx(result.rows[0].accuracy, abs=0.15) and row.accuracy >= 0.7
+    assert row.frechet < 0.5 * frechet_distance(
+        digit_features(scorer, torch.randint(0, 256, (40, 1, 28, 28), generator=torch.Generator().manual_seed(0))),
+        digit_features(scorer, mnist_digits("test").images),
+    )
+    cells = [cell.strip() for cell in result.table().splitlines()[3].split("|")[1:-1]]
+    assert cells[:3] == ["real", "1", "0"] and cells[4] == "–"  # no bits/dim for a model without a likelihood
+
+
 def test_compare_refuses_a_model_that_is_not_a_digits_model(scorer):
     model = GatedPixelCNN(1, 256, hidden_channels=3, num_layers=1)  # unconditional
     with pytest.raises(ValueError, match="class-conditional"):
