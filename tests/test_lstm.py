@@ -276,32 +276,35 @@ def test_bad_input_raises_clear_error(make_call, error, words):
 
 
 @pytest.mark.parametrize(
-    "name, args, words",
+    "name, args, error, words",
     [
-        ("row_lstm", (torch.randn(12, 4, 5), torch.randn(12, 3, 3), None, 1), "4-D"),
-        ("row_lstm", (_gates(10), torch.randn(10, 2, 3), None, 1), "4h channels"),
-        ("row_lstm", (_gates(), torch.randn(12, 3, 3), None, 2), "color_groups"),
-        ("row_lstm", (_gates(), torch.randn(12, 3, 2), None, 1), "odd"),
-        ("row_lstm", (_gates(), torch.randn(12, 3, 3).double(), None, 1), "dtype"),
-        ("row_lstm", (_gates(), torch.randn(12, 3, 3), torch.randn(5), 1), "bias"),
-        ("row_lstm", (_gates().int(), torch.randn(12, 3, 3).int(), None, 1), "float32 or float64"),
-        ("diagonal_lstm", (_gates(), torch.randn(12, 3, 3), None, 1), "2 taps"),
-        ("diagonal_lstm", (_gates(8), torch.randn(8, 2, 2), None, 3), "divisible by color_groups=3"),
+        ("row_lstm", (torch.randn(12, 4, 5), torch.randn(12, 3, 3), None, 1), ValueError, "4-D"),
+        ("row_lstm", (_gates(10), torch.randn(10, 2, 3), None, 1), ValueError, "4h channels"),
+        ("row_lstm", (_gates(), torch.randn(12, 3, 3), None, 2), ValueError, "color_groups"),
+        ("row_lstm", (_gates(), torch.randn(12, 3, 2), None, 1), ValueError, "odd"),
+        ("row_lstm", (_gates(), torch.randn(12, 3, 3).double(), None, 1), TypeError, "dtype"),
+        ("row_lstm", (_gates(), torch.randn(12, 3, 3), torch.randn(5), 1), ValueError, "bias"),
+        ("row_lstm", (_gates().int(), torch.randn(12, 3, 3).int(), None, 1), TypeError, "float32 or float64"),
+        ("diagonal_lstm", (_gates(), torch.randn(12, 3, 3), None, 1), ValueError, "2 taps"),
+        ("diagonal_lstm", (_gates(8), torch.randn(8, 2, 2), None, 3), ValueError, "divisible by color_groups=3"),
         (
             "diagonal_lstm_backward",
             (torch.randn(2, 3, 4, 4), torch.randn(12, 3, 2), _gates(3), _gates(3), _gates(), 1),
+            RuntimeError,
             "grad_h must have shape",
         ),
         (
             "row_lstm_backward",
             (_gates(3), torch.randn(12, 3, 3), _gates(3), _gates(3).double(), _gates(), 1),
+            RuntimeError,
             "c has dtype",
         ),
     ],
 )
-def test_op_called_directly_checks_its_arguments(name, args, words):
-    # Anyone calling the op without the Python wrapper still gets TORCH_CHECK's clear error.
-    with pytest.raises(RuntimeError, match=words):
+def test_op_called_directly_checks_its_arguments(name, args, error, words):
+    # The op's own checks (C++) are the only ones: a direct call gets the Python face's error
+    # (the backward ops' own consistency checks, which no face calls, raise RuntimeError).
+    with pytest.raises(error, match=words):
         getattr(torch.ops.pixelfast, name)(*args)
 
 

@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../common/checks.h"
 #include "lstm_backend.h"
 #include "lstm_kernels.cuh"
 #include "lstm_op.h"
@@ -40,40 +41,50 @@ const Kernels& cuda_kernels() {
   return kernels;
 }
 
-// The device of the op's tensors, which must be CUDA tensors. Checked before the device guard, so
-// that a tensor on another device gets the op's message rather than c10's; the drivers' checks
-// then require every other tensor to be on the same device as this one.
-c10::Device cuda_device(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_cuda(), op, ": ", name, " is on ", t.device(),
-              ", but this is the op's CUDA kernel: every tensor must be on a CUDA device");
-  return t.device();
+// The scans' tensors: CUDA tensors on one device (common/checks.h), checked before the device guard
+// so that a tensor elsewhere gets the op's message rather than c10's; the drivers then check the
+// rest (lstm_scan.cpp).
+c10::Device forward_device(const char* op, const at::Tensor& gates, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
+  check_cuda_tensors(op,
+                     {{"gates", &gates}, {"weight", &weight}, {"bias", bias ? &*bias : nullptr}});
+  return gates.device();
+}
+
+c10::Device backward_device(const char* op, const at::Tensor& grad_h, const at::Tensor& weight,
+                            const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts) {
+  check_cuda_tensors(
+      op, {{"acts", &acts}, {"grad_h", &grad_h}, {"weight", &weight}, {"h", &h}, {"c", &c}});
+  return acts.device();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> row_forward_cuda(
     const at::Tensor& gates, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     int64_t groups) {
-  const c10::cuda::CUDAGuard guard(cuda_device("row_lstm", "gates", gates));
+  const c10::cuda::CUDAGuard guard(forward_device("row_lstm", gates, weight, bias));
   return row_forward(cuda_kernels(), gates, weight, bias, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> row_backward_cuda(
     const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h, const at::Tensor& c,
     const at::Tensor& acts, int64_t groups) {
-  const c10::cuda::CUDAGuard guard(cuda_device("row_lstm_backward", "acts", acts));
+  const c10::cuda::CUDAGuard guard(
+      backward_device("row_lstm_backward", grad_h, weight, h, c, acts));
   return row_backward(cuda_kernels(), grad_h, weight, h, c, acts, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_forward_cuda(
     const at::Tensor& gates, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     int64_t groups) {
-  const c10::cuda::CUDAGuard guard(cuda_device("diagonal_lstm", "gates", gates));
+  const c10::cuda::CUDAGuard guard(forward_device("diagonal_lstm", gates, weight, bias));
   return diagonal_forward(cuda_kernels(), gates, weight, bias, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> diagonal_backward_cuda(
     const at::Tensor& grad_h, const at::Tensor& weight, const at::Tensor& h, const at::Tensor& c,
     const at::Tensor& acts, int64_t groups) {
-  const c10::cuda::CUDAGuard guard(cuda_device("diagonal_lstm_backward", "acts", acts));
+  const c10::cuda::CUDAGuard guard(
+      backward_device("diagonal_lstm_backward", grad_h, weight, h, c, acts));
   return diagonal_backward(cuda_kernels(), grad_h, weight, h, c, acts, groups);
 }
 

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "../common/checks.h"
 #include "lstm_op.h"
 
 namespace pixelfast {
@@ -32,6 +33,7 @@ namespace {
 
 constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
 
+// A saved state in the dtype and on the device of the activations it was saved with.
 void check_float_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
                       const char* ref_name) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
@@ -40,36 +42,41 @@ void check_float_like(const char* op, const char* name, const at::Tensor& t, con
               " is on ", ref.device());
 }
 
-// The scan's first step. `diagonal`: the weight must be [4h, h, 2]; else [4h, h, k] with k odd.
+// The scans' argument rules (lstm_op.h), in the words of the Python API; returns the scan's first
+// step. `diagonal`: the weight must be [4h, h, 2]; else [4h, h, k] with k odd.
 Step check_forward(const char* op, const at::Tensor& gates, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, int64_t groups, bool diagonal,
                    const char* gates_name = "gates") {
-  TORCH_CHECK(gates.dim() == 4, op, ": ", gates_name, " must be 4-D [B, 4h, H, W], got ",
-              gates.dim(), "-D");
-  TORCH_CHECK(gates.scalar_type() == at::kFloat || gates.scalar_type() == at::kDouble, op, ": ",
-              gates_name, " must be float32 or float64, got ", gates.scalar_type());
-  TORCH_CHECK(groups == 1 || groups == 3, op, ": color_groups must be 1 or 3, got ", groups);
+  TORCH_CHECK_VALUE(gates.dim() == 4, op, ": ", gates_name,
+                    " must be a 4-D tensor [B, 4h, H, W], got ", gates.sizes());
+  check_color_groups(op, groups);
+  check_floating(op, {gates_name, &gates});
+  check_one_dtype_and_device(
+      op,
+      {{gates_name, &gates}, {"weight", &weight}, {"bias", bias.has_value() ? &*bias : nullptr}});
   const int64_t channels = gates.size(1);
-  TORCH_CHECK(channels > 0 && channels % (4 * groups) == 0, op, ": ", gates_name,
-              " must have 4h channels with h divisible by color_groups=", groups, ", got ",
-              channels, " channels");
-  TORCH_CHECK(gates.size(2) >= 1 && gates.size(3) >= 1, op, ": ", gates_name,
-              " must have H, W >= 1, got ", gates.sizes());
+  TORCH_CHECK_VALUE(channels > 0 && channels % (4 * groups) == 0, op, ": ", gates_name,
+                    " must have 4h channels (i, f, o, g per hidden channel) with h divisible by "
+                    "color_groups=",
+                    groups, ", got ", channels, " channels");
+  TORCH_CHECK_VALUE(gates.size(2) >= 1 && gates.size(3) >= 1, op, ": ", gates_name,
+                    " must have H, W >= 1, got shape ", gates.sizes());
   const int64_t hidden = channels / 4;
-  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == channels && weight.size(1) == hidden, op,
-              ": weight must be [4h, h, ", diagonal ? "2" : "k", "] = [", channels, ", ", hidden,
-              ", ", diagonal ? "2" : "k", "], got ", weight.sizes());
+  const char* taps = diagonal ? "2" : "k";
+  TORCH_CHECK_VALUE(weight.dim() == 3 && weight.size(0) == channels && weight.size(1) == hidden, op,
+                    ": weight must be [4h, h, ", taps, "] = [", channels, ", ", hidden, ", ", taps,
+                    "] for ", gates_name, " with ", channels, " channels, got ", weight.sizes());
   if (diagonal) {
-    TORCH_CHECK(weight.size(2) == 2, op, ": weight must have 2 taps (above, left), got ",
-                weight.size(2));
+    TORCH_CHECK_VALUE(weight.size(2) == 2, op,
+                      ": weight must have 2 taps (pixel above, pixel to the left), got ",
+                      weight.size(2));
   } else {
-    TORCH_CHECK(weight.size(2) % 2 == 1, op, ": kernel size must be odd, got ", weight.size(2));
+    TORCH_CHECK_VALUE(weight.size(2) % 2 == 1, op, ": kernel size must be odd, got ",
+                      weight.size(2));
   }
-  check_float_like(op, "weight", weight, gates, gates_name);
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == channels, op, ": bias must have shape [",
-                channels, "], got ", bias->sizes());
-    check_float_like(op, "bias", *bias, gates, gates_name);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == channels, op, ": bias must have shape (",
+                      channels, ",), got ", bias->sizes());
   }
   return Step{diagonal ? ScanKind::kDiagonal : ScanKind::kRow,
               gates.size(0),
@@ -81,6 +88,7 @@ Step check_forward(const char* op, const at::Tensor& gates, const at::Tensor& we
               groups};
 }
 
+// The backward's own checks (no Python face calls it): the saved states must fit the gates.
 Step check_backward(const char* op, const at::Tensor& grad_h, const at::Tensor& weight,
                     const at::Tensor& h, const at::Tensor& c, const at::Tensor& acts,
                     int64_t groups, bool diagonal) {

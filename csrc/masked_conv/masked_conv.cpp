@@ -16,6 +16,7 @@
 #include <array>
 #include <string>
 
+#include "../common/checks.h"
 #include "masked_conv.h"
 #include "masked_conv_op.h"
 
@@ -23,38 +24,40 @@ namespace pixelfast {
 namespace masked_conv {
 namespace {
 
+// The op's argument rules (masked_conv_op.h), in the words of the Python API.
 Params make_params(const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, c10::string_view mask_type,
                    int64_t color_groups) {
-  TORCH_CHECK(x.dim() == 4, "masked_conv2d: input must be 4-D [B, C, H, W], got ", x.dim(), "-D");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "masked_conv2d: input must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3),
-              "masked_conv2d: weight must be [out, in, k, k], got ", weight.sizes());
+  constexpr const char* op = "masked_conv2d";
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": input must be a 4-D tensor [B, C, H, W], got ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == weight.size(3), op,
+                    ": weight must be [out, in, k, k] with a square kernel, got ", weight.sizes());
   const int64_t k = weight.size(2);
-  TORCH_CHECK(k % 2 == 1 && k >= 1 && k <= 11,
-              "masked_conv2d: kernel size must be odd and in 1..11, got ", k);
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "masked_conv2d: weight dtype ",
-              weight.scalar_type(), " differs from input dtype ", x.scalar_type());
-  TORCH_CHECK(weight.device() == x.device(), "masked_conv2d: weight is on ", weight.device(),
-              " but input is on ", x.device());
-  TORCH_CHECK(x.size(1) == weight.size(1), "masked_conv2d: input has ", x.size(1),
-              " channels but the weight expects ", weight.size(1));
-  TORCH_CHECK(mask_type == "A" || mask_type == "B",
-              "masked_conv2d: mask_type must be 'A' or 'B', got '", std::string(mask_type), "'");
-  TORCH_CHECK(color_groups == 1 || color_groups == 3,
-              "masked_conv2d: color_groups must be 1 or 3, got ", color_groups);
-  TORCH_CHECK(weight.size(0) % color_groups == 0 && weight.size(1) % color_groups == 0,
-              "masked_conv2d: channels (in ", weight.size(1), ", out ", weight.size(0),
-              ") must be divisible by color_groups=", color_groups);
+  TORCH_CHECK_VALUE(k % 2 == 1 && k <= kMaxKernelSize, op, ": kernel size must be odd and in 1..",
+                    kMaxKernelSize, ", got ", k);
+  TORCH_CHECK_VALUE(mask_type == "A" || mask_type == "B", op,
+                    ": mask_type must be 'A' or 'B', got '", std::string(mask_type), "'");
+  check_color_groups(op, color_groups);
+  check_floating(op, {"input", &x});
+  check_one_dtype_and_device(
+      op, {{"input", &x}, {"weight", &weight}, {"bias", bias.has_value() ? &*bias : nullptr}});
+  const int64_t out_channels = weight.size(0), in_channels = weight.size(1);
+  TORCH_CHECK_VALUE(out_channels >= 1 && in_channels >= 1, op,
+                    ": weight must have at least one output and one input channel, got ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(x.size(2) >= 1 && x.size(3) >= 1, op, ": input must have H, W >= 1, got shape ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(x.size(1) == in_channels, op, ": input has ", x.size(1),
+                    " channels but the weight expects ", in_channels);
+  TORCH_CHECK_VALUE(in_channels % color_groups == 0 && out_channels % color_groups == 0, op,
+                    ": with color_groups=", color_groups, ", in_channels (", in_channels,
+                    ") and out_channels (", out_channels, ") must be divisible by ", color_groups);
   if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
-                "masked_conv2d: bias must have shape [", weight.size(0), "], got ", bias->sizes());
-    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
-                "masked_conv2d: bias must match the input's dtype and device");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == out_channels, op,
+                      ": bias must have shape (", out_channels, ",), got ", bias->sizes());
   }
-  return Params{x.size(0), x.size(1), weight.size(0), x.size(2),
-                x.size(3), k,         color_groups,   mask_type == "B"};
+  return Params{x.size(0), in_channels, out_channels, x.size(2),
+                x.size(3), k,           color_groups, mask_type == "B"};
 }
 
 std::vector<int64_t> padding_of(Block block, int64_t k) {

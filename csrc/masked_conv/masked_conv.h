@@ -14,6 +14,9 @@
 namespace pixelfast {
 namespace masked_conv {
 
+// The largest kernel size the op takes (odd sizes 1 .. kMaxKernelSize).
+constexpr int64_t kMaxKernelSize = 11;
+
 // One small params struct per op (shapes of one call).
 struct Params {
   int64_t batch;

@@ -10,8 +10,9 @@
 namespace pixelfast {
 namespace masked_conv {
 
-// The op's argument checks (shapes, dtypes, devices, mask type, colour groups); forward and
-// backward run them too. The CUDA registration calls them before it touches the device.
+// The op's argument checks (shapes, dtypes, devices, mask type, colour groups): the only copy of
+// its rules, raising the Python API's ValueError / TypeError. Forward and backward run them too;
+// the CUDA registration calls them before it touches the device.
 void check_arguments(const at::Tensor& x, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, c10::string_view mask_type,
                      int64_t color_groups);

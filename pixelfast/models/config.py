@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pixelfast._checks import check_int
+from pixelfast._checks import check_color_groups, check_int
 
 # Field metadata: ``{SAVED: False}`` marks a runtime switch (PixelRNN's ``fused``), accepted like any
 # option but no part of the architecture, so not written into checkpoints.
@@ -62,9 +62,8 @@ class ModelConfig:
         """``in_channels`` (1 or 3), ``levels``, ``num_classes`` (where the model has it; None:
         unconditional) and ``image_size`` (None or (H, W), kept as a tuple)."""
         owner = self.owner
-        if isinstance(self.in_channels, bool) or self.in_channels not in (1, 3):
-            raise ValueError(f"{owner}: in_channels must be 1 or 3, got {self.in_channels!r}")
-        self._set(in_channels=int(self.in_channels), levels=check_int(owner, "levels", self.levels, 2))
+        in_channels = check_color_groups(owner, self.in_channels, "in_channels")  # grey or R, G, B
+        self._set(in_channels=in_channels, levels=check_int(owner, "levels", self.levels, 2))
         if "num_classes" in self.names() and self.num_classes is not None:
             self._set(num_classes=check_int(owner, "num_classes", self.num_classes, 1))
         if self.image_size is not None:

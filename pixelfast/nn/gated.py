@@ -19,14 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelfast._checks import check_color_groups
+from pixelfast._checks import check_color_groups, check_divisible, check_mask_type, check_odd
 from pixelfast.nn.masked_conv import MaskedConv2d
-from pixelfast.ops.masked_conv import MASK_TYPES, make_mask
-
-
-def _check_kernel_size(owner: str, kernel_size: int) -> None:
-    if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(f"{owner}: kernel_size must be odd and >= 3, got {kernel_size}")
+from pixelfast.ops.masked_conv import make_mask
 
 
 def _init_(weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None) -> None:
@@ -64,7 +59,7 @@ class VerticalConv2d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_kernel_size("VerticalConv2d", kernel_size)
+        check_odd("VerticalConv2d", "kernel_size", kernel_size, 3)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -111,15 +106,11 @@ class HorizontalConv2d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_kernel_size("HorizontalConv2d", kernel_size)
-        if mask_type not in MASK_TYPES:
-            raise ValueError(f"HorizontalConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-        check_color_groups("HorizontalConv2d", color_groups)
-        if in_channels % color_groups or out_channels % color_groups:
-            raise ValueError(
-                f"HorizontalConv2d: with color_groups={color_groups}, in_channels ({in_channels}) "
-                f"and out_channels ({out_channels}) must be divisible by {color_groups}"
-            )
+        owner = "HorizontalConv2d"
+        check_odd(owner, "kernel_size", kernel_size, 3)
+        check_mask_type(owner, mask_type)
+        check_color_groups(owner, color_groups)
+        check_divisible(owner, color_groups, in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelfast._checks import check_color_groups, check_int
 from pixelfast.nn.masked_conv import MaskedConv2d
 
 
@@ -22,10 +23,8 @@ class OutputHead(nn.Module):
 
     def __init__(self, in_channels: int, hidden_channels: int, image_channels: int, levels: int) -> None:
         super().__init__()
-        if image_channels not in (1, 3):
-            raise ValueError(f"OutputHead: image_channels must be 1 or 3, got {image_channels}")
-        if levels < 2:
-            raise ValueError(f"OutputHead: levels must be >= 2, got {levels}")
+        check_color_groups("OutputHead", image_channels, "image_channels")  # one colour group per channel
+        check_int("OutputHead", "levels", levels, 2)
         self.image_channels = image_channels
         self.levels = levels
         self.color_groups = 3 if image_channels == 3 else 1

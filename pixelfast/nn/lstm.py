@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelfast._checks import check_color_groups
+from pixelfast._checks import check_color_groups, check_divisible, check_int, check_odd
 from pixelfast.nn.gated import HorizontalConv2d
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.ops.lstm import diagonal_lstm, diagonal_lstm_ref, gate_index, row_lstm, row_lstm_ref
@@ -33,13 +33,9 @@ def _keep_shape(layer: nn.Module, in_channels: int, hidden_channels: int, color_
     """Check a layer's widths and colour groups, then keep them as attributes of the same names."""
     owner = type(layer).__name__
     check_color_groups(owner, color_groups)
-    for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-        if value % color_groups:
-            raise ValueError(
-                f"{owner}: with color_groups={color_groups}, {name} ({value}) must be divisible by {color_groups}"
-            )
+    check_int(owner, "in_channels", in_channels, 1)
+    check_int(owner, "hidden_channels", hidden_channels, 1)
+    check_divisible(owner, color_groups, in_channels=in_channels, hidden_channels=hidden_channels)
     layer.in_channels, layer.hidden_channels, layer.color_groups = in_channels, hidden_channels, color_groups
 
 
@@ -98,9 +94,7 @@ class RowLSTM(nn.Module):
     ) -> None:
         super().__init__()
         _keep_shape(self, in_channels, hidden_channels, color_groups)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"RowLSTM: kernel_size must be an odd int >= 3, got {kernel_size!r}")
-        self.kernel_size = kernel_size
+        self.kernel_size = check_odd("RowLSTM", "kernel_size", kernel_size, 3)
         self.fused = fused
         self.input_to_state = HorizontalConv2d(
             in_channels, 4 * hidden_channels, kernel_size, "B", color_groups, bias=False

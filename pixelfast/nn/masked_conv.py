@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from pixelfast._checks import check_color_groups
-from pixelfast.ops.masked_conv import MASK_TYPES, MAX_KERNEL_SIZE, make_mask, masked_conv2d
+from pixelfast._checks import check_color_groups, check_divisible, check_mask_type, check_odd
+from pixelfast.ops.masked_conv import MAX_KERNEL_SIZE, make_mask, masked_conv2d
 
 
 class MaskedConv2d(nn.Module):
@@ -30,16 +30,11 @@ class MaskedConv2d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if mask_type not in MASK_TYPES:
-            raise ValueError(f"MaskedConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-        check_color_groups("MaskedConv2d", color_groups)
-        if kernel_size % 2 == 0 or not 1 <= kernel_size <= MAX_KERNEL_SIZE:
-            raise ValueError(f"MaskedConv2d: kernel_size must be odd and in 1..{MAX_KERNEL_SIZE}, got {kernel_size}")
-        if in_channels % color_groups or out_channels % color_groups:
-            raise ValueError(
-                f"MaskedConv2d: with color_groups={color_groups}, in_channels ({in_channels}) and "
-                f"out_channels ({out_channels}) must be divisible by {color_groups}"
-            )
+        owner = "MaskedConv2d"
+        check_mask_type(owner, mask_type)
+        check_color_groups(owner, color_groups)
+        check_odd(owner, "kernel_size", kernel_size, 1, MAX_KERNEL_SIZE)
+        check_divisible(owner, color_groups, in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size

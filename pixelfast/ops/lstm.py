@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelfast._checks import check_color_groups
+from pixelfast._checks import check_one_device, check_op_types
 from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
@@ -42,53 +42,6 @@ def gate_index(q: int, c: int, hidden: int, color_groups: int) -> int:
     """The gate channel of gate ``q`` (0=i, 1=f, 2=o, 3=g) of hidden channel ``c``."""
     m = hidden // color_groups
     return (c // m) * 4 * m + q * m + c % m
-
-
-def check_lstm_args(
-    op: str, gates: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, color_groups: int, diagonal: bool
-) -> None:
-    """Raise a clear Python error for anything the scan kernels do not accept."""
-    if not isinstance(gates, torch.Tensor) or gates.dim() != 4:
-        shape = tuple(gates.shape) if isinstance(gates, torch.Tensor) else type(gates).__name__
-        raise ValueError(f"{op}: gates must be a 4-D tensor [B, 4h, H, W], got {shape}")
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{op}: weight must be a torch.Tensor, got {type(weight).__name__}")
-    if bias is not None and not isinstance(bias, torch.Tensor):
-        raise TypeError(f"{op}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
-    check_color_groups(op, color_groups)
-    if gates.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{op}: gates must be float32 or float64, got {gates.dtype}")
-    if weight.dtype != gates.dtype or (bias is not None and bias.dtype != gates.dtype):
-        raise TypeError(
-            f"{op}: gates, weight and bias must share one dtype, got gates {gates.dtype}, weight {weight.dtype}"
-            + ("" if bias is None else f", bias {bias.dtype}")
-        )
-    if weight.device != gates.device or (bias is not None and bias.device != gates.device):
-        raise ValueError(
-            f"{op}: gates, weight and bias must be on one device, got gates on {gates.device}, "
-            f"weight on {weight.device}" + ("" if bias is None else f", bias on {bias.device}")
-        )
-    channels = gates.shape[1]
-    if channels == 0 or channels % (4 * color_groups):
-        raise ValueError(
-            f"{op}: gates must have 4h channels (i, f, o, g per hidden channel) with h divisible by "
-            f"color_groups={color_groups}, got {channels} channels"
-        )
-    if gates.shape[2] < 1 or gates.shape[3] < 1:
-        raise ValueError(f"{op}: gates must have H, W >= 1, got shape {tuple(gates.shape)}")
-    hidden = channels // 4
-    taps = "2" if diagonal else "k"
-    if weight.dim() != 3 or weight.shape[0] != channels or weight.shape[1] != hidden:
-        raise ValueError(
-            f"{op}: weight must be [4h, h, {taps}] = [{channels}, {hidden}, {taps}] for gates with "
-            f"{channels} channels, got {tuple(weight.shape)}"
-        )
-    if diagonal and weight.shape[2] != 2:
-        raise ValueError(f"{op}: weight must have 2 taps (pixel above, pixel to the left), got {weight.shape[2]}")
-    if not diagonal and weight.shape[2] % 2 == 0:
-        raise ValueError(f"{op}: kernel size must be odd, got {weight.shape[2]}")
-    if bias is not None and tuple(bias.shape) != (channels,):
-        raise ValueError(f"{op}: bias must have shape ({channels},), got {tuple(bias.shape)}")
 
 
 def row_lstm(
@@ -102,10 +55,10 @@ def row_lstm(
 
     ``gates [B, 4h, H, W]``: input-to-state pre-activations (gate layout in the module doc);
     ``weight [4h, h, k]`` (odd ``k``): state-to-state ``k x 1`` conv over the previous row's ``h``;
-    ``bias [4h]`` or None. Equal to :func:`row_lstm_ref`. Float32 under ``torch.autocast``.
+    ``bias [4h]`` or None. Equal to :func:`row_lstm_ref`. Float32 under ``torch.autocast``. The op
+    checks its arguments itself (``csrc/lstm/lstm_scan.cpp``).
     """
-    gates, weight, bias = autocast.float32_inputs(gates, weight, bias)
-    check_lstm_args("row_lstm", gates, weight, bias, color_groups, diagonal=False)
+    check_op_types("row_lstm", {"gates": gates, "weight": weight, "bias": bias}, color_groups)
     require_library()
     h, c, _ = torch.ops.pixelfast.row_lstm(gates, weight, bias, color_groups)
     return (h, c) if return_cell else h
@@ -123,10 +76,10 @@ def diagonal_lstm(
     ``gates [B, 4h, H, W]`` in image space; ``weight [4h, h, 2]`` (tap 0: pixel above, tap 1: pixel
     to the left); ``bias [4h]`` or None. The right-to-left direction is this op on the
     width-flipped gates, flipped back (see :class:`pixelfast.nn.DiagonalBiLSTM`). Equal to
-    :func:`diagonal_lstm_ref`. Float32 under ``torch.autocast``.
+    :func:`diagonal_lstm_ref`. Float32 under ``torch.autocast``. The op checks its arguments
+    itself (``csrc/lstm/lstm_scan.cpp``).
     """
-    gates, weight, bias = autocast.float32_inputs(gates, weight, bias)
-    check_lstm_args("diagonal_lstm", gates, weight, bias, color_groups, diagonal=True)
+    check_op_types("diagonal_lstm", {"gates": gates, "weight": weight, "bias": bias}, color_groups)
     require_library()
     h, c, _ = torch.ops.pixelfast.diagonal_lstm(gates, weight, bias, color_groups)
     return (h, c) if return_cell else h
@@ -153,8 +106,11 @@ def row_lstm_ref(
     color_groups: int = 1,
     return_cell: bool = False,
 ):
-    """The plain-PyTorch twin of :func:`row_lstm`: a Python loop over rows, ``F.conv1d`` per row."""
-    check_lstm_args("row_lstm_ref", gates, weight, bias, color_groups, diagonal=False)
+    """The plain-PyTorch twin of :func:`row_lstm`: a Python loop over rows, ``F.conv1d`` per row.
+
+    Like every twin it checks nothing beyond what PyTorch itself raises (it is the tests'
+    reference, independent of the compiled op): give it arguments :func:`row_lstm` accepts.
+    """
     batch, channels, height, width = gates.shape
     hidden = channels // 4
     h = gates.new_zeros(batch, hidden, width)
@@ -195,9 +151,9 @@ def diagonal_lstm_ref(
     Skew the gates explicitly, loop over the skewed map's ``H + W - 1`` columns with a 2x1
     ``F.conv1d`` over the previous column (row ``i`` reads rows ``i - 1`` and ``i``), unskew. The
     padding the skew adds is not part of the image: its states are zeroed after each step, so every
-    pixel's neighbours outside the image read as zero, as in the fused kernel.
+    pixel's neighbours outside the image read as zero, as in the fused kernel. Checks nothing
+    beyond what PyTorch raises, like :func:`row_lstm_ref`.
     """
-    check_lstm_args("diagonal_lstm_ref", gates, weight, bias, color_groups, diagonal=True)
     batch, channels, height, width = gates.shape
     hidden = channels // 4
     skewed = skew(gates)
@@ -230,9 +186,25 @@ if LOADED:
             memory_format=torch.channels_last,
         )
 
-    def _scan_fake(gates, weight, bias, color_groups):
-        hidden = gates.shape[1] // 4
-        return _image_like(gates, hidden), _image_like(gates, hidden), _image_like(gates, 4 * hidden)
+    def _make_scan_fake(op):
+        def scan_fake(gates, weight, bias, color_groups):
+            # The rules the output shapes rest on, worded as the op's own checks (lstm_scan.cpp).
+            torch._check_value(
+                gates.dim() == 4, lambda: f"{op}: gates must be a 4-D tensor [B, 4h, H, W], got {list(gates.shape)}"
+            )
+            check_one_device(op, {"gates": gates, "weight": weight, "bias": bias})
+            channels = gates.shape[1]
+            torch._check_value(
+                channels > 0 and channels % 4 == 0,  # the colour groups' share: the kernel's check
+                lambda: (
+                    f"{op}: gates must have 4h channels (i, f, o, g per hidden channel) with h divisible by "
+                    f"color_groups={color_groups}, got {channels} channels"
+                ),
+            )
+            hidden = channels // 4
+            return _image_like(gates, hidden), _image_like(gates, hidden), _image_like(gates, 4 * hidden)
+
+        return scan_fake
 
     def _scan_backward_fake(grad_h, weight, h, c, acts, color_groups):
         return _image_like(acts, acts.shape[1]), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
@@ -262,7 +234,7 @@ if LOADED:
         return backward
 
     for _name in ("row_lstm", "diagonal_lstm"):
-        torch.library.register_fake(f"pixelfast::{_name}")(_scan_fake)
+        torch.library.register_fake(f"pixelfast::{_name}")(_make_scan_fake(_name))
         torch.library.register_fake(f"pixelfast::{_name}_backward")(_scan_backward_fake)
         torch.library.register_autograd(
             f"pixelfast::{_name}",

@@ -13,12 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelfast._checks import check_color_groups
+from pixelfast._checks import check_one_device, check_op_types
 from pixelfast.ops import autocast
 from pixelfast.ops._library import LOADED, require_library
 
-MASK_TYPES = ("A", "B")
-MAX_KERNEL_SIZE = 11
+MAX_KERNEL_SIZE = 11  # the op takes odd kernel sizes 1..11 (kMaxKernelSize in masked_conv.h)
 
 
 def centre_prefix(in_channels: int, color_groups: int, mask_type: str, g_out: int) -> int:
@@ -40,57 +39,6 @@ def make_mask(in_channels: int, out_channels: int, kernel_size: int, mask_type: 
     return mask
 
 
-def check_masked_conv_args(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    mask_type: str,
-    color_groups: int,
-) -> None:
-    """Raise a clear Python error for anything the kernel does not accept."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"masked_conv2d: input must be a 4-D tensor [B, C, H, W], got {shape}")
-    if weight.dim() != 4 or weight.shape[2] != weight.shape[3]:
-        raise ValueError(
-            f"masked_conv2d: weight must be [out, in, k, k] with a square kernel, got {tuple(weight.shape)}"
-        )
-    k = weight.shape[2]
-    if k % 2 == 0 or not 1 <= k <= MAX_KERNEL_SIZE:
-        raise ValueError(f"masked_conv2d: kernel size must be odd and in 1..{MAX_KERNEL_SIZE}, got {k}")
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"masked_conv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
-    check_color_groups("masked_conv2d", color_groups)
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"masked_conv2d: input must be float32 or float64, got {x.dtype}")
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(
-            f"masked_conv2d: input, weight and bias must share one dtype, got input {x.dtype}, "
-            f"weight {weight.dtype}" + ("" if bias is None else f", bias {bias.dtype}")
-        )
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError(
-            f"masked_conv2d: input, weight and bias must be on one device, got input on {x.device}, "
-            f"weight on {weight.device}" + ("" if bias is None else f", bias on {bias.device}")
-        )
-    out_channels, in_channels = weight.shape[0], weight.shape[1]
-    if out_channels < 1 or in_channels < 1:
-        raise ValueError(
-            f"masked_conv2d: weight must have at least one output and one input channel, got {tuple(weight.shape)}"
-        )
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"masked_conv2d: input must have H, W >= 1, got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(f"masked_conv2d: input has {x.shape[1]} channels but the weight expects {in_channels}")
-    if in_channels % color_groups or out_channels % color_groups:
-        raise ValueError(
-            f"masked_conv2d: with color_groups={color_groups}, in_channels ({in_channels}) and "
-            f"out_channels ({out_channels}) must be divisible by {color_groups}"
-        )
-    if bias is not None and tuple(bias.shape) != (out_channels,):
-        raise ValueError(f"masked_conv2d: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
-
-
 def masked_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -103,10 +51,10 @@ def masked_conv2d(
     ``weight`` is the full ``[out, in, k, k]`` tensor; its masked entries are ignored and get a
     gradient of exactly zero. The result is channels-last (the layout the kernel computes in, so
     stacked layers convert nothing): use ``.reshape``, not ``.view``, to flatten it. Under
-    ``torch.autocast`` it computes in float32 (:mod:`pixelfast.ops.autocast`).
+    ``torch.autocast`` it computes in float32 (:mod:`pixelfast.ops.autocast`). The op checks its
+    arguments itself (``csrc/masked_conv/masked_conv.cpp``).
     """
-    x, weight, bias = autocast.float32_inputs(x, weight, bias)
-    check_masked_conv_args(x, weight, bias, mask_type, color_groups)
+    check_op_types("masked_conv2d", {"input": x, "weight": weight, "bias": bias}, color_groups)
     require_library()
     return torch.ops.pixelfast.masked_conv2d(x, weight, bias, mask_type, color_groups)
 
@@ -118,8 +66,11 @@ def masked_conv2d_ref(
     mask_type: str = "B",
     color_groups: int = 1,
 ) -> torch.Tensor:
-    """The plain-PyTorch twin: a dense ``F.conv2d`` with the mask multiplied into the weight."""
-    check_masked_conv_args(x, weight, bias, mask_type, color_groups)
+    """The plain-PyTorch twin: a dense ``F.conv2d`` with the mask multiplied into the weight.
+
+    The tests' reference, independent of the compiled op: it checks nothing beyond what PyTorch
+    itself raises, so give it arguments that :func:`masked_conv2d` accepts.
+    """
     out_channels, in_channels, k, _ = weight.shape
     mask = make_mask(in_channels, out_channels, k, mask_type, color_groups).to(weight)
     return F.conv2d(x, weight * mask, bias, padding=k // 2)
@@ -129,6 +80,18 @@ if LOADED:
 
     @torch.library.register_fake("pixelfast::masked_conv2d")
     def _masked_conv2d_fake(x, weight, bias, mask_type, color_groups):
+        # The rules the output shape rests on, worded as the op's own checks (masked_conv.cpp).
+        op = "masked_conv2d"
+        torch._check_value(x.dim() == 4, lambda: f"{op}: input must be a 4-D tensor [B, C, H, W], got {list(x.shape)}")
+        torch._check_value(
+            weight.dim() == 4,
+            lambda: f"{op}: weight must be [out, in, k, k] with a square kernel, got {list(weight.shape)}",
+        )
+        check_one_device(op, {"input": x, "weight": weight, "bias": bias})
+        torch._check_value(
+            x.shape[1] == weight.shape[1],
+            lambda: f"{op}: input has {x.shape[1]} channels but the weight expects {weight.shape[1]}",
+        )
         shape = (x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
         return x.new_empty(shape).contiguous(memory_format=torch.channels_last)
 

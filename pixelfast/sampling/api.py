@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelfast._checks import model_device
+from pixelfast._checks import check_color_groups, model_device
 from pixelfast.data import check_level_values
 from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
@@ -224,8 +224,7 @@ def _check_model(model) -> None:
         raise TypeError(f"sample: {type(model).__name__} is not a pixelfast model: it lacks the attributes {missing}")
     if not _is_int(model.levels) or not 2 <= model.levels <= 256:
         raise ValueError(f"sample: the model's levels must be in 2..256 (images are uint8), got {model.levels!r}")
-    if model.in_channels not in (1, 3):
-        raise ValueError(f"sample: the model's in_channels must be 1 or 3, got {model.in_channels!r}")
+    check_color_groups("sample", model.in_channels, "the model's in_channels")
 
 
 def _is_int(value) -> bool:
