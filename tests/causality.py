@@ -1,10 +1,23 @@
-"""Causality checks shared by the model tests: autograd tells which input sub-pixels each logit reads."""
+"""Causality checks shared by the model tests (autograd tells which input sub-pixels each logit
+reads), and the small models they check."""
 
 from __future__ import annotations
 
 import torch
 
 LEVELS = 4
+
+
+def tiny(cls, in_channels, seed=0, **kwargs):
+    """A small float64 model; class embeddings randomised so conditioning is visible."""
+    torch.manual_seed(seed)
+    defaults = {"hidden_channels": 6, "num_layers": 2, "levels": LEVELS}
+    model = cls(in_channels=in_channels, **{**defaults, **kwargs}).double()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "class" in name:
+                param.normal_()
+    return model
 
 
 def levels_image(batch, channels, height, width, levels=LEVELS, seed=1):

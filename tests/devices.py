@@ -1,4 +1,5 @@
-"""The devices the tests run on and the tolerances of their comparisons (fixtures: conftest.py)."""
+"""The devices the tests run on, the tolerances of their comparisons (fixtures: conftest.py), and the
+ops' inputs that several test files build."""
 
 from __future__ import annotations
 
@@ -46,3 +47,24 @@ _TOLERANCE = {
 
 def tolerance(dtype: torch.dtype, device: torch.device | str = "cpu") -> dict:
     return _TOLERANCE[(torch.device(device).type, dtype)]
+
+
+# The ops' inputs: seeded on the CPU (the same numbers on every device), then moved to ``device``.
+
+
+def conv_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0, device="cpu"):
+    """``masked_conv2d``'s ``(x [B, cin, H, W], weight [cout, cin, k, k], bias [cout] or None)``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cin, height, width, generator=generator, dtype=dtype)
+    weight = torch.randn(cout, cin, k, k, generator=generator, dtype=dtype)
+    b = torch.randn(cout, generator=generator, dtype=dtype) if bias else None
+    return x.to(device), weight.to(device), b.to(device) if bias else None
+
+
+def lstm_inputs(batch, hidden, height, width, taps, dtype, bias=True, seed=0, device="cpu"):
+    """The scans' ``(gates [B, 4h, H, W], weight [4h, h, taps], bias [4h] or None)``."""
+    generator = torch.Generator().manual_seed(seed)
+    gates = torch.randn(batch, 4 * hidden, height, width, generator=generator, dtype=dtype)
+    weight = torch.randn(4 * hidden, hidden, taps, generator=generator, dtype=dtype) * 0.5
+    b = torch.randn(4 * hidden, generator=generator, dtype=dtype) if bias else None
+    return gates.to(device), weight.to(device), b.to(device) if bias else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from devices import DEVICES, tolerance
+from devices import DEVICES, lstm_inputs as make_inputs, tolerance
 from hypothesis import given, settings, strategies as st
 
 import pixelfast
@@ -20,14 +20,6 @@ SCANS = {
     "row5": (row_lstm, row_lstm_ref, 5),
     "diagonal": (diagonal_lstm, diagonal_lstm_ref, 2),
 }
-
-
-def make_inputs(batch, hidden, height, width, taps, dtype, bias=True, seed=0, device="cpu"):
-    generator = torch.Generator().manual_seed(seed)
-    gates = torch.randn(batch, 4 * hidden, height, width, generator=generator, dtype=dtype)
-    weight = torch.randn(4 * hidden, hidden, taps, generator=generator, dtype=dtype) * 0.5
-    b = torch.randn(4 * hidden, generator=generator, dtype=dtype) if bias else None
-    return gates.to(device), weight.to(device), b.to(device) if bias else None
 
 
 def tol(dtype, device):

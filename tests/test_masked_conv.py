@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from devices import DEVICES, tolerance
+from devices import DEVICES, conv_inputs as make_inputs, tolerance
 from hypothesis import given, settings, strategies as st
 
 import pixelfast
 from pixelfast.nn import MaskedConv2d
 from pixelfast.ops import make_mask, masked_conv2d, masked_conv2d_ref
-
-
-def make_inputs(batch, cin, cout, height, width, k, dtype, bias=True, seed=0, device="cpu"):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, cin, height, width, generator=generator, dtype=dtype)
-    weight = torch.randn(cout, cin, k, k, generator=generator, dtype=dtype)
-    b = torch.randn(cout, generator=generator, dtype=dtype) if bias else None
-    return x.to(device), weight.to(device), b.to(device) if bias else None
 
 
 def forward_and_grads(fn, x, weight, bias, mask_type, groups, grad_out=None):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
+from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image, tiny
 
 from pixelfast.models import (
     MODELS,
@@ -22,18 +22,6 @@ from pixelfast.models import (
 )
 from pixelfast.nn import GatedActivation, HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import make_mask
-
-
-def tiny(cls, in_channels, seed=0, **kwargs):
-    """A small float64 model; class embeddings randomised so conditioning is visible."""
-    torch.manual_seed(seed)
-    defaults = {"hidden_channels": 6, "num_layers": 2, "levels": LEVELS}
-    model = cls(in_channels=in_channels, **{**defaults, **kwargs}).double()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "class" in name:
-                param.normal_()
-    return model
 
 
 def gated_receptive_field(model, c, i, j, height, width):

@@ -14,9 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from devices import links_cuda_runtime, tolerance
-from test_lstm import make_inputs as lstm_inputs
-from test_masked_conv import make_inputs as conv_inputs
+from devices import conv_inputs, links_cuda_runtime, lstm_inputs, tolerance
 
 import pixelfast
 from pixelfast.ops import (

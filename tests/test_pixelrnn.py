@@ -7,7 +7,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from causality import LEVELS, all_positions, assert_sees_immediate_past, check_causal, earlier, levels_image
+from causality import (
+    LEVELS,
+    all_positions,
+    assert_sees_immediate_past,
+    check_causal,
+    earlier,
+    levels_image,
+    tiny as tiny_model,
+)
 
 import pixelfast
 from pixelfast.models import MODELS, PixelRNN, build_model
@@ -15,15 +23,10 @@ from pixelfast.nn import DiagonalBiLSTM, RowLSTM
 
 
 def tiny(kind, in_channels, seed=0, **kwargs):
-    """A small float64 PixelRNN; class embeddings randomised so conditioning is visible, and the
-    head's hidden bias raised so that its few ReLUs pass (else a dependence can hide behind them)."""
-    torch.manual_seed(seed)
-    defaults = {"hidden_channels": 6, "num_layers": 2, "levels": LEVELS}
-    model = PixelRNN(kind=kind, in_channels=in_channels, **{**defaults, **kwargs}).double()
+    """:func:`causality.tiny`'s PixelRNN, with the head's hidden bias raised so that its few ReLUs
+    pass (else a dependence can hide behind them)."""
+    model = tiny_model(PixelRNN, in_channels, seed, kind=kind, **kwargs)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "class" in name:
-                param.normal_()
         model.head.hidden.bias.add_(1.0)
     return model
 
