@@ -10,6 +10,7 @@ import torch
 from emulation import SCHEDULES, load
 from hypothesis import given, settings, strategies as st
 from test_sampling_cached import jitter, random_image, random_labels
+from user_models import ConcatEluGated, EluHeadPixelCNN
 
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.sampling.plan import lower
@@ -26,6 +27,16 @@ MODELS = {
         "diagonal", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),
 }
+# Models of a user's own (tests/user_models.py), lowered from a trace of their forward: the ops
+# only such models use (elu, mul, concat_elu, cat), grey and RGB (concat_elu on the vertical stack).
+USER_MODELS = {
+    "elu-head": lambda c, levels, h, classes: EluHeadPixelCNN(
+        c, levels, hidden_channels=h, num_layers=1, num_classes=classes
+    ),
+    "concat-elu-gated": lambda c, levels, h, classes: ConcatEluGated(
+        c, levels, n=h, num_layers=2, num_classes=classes, vertical_concat_elu_only=c == 3
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,7 @@ def emulated():
 
 
 def engine_arguments(kind, channels, levels, classes, dtype, batch, height, width, seed, teacher_forced):
-    model = jitter(MODELS[kind](channels, levels, 3, classes), scale=0.3, seed=seed).to(dtype)
+    model = jitter({**MODELS, **USER_MODELS}[kind](channels, levels, 3, classes), scale=0.3, seed=seed).to(dtype)
     plan = lower(model)
     image = random_image(model, batch, height, width, seed)
     generator = torch.Generator().manual_seed(seed)
@@ -72,6 +83,15 @@ def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0):
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_engine_kernel_equals_cpu_engine(emulated, kind, channels, teacher_forced, schedule):
     args = engine_arguments(kind, channels, 5, 3, torch.float64, 2, 3, 4, seed=1, teacher_forced=teacher_forced)
+    assert_kernel_equals_cpu_engine(emulated, args, threads=7, schedule=schedule, seed=3)
+
+
+@pytest.mark.parametrize("kind", list(USER_MODELS))
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("teacher_forced", [True, False])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_engine_kernel_runs_user_models_like_the_cpu_engine(emulated, kind, channels, teacher_forced, schedule):
+    args = engine_arguments(kind, channels, 5, 3, torch.float64, 2, 3, 4, seed=2, teacher_forced=teacher_forced)
     assert_kernel_equals_cpu_engine(emulated, args, threads=7, schedule=schedule, seed=3)
 
 

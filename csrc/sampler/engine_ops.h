@@ -115,16 +115,20 @@ PF_HD void centre_product(const EngineView<T>& v, const Op& op, int64_t b, int64
   if (prefix > 0) product(v.at(op.src, b, i, j), v.weights[op.centre_weight], prefix);
 }
 
-// ---- pointwise ops (relu, add, gate, class bias, LSTM cell) of one group at one position
+// ---- pointwise ops (relu, elu, add, mul, gate, class bias, LSTM cell, concat_elu, cat) of one
+// group at one position
 
 template <typename T>
 struct PointwiseOperands {
   int32_t code;
   bool accumulate;  // add: dst += src, else dst = src
   int64_t n;        // channels per group
-  const T* in;      // relu, add (null: rows above the image, zero), gate [a | b], LSTM gates
-                    // [i | f | o | g], class bias: the label's table row, condition: its values
-  const T* prev;    // LSTM cell: the previous cell state (null: zero)
+  const T* in;      // relu, elu, add (null: rows above the image, zero), mul, gate [a | b], LSTM
+                    // gates [i | f | o | g], class bias: the label's table row, condition: its
+                    // values, concat_elu and cat: the first source
+  const T* prev;    // LSTM cell: the previous cell state (null: zero); cat: the second source
+  int64_t split;    // concat_elu, cat: the first source's channels (out[t] for t >= split reads
+                    // the negated first source, or the second source, at t - split)
   T* out;           // the group's output (LSTM: the hidden state)
   T* cell;          // LSTM cell: the new cell state
 };
@@ -139,7 +143,18 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
   p.out = v.at(op.dst, b, i, j) + g * p.n;
   switch (op.code) {
     case kRelu:
+    case kElu:
+    case kMul:
       p.in = v.at(op.src, b, i, j) + g * p.n;
+      break;
+    case kConcatElu:  // one group (the decoder checks)
+      p.in = v.at(op.src, b, i, j);
+      p.split = v.buffers[op.src].channels;
+      break;
+    case kCat:  // one group
+      p.in = v.at(op.src, b, i, j);
+      p.prev = v.at(op.cell, b, i, j);
+      p.split = v.buffers[op.src].channels;
       break;
     case kAdd:  // src from row i + src_dy
       p.in = i + op.src_dy >= 0 ? v.at(op.src, b, i + op.src_dy, j) + g * p.n : nullptr;
@@ -173,6 +188,20 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
   switch (p.code) {
     case kRelu:
       for (int64_t t = t0; t < t1; t += step) p.out[t] = relu(p.in[t]);
+      break;
+    case kElu:
+      for (int64_t t = t0; t < t1; t += step) p.out[t] = elu(p.in[t]);
+      break;
+    case kMul:
+      for (int64_t t = t0; t < t1; t += step) p.out[t] *= p.in[t];
+      break;
+    case kConcatElu:
+      for (int64_t t = t0; t < t1; t += step)
+        p.out[t] = t < p.split ? elu(p.in[t]) : elu(-p.in[t - p.split]);
+      break;
+    case kCat:
+      for (int64_t t = t0; t < t1; t += step)
+        p.out[t] = t < p.split ? p.in[t] : p.prev[t - p.split];
       break;
     case kAdd:
       add_into(p.out, p.in, p.accumulate, t0, t1, step);

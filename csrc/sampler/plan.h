@@ -38,7 +38,11 @@ constexpr int kMaxSegments = 8;
   X(kClassBias, class_bias, 5)  /* dst[g] += table[label][g] */                                      \
   X(kSample, sample, 6)         /* draw (or teacher-force) colour g from the logits in src[g] */     \
   X(kLstmCell, lstm_cell, 7)    /* gates src[g] = [i, f, o, g] x m, c = f c_prev + i g, dst[g] = o tanh(c) */ \
-  X(kCondition, condition, 8)   /* dst[g] += condition[b, r, j][g]: the call's input map, K = dst channels */
+  X(kCondition, condition, 8)   /* dst[g] += condition[b, r, j][g]: the call's input map, K = dst channels */ \
+  X(kElu, elu, 9)               /* dst[g] = elu(src[g]) (alpha 1: x, or exp(x) - 1 below zero) */    \
+  X(kMul, mul, 10)              /* dst[g] *= src[g] */                                               \
+  X(kConcatElu, concat_elu, 11) /* dst = elu([src, -src]), twice src's channels; one group */        \
+  X(kCat, cat, 12)              /* dst = [src, cell]: src's channels, then buffer cell's; one group */
 // clang-format on
 
 #define PIXELFAST_PHASES(X) X(kRowPhase, row, 0) X(kPixelPhase, pixel, 1)
@@ -79,7 +83,7 @@ struct Buffer {
   X(int64_t, src_dy)        /* kAdd: src read at row r + src_dy (<= 0; none above the image) */  \
   X(int64_t, row_offset)    /* row-phase ops: run at row i + row_offset (<= 0) */                \
   X(int32_t, reverse)       /* row-phase ops: columns right to left, one scan (row_ops_end) */   \
-  X(int64_t, cell)          /* kLstmCell: the cell-state buffer */                               \
+  X(int64_t, cell)          /* kLstmCell: the cell-state buffer; kCat: the second source */      \
   X(int64_t, prev_dy)       /* kLstmCell: the previous cell state's row, relative to r */        \
   X(int64_t, prev_dx)       /* kLstmCell: and its column, relative to j */                       \
   X(int64_t, num_segments)  /* kConv: how many of segments[] are used */

@@ -147,10 +147,28 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         check_conv(op, plan, weights);
         break;
       case kRelu:
+      case kElu:
       case kAdd:
-        TORCH_CHECK(plan.buffers[op.src].channels == dst.channels && dst.channels % op.groups == 0,
-                    "sample_cached: relu/add needs equal channel counts divisible by groups");
+      case kMul:
+        TORCH_CHECK(
+            plan.buffers[op.src].channels == dst.channels && dst.channels % op.groups == 0,
+            "sample_cached: relu/elu/add/mul needs equal channel counts divisible by groups");
         break;
+      case kConcatElu:
+        TORCH_CHECK(op.groups == 1 && dst.channels == 2 * plan.buffers[op.src].channels,
+                    "sample_cached: concat_elu needs one group and twice its source's channels");
+        break;
+      case kCat: {
+        TORCH_CHECK(op.cell >= 0 && op.cell < num_buffers,
+                    "sample_cached: cat's second source out of range");
+        const Buffer& second = plan.buffers[op.cell];
+        TORCH_CHECK(
+            op.groups == 1 && dst.channels == plan.buffers[op.src].channels + second.channels,
+            "sample_cached: cat needs one group and its sources' channels in all");
+        TORCH_CHECK(second.rows >= 1 - op.row_offset,
+                    "sample_cached: cat reads rows its second source's ring does not keep");
+        break;
+      }
       case kGate:
         TORCH_CHECK(
             plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,

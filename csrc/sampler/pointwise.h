@@ -17,6 +17,10 @@ PF_HD T relu(T x) {
   return x > T(0) ? x : T(0);
 }
 
+// ELU with alpha 1: x above zero, exp(x) - 1 (expm1, accurate near zero) below; NaN stays NaN.
+PF_HD_INLINE float elu(float x) { return x > 0.0f ? x : expm1f(x); }
+PF_HD_INLINE double elu(double x) { return x > 0.0 ? x : expm1(x); }
+
 // The gated activation of the Gated PixelCNN: tanh(a) * sigmoid(b).
 template <typename T>
 PF_HD_INLINE T gate(T a, T b) {

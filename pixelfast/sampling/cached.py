@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pixelfast.models.base import PixelModel
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.categorical import draw_uniforms
@@ -152,7 +153,7 @@ def _incremental_logits(
 ) -> torch.Tensor:
     plan = lower(model)
     parameter = next(model.parameters())
-    labels = model.check_input(x, labels)  # shape, channels, level range, labels (as int64)
+    labels = _check_input(model, x, labels)  # shape, channels, level range, labels (as int64)
     if isinstance(model, SuperResolution):
         if condition is None:
             raise ValueError("incremental_logits: a super-resolution model needs condition=, the low-resolution image")
@@ -165,3 +166,12 @@ def _incremental_logits(
     uniforms = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
     _, logits = run_engine(plan, image.contiguous(), known, uniforms, labels, 1.0, model.levels, True, condition)
     return logits
+
+
+def _check_input(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """The model's ``check_input``; for a model of the user's own with none (an ``nn.Module`` with the
+    model attributes), ``PixelModel``'s checks, which read only those attributes."""
+    if callable(getattr(model, "check_input", None)):
+        return model.check_input(x, labels)
+    PixelModel._check_levels(model, x)
+    return PixelModel._check_labels(model, labels, x.shape[0])

@@ -163,6 +163,24 @@ class PlanBuilder:
     def relu(self, dst, src, groups, phase=PIXEL):
         self._op("relu", phase, dst, src, groups)
 
+    def elu(self, dst, src, groups, phase=PIXEL):
+        """``dst = elu(src)`` (alpha 1)."""
+        self._op("elu", phase, dst, src, groups)
+
+    def mul(self, dst, src, groups, phase=PIXEL):
+        """``dst *= src``."""
+        self._op("mul", phase, dst, src, groups)
+
+    def concat_elu(self, dst, src, phase=PIXEL):
+        """``dst = elu(cat([src, -src], channels))``: one group (the engine refuses more), so a
+        pixel-phase one only in a grey model."""
+        self._op("concat_elu", phase, dst, src, 1)
+
+    def cat(self, dst, first, second, phase=PIXEL):
+        """``dst = cat([first, second], channels)``: one group, as :meth:`concat_elu`."""
+        self._reads(second, 0, 0, 1)
+        self._op("cat", phase, dst, first, 1, cell=second)
+
     def add(self, dst, src, groups, phase=PIXEL, src_dy=0, copy=False):
         """``dst += src`` (``dst = src`` when ``copy``), ``src`` read ``-src_dy`` rows up (zero above
         the image)."""
@@ -278,14 +296,18 @@ def _models_lowered_from_layers() -> list[type]:
 
 
 def check_supported(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run."""
+    """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run.
+
+    A model the registry knows is checked by its layers; any other by lowering a trace of its
+    ``forward`` (:mod:`pixelfast.sampling.plan_fx`), which names the first op it cannot run.
+    """
     kind = type(model)
     entry = LOWERINGS.get(kind) if issubclass(kind, PixelModel) else None
     if entry is None:
-        names = ", ".join(k.__name__ for k in _models_lowered_from_layers())
-        raise UnsupportedModelError(
-            f"the cached engine does not support {kind.__name__} (it runs {names}); use method='naive'"
-        )
+        from pixelfast.sampling.plan_fx import lower_traced
+
+        lower_traced(model, _models_lowered_from_layers())
+        return
     if entry.check is not None:
         entry.check(model)
         return
@@ -299,7 +321,16 @@ def check_supported(model: nn.Module) -> None:
 
 
 def lower(model: nn.Module) -> Plan:
-    """The plan of ``model`` (its weights copied and packed), or :class:`UnsupportedModelError`."""
+    """The plan of ``model`` (its weights copied and packed), or :class:`UnsupportedModelError`.
+
+    Models the registry knows are lowered by their registered lowering; any other ``nn.Module`` by a
+    trace of its ``forward`` (see :func:`pixelfast.sampling.plan_fx.lower_traced` for what it must be).
+    """
+    kind = type(model)
+    if not (issubclass(kind, PixelModel) and kind in LOWERINGS):
+        from pixelfast.sampling.plan_fx import lower_traced
+
+        return lower_traced(model, _models_lowered_from_layers())
     check_supported(model)
     parameter = next(model.parameters())
     if parameter.dtype not in (torch.float32, torch.float64):

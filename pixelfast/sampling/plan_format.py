@@ -10,7 +10,20 @@ from __future__ import annotations
 import torch
 
 # Op codes by the name of the PlanBuilder method that writes the op (plan.h: PIXELFAST_OP_CODES).
-OP_CODES = {"conv": 1, "relu": 2, "gate": 3, "add": 4, "class_bias": 5, "sample": 6, "lstm_cell": 7, "condition": 8}
+OP_CODES = {
+    "conv": 1,
+    "relu": 2,
+    "gate": 3,
+    "add": 4,
+    "class_bias": 5,
+    "sample": 6,
+    "lstm_cell": 7,
+    "condition": 8,
+    "elu": 9,
+    "mul": 10,
+    "concat_elu": 11,
+    "cat": 12,
+}
 PHASES = {"row": 0, "pixel": 1}  # PIXELFAST_PHASES
 CENTRES = {"none": 0, "a": 1, "b": 2}  # PIXELFAST_CENTRES: the centre tap's colour mask
 MAX_SEGMENTS = 8  # kMaxSegments
