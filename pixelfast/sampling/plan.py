@@ -500,6 +500,11 @@ def _check_super_resolution(model: SuperResolution) -> None:
             f"the cached engine runs super-resolution models with a prior; this one (objective="
             f"{model.objective!r}) has none: its sub-pixels are independent given the low-resolution image"
         )
+    if type(model.prior) not in LOWERINGS:  # a prior of the user's own: not lowered from a trace here
+        raise UnsupportedModelError(
+            f"the cached engine runs super-resolution models whose prior is one of "
+            f"{', '.join(k.__name__ for k in _models_lowered_from_layers())}, not {type(model.prior).__name__}"
+        )
     check_supported(model.prior)
 
 

@@ -354,6 +354,8 @@ def _module_call(walk: _Walk, node: fx.Node, module: nn.Module):
     if kind is nn.Embedding:
         if not isinstance(args[0], _Labels):
             raise _Refused("an embedding is looked up only with forward's labels")
+        if module.max_norm is not None:
+            raise _Refused("an embedding with max_norm (the engine adds the table's rows as they are)")
         return _ClassRows(module)
     if kind is MaskedConv2d:
         x = walk.buf(args[0])
