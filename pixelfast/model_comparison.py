@@ -269,7 +269,7 @@ def _held_out_bits(model: nn.Module, test_set, importance_samples: int, seed: in
                 for s in range(0, len(test_set), 50)
             ]
         )
-    return exact, float(nats.mean()) / (dims * math.log(2))
+    return exact, -float(nats.mean()) / (dims * math.log(2))  # nats: a lower bound on ln p(x)
 
 
 def _two_per_class(labels: torch.Tensor) -> torch.Tensor:

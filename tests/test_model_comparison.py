@@ -11,7 +11,7 @@ from pixelfast import cli
 from pixelfast.data import mnist_digits
 from pixelfast.evaluate import bits_per_dim
 from pixelfast.model_comparison import Contender, compare, trained_models
-from pixelfast.models import GatedPixelCNN, PixelCNN
+from pixelfast.models import ConvVAE, GatedPixelCNN, PixelCNN
 from pixelfast.quality import digit_features, frechet_distance, train_digit_scorer
 from pixelfast.sampling import sample
 
@@ -93,6 +93,27 @@ def test_compare_scores_real_digits_of_the_asked_class_as_such(scorer):
     )
     cells = [cell.strip() for cell in result.table().splitlines()[3].split("|")[1:-1]]
     assert cells[:3] == ["real", "1", "0"] and cells[4] == "–"  # no bits/dim for a model without a likelihood
+
+
+def test_compare_reports_the_vae_bounds_in_bits_per_dim(scorer):
+    torch.manual_seed(0)
+    vae = ConvVAE(1, 256, hidden_channels=4, latent_dim=3, num_classes=10, image_size=(28, 28))
+    row = compare(
+        {"vae": (vae, 0)}, count=20, timing_steps=1, importance_samples=4, scorer=scorer, progress=False
+    ).rows[1]
+    test = mnist_digits("test")
+    assert row.bits_per_dim == pytest.approx(bits_per_dim(vae, test), rel=1e-6)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)  # the comparison's seed; it scores the held-out digits 50 at a time
+        bound = torch.cat(
+            [
+                vae.eval().importance_weighted_nats(test.images[s : s + 50], test.labels[s : s + 50], samples=4)
+                for s in range(0, 500, 50)
+            ]
+        )
+    # a lower bound on ln p(x) in nats -> an upper bound on the bits/dim, positive like the ELBO's
+    assert row.importance_bits_per_dim == pytest.approx(-bound.mean().item() / (28 * 28 * math.log(2)), rel=1e-9)
+    assert 0 < row.importance_bits_per_dim < row.bits_per_dim + 0.05  # tighter than the ELBO, up to its noise
 
 
 def test_compare_refuses_a_model_that_is_not_a_digits_model(scorer):
