@@ -62,15 +62,41 @@ def train_digit_classifier(
 ) -> DigitClassifier:
     """:class:`DigitClassifier` trained by Adam on ``images [N, 1, 28, 28]`` (levels) and ``labels [N]``."""
     labels = _check_labelled_digits(images, labels, levels, "train_digit_classifier")
+    return fit_classifier(
+        lambda: DigitClassifier(levels),
+        images,
+        labels,
+        epochs,
+        batch_size,
+        lr,
+        seed,
+        progress,
+        "train_digit_classifier",
+    )
+
+
+def fit_classifier(
+    build,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress,
+    owner,
+) -> nn.Module:
+    """``build()`` (called under ``seed``) fitted by Adam to the cross entropy of ``labels`` for
+    ``images``: ``epochs`` passes in an order drawn from ``seed``. Returned in eval mode; ``owner``
+    names the caller in errors and the progress bar."""
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"train_digit_classifier: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+        raise ValueError(f"{owner}: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DigitClassifier(levels)
+        model = build()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         order_generator = torch.Generator().manual_seed(seed)
-        steps = tqdm(range(epochs), desc="digit classifier", unit="epoch", disable=not progress, leave=False)
-        for _ in steps:
+        for _ in tqdm(range(epochs), desc=owner, unit="epoch", disable=not progress, leave=False):
             order = torch.randperm(images.shape[0], generator=order_generator)
             for start in range(0, images.shape[0], batch_size):
                 index = order[start : start + batch_size]

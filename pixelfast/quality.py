@@ -10,11 +10,9 @@ like FID it is biased upwards for small sets, so compare numbers computed with t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from pixelfast.experiments import _check_digits, _check_labelled_digits
+from pixelfast.experiments import _check_digits, _check_labelled_digits, fit_classifier
 
 
 class DigitScorer(nn.Module):
@@ -60,22 +58,9 @@ def train_digit_scorer(
     """:class:`DigitScorer` trained by Adam on ``images [N, 1, 28, 28]`` (levels) and ``labels [N]``;
     the same arguments give the same weights (on one machine)."""
     labels = _check_labelled_digits(images, labels, levels, "train_digit_scorer")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"train_digit_scorer: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        scorer = DigitScorer(levels)
-        optimizer = torch.optim.Adam(scorer.parameters(), lr=lr)
-        order_generator = torch.Generator().manual_seed(seed)
-        for _ in tqdm(range(epochs), desc="digit scorer", unit="epoch", disable=not progress, leave=False):
-            order = torch.randperm(images.shape[0], generator=order_generator)
-            for start in range(0, images.shape[0], batch_size):
-                index = order[start : start + batch_size]
-                loss = F.cross_entropy(scorer(images[index]), labels[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    return scorer.eval()
+    return fit_classifier(
+        lambda: DigitScorer(levels), images, labels, epochs, batch_size, lr, seed, progress, "train_digit_scorer"
+    )
 
 
 @torch.no_grad()

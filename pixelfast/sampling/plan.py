@@ -311,12 +311,17 @@ def check_supported(model: nn.Module) -> None:
     if entry.check is not None:
         entry.check(model)
         return
-    allowed = supported_layers(kind)
-    for name, module in model.named_modules():
-        if module is not model and type(module) not in allowed:
+    refuse_other_layers(model, supported_layers(kind), kind.__name__)
+
+
+def refuse_other_layers(module: nn.Module, allowed: frozenset[type], owner: str, prefix: str = "") -> None:
+    """Raise :class:`UnsupportedModelError` naming the first layer inside ``module`` (its name
+    after ``prefix``) whose type is not ``allowed``; ``owner`` names the model in the message."""
+    for name, layer in module.named_modules():
+        if layer is not module and type(layer) not in allowed:
             raise UnsupportedModelError(
-                f"the cached engine does not support layer '{name}' ({type(module).__name__}) "
-                f"in {kind.__name__}; use method='naive'"
+                f"the cached engine does not support layer '{prefix}{name}' ({type(layer).__name__}) "
+                f"in {owner}; use method='naive'"
             )
 
 

@@ -67,6 +67,7 @@ from pixelfast.sampling.plan import (
     PlanBuilder,
     UnsupportedModelError,
     lower_module,
+    refuse_other_layers,
     supported_layers,
 )
 
@@ -630,13 +631,7 @@ def _check_layers(model: nn.Module, leaves: tuple[type, ...], runs: list[type]) 
             if kind in leaves:
                 found = found or kind not in _TORCH_LAYERS
                 if kind in LOWERINGS:  # its lowering reads these layers
-                    allowed = supported_layers(kind)
-                    for inner, layer in child.named_modules():
-                        if layer is not child and type(layer) not in allowed:
-                            raise UnsupportedModelError(
-                                f"the cached engine does not support layer '{path}.{inner}' ({type(layer).__name__}) "
-                                f"in {name}; use method='naive'"
-                            )
+                    refuse_other_layers(child, supported_layers(kind), name, prefix=path + ".")
                 continue
             own = not kind.__module__.startswith(("torch.", "pixelfast."))
             if issubclass(kind, _CONTAINERS) or own and not issubclass(kind, PixelModel):
