@@ -9,6 +9,7 @@ tracing needs (:func:`check_one_device` among them).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -92,6 +93,16 @@ def check_one_device(op: str, tensors: dict) -> None:
             + ", ".join(f"{name} on {t.device}" for name, t in given.items())
         ),
     )
+
+
+def check_temperature(owner: str, temperature) -> float:
+    """``temperature`` as a float, finite and > 0 (it divides logits or scales a latent)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"{owner}: temperature must be a number, got {type(temperature).__name__}")
+    temperature = float(temperature)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"{owner}: temperature must be a finite number > 0, got {temperature}")
+    return temperature
 
 
 def model_device(model: nn.Module) -> torch.device:

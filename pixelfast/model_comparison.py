@@ -77,7 +77,7 @@ def trained_models(
     ``pixelfast.train`` on the shipped digits into ``work_dir/<label>.pt`` (seed 0, batch 32),
     resumed where an earlier call stopped, so a second call trains nothing. ``limit``: train on the
     first ``limit`` digits only (a quick try; the README's numbers use all 4,500)."""
-    from pixelfast.checkpoint import load_checkpoint, load_model
+    from pixelfast.checkpoint import build_from_checkpoint, load_checkpoint
     from pixelfast.train import train
 
     work_dir = Path(work_dir)
@@ -87,7 +87,8 @@ def trained_models(
         if contender.shipped is not None:
             resource = importlib.resources.files("pixelfast").joinpath("assets").joinpath(contender.shipped)
             with importlib.resources.as_file(resource) as path:
-                models[contender.label] = (load_model(path), int(load_checkpoint(path)["epoch"]))
+                ckpt = load_checkpoint(path)
+            models[contender.label] = (build_from_checkpoint(ckpt, contender.shipped).eval(), int(ckpt["epoch"]))
             continue
         log(f"{contender.label}: {contender.epochs} epochs into {work_dir / contender.file_name}")
         result = train(
@@ -230,10 +231,10 @@ def compare(
 def _seconds_per_epoch(model: nn.Module, train_set, steps: int, seed: int) -> float:
     """Adam steps at batch 32 on a copy of ``model`` (two warm-up steps, then ``steps`` timed),
     times the batches in an epoch of ``train_set``."""
-    from pixelfast.train import _loss
+    from pixelfast.train import _loss, optimizer_options
 
     trainee = copy.deepcopy(model).train()
-    optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-4, **getattr(trainee, "optimizer_options", {}))
+    optimizer = torch.optim.Adam(trainee.parameters(), **optimizer_options(trainee), lr=1e-4)
     device = next(trainee.parameters()).device
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
     elapsed = 0.0
@@ -252,7 +253,9 @@ def _seconds_per_epoch(model: nn.Module, train_set, steps: int, seed: int) -> fl
 
 def _held_out_bits(model: nn.Module, test_set, importance_samples: int, seed: int):
     """(bits/dim or the ELBO's bound, the importance-weighted bound); None where the model has none."""
-    if not getattr(model, "has_likelihood", True):
+    from pixelfast.train import has_likelihood
+
+    if not has_likelihood(model):
         return None, None
     exact = bits_per_dim(model, test_set)
     if not hasattr(model, "importance_weighted_nats"):

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import torch
 
-from pixelfast._checks import check_int
+from pixelfast._checks import check_int, check_temperature
 from pixelfast.models.base import PixelModel
 from pixelfast.models.config import ModelConfig
 
@@ -87,11 +86,7 @@ class LatentModel(PixelModel):
         device (one per image; None for an unconditional model), ``temperature`` as a float."""
         owner = type(self).__name__
         n = check_int(f"{owner}.generate", "n", n, 1)
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-            raise TypeError(f"{owner}.generate: temperature must be a number, got {type(temperature).__name__}")
-        temperature = float(temperature)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"{owner}.generate: temperature must be a finite number > 0, got {temperature}")
+        temperature = check_temperature(f"{owner}.generate", temperature)
         return n, self._check_labels(labels, n), temperature
 
     def generate(

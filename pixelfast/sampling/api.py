@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelfast._checks import check_color_groups, model_device
+from pixelfast._checks import check_color_groups, check_temperature, model_device
 from pixelfast.data import check_level_values
 from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
@@ -103,7 +103,7 @@ def sample(
     channels, levels = model.in_channels, model.levels
     check_canvas(n, channels, height, width)
     label_tensor = _check_labels(labels, model, n)
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature("sample", temperature)
     generator = _check_generator(generator)
     if draws_whole_images(model):
         _check_whole_image_call(model, (height, width), image, known, method, progress, part)
@@ -315,15 +315,6 @@ def _check_label_range(values, num_classes: int) -> None:
     bad = [int(v) for v in values if not 0 <= v < num_classes]
     if bad:
         raise ValueError(f"sample: labels must be in 0..{num_classes - 1}, got {bad[0]}")
-
-
-def _check_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"sample: temperature must be a number, got {type(temperature).__name__}")
-    temperature = float(temperature)
-    if not temperature > 0 or temperature == float("inf"):
-        raise ValueError(f"sample: temperature must be a finite number > 0, got {temperature}")
-    return temperature
 
 
 def _check_generator(generator) -> torch.Generator | None:

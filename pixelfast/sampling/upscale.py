@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import torch
 
-from pixelfast._checks import model_device
+from pixelfast._checks import check_temperature, model_device
 from pixelfast.data import check_level_values
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.sampling.api import (
     METHODS,
     _check_generator,
     _check_n,
-    _check_temperature,
     _pick_method,
     check_canvas,
     eval_no_grad,
@@ -60,7 +59,7 @@ def upscale(
         raise TypeError(f"upscale: model must be a pixelfast.models.SuperResolution, got {type(model).__name__}")
     low = _check_low(low, model)
     n = _check_n(n)
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature("sample", temperature)
     generator = _check_generator(generator)
     if method not in METHODS:
         raise ValueError(f"upscale: method must be one of {METHODS}, got {method!r}")
