@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(one row per listed label)",
     )
     p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument(
+        "--guidance",
+        type=_non_negative_float,
+        default=0.0,
+        help="classifier-free guidance weight w (a model trained with class_dropout; default: 0, none)",
+    )
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="default: a fresh random seed (printed)")
     p.add_argument("--method", default="auto", choices=["auto", "naive", "cached"])
     p.add_argument("--size", type=_int_at_least(1), nargs=2, metavar=("H", "W"), default=None)
@@ -296,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_int_at_least(1), default=1000, help="samples per temperature (default: %(default)s)"
     )
     e.add_argument("--temperature", type=_positive_float, nargs="+", default=[1.0], help="default: 1.0")
+    e.add_argument(
+        "--guidance", type=_non_negative_float, default=0.0, help="classifier-free guidance weight (default: 0)"
+    )
     e.add_argument("--seed", type=_int_at_least(0), default=0)
     e.add_argument("--out", default=None, help="PNG grid of the first 100 samples at the first temperature")
     e.add_argument("--no-progress", action="store_true")
@@ -365,6 +374,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -536,6 +555,7 @@ def _run_sample(args) -> int:
                 method=args.method,
                 progress=not args.no_progress and rank == 0,
                 part=(start, stop) if world > 1 else None,
+                guidance=args.guidance,
             )
         else:  # more processes than images
             images = torch.empty(0, model.in_channels, *size, dtype=torch.uint8)
@@ -548,7 +568,9 @@ def _run_sample(args) -> int:
     where = f" over {world} processes" if world > 1 else ""
     print(
         f"sampled {args.n} images of {height}x{width} in {seconds:.2f} s{where} "
-        f"(method {args.method}, seed {seed}, temperature {args.temperature:g}) -> {out}"
+        f"(method {args.method}, seed {seed}, temperature {args.temperature:g}"
+        + (f", guidance {args.guidance:g}" if args.guidance else "")
+        + f") -> {out}"
     )
     return 0
 
@@ -735,12 +757,14 @@ def _run_experiment_class_agreement(args) -> int:
         test_images=test.images,
         test_labels=test.labels,
         progress=not args.no_progress,
+        guidance=args.guidance,
     )
     print(
         f"classifier: logistic regression, {result.classifier_accuracy:.3f} accurate on the {len(test)} held-out digits"
     )
     for temperature, fraction in result.fractions.items():
-        print(f"temperature {temperature:g}: {fraction:.3f} of {args.count} samples show the asked digit")
+        guided = f", guidance {args.guidance:g}" if args.guidance else ""
+        print(f"temperature {temperature:g}{guided}: {fraction:.3f} of {args.count} samples show the asked digit")
     if out is not None:
         save_grid(result.samples[args.temperature[0]][:100], out, model.levels, nrow=10)
         print(f"(seed {args.seed}) first 100 samples at temperature {args.temperature[0]:g} -> {out}")

@@ -192,9 +192,11 @@ def class_agreement(
     test_images: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
     progress: bool = True,
+    guidance: float = 0.0,
 ) -> Agreement:
     """Draw ``count`` class-conditional samples from ``model`` at each temperature (labels
-    ``0, 1, .., 9, 0, 1, ..``, seed ``seed``) and measure how many ``classifier`` labels as asked."""
+    ``0, 1, .., 9, 0, 1, ..``, seed ``seed``, classifier-free ``guidance``) and measure how many
+    ``classifier`` labels as asked."""
     from pixelfast.sampling import sample
 
     if getattr(model, "num_classes", None) != 10:
@@ -204,7 +206,9 @@ def class_agreement(
     labels = torch.arange(count) % 10
     fractions, samples = {}, {}
     for temperature in temperatures:
-        drawn = sample(model, count, labels=labels, temperature=temperature, generator=seed, progress=progress)
+        drawn = sample(
+            model, count, labels=labels, temperature=temperature, generator=seed, progress=progress, guidance=guidance
+        )
         samples[temperature] = drawn
         fractions[temperature] = accuracy(classifier, drawn.long(), labels)
     held_out = float("nan")

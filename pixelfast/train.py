@@ -460,6 +460,8 @@ def _init_from(path: Path, model: nn.Module, log) -> None:
     if ckpt["model_name"] != model_name(model):
         raise CheckpointError(f"cannot start from {path}: it holds a {ckpt['model_name']}, not a {model_name(model)}")
     own = model.state_dict()
+    if hasattr(model, "fit_source_state"):  # e.g. a Gated PixelCNN gaining a "no class" label
+        ckpt["model_state"] = model.fit_source_state(ckpt["model_state"])
     misfits = [key for key, value in ckpt["model_state"].items() if key not in own or own[key].shape != value.shape]
     if misfits:
         raise CheckpointError(

@@ -225,6 +225,7 @@ SMALL_CONFIGS = {
         head_channels=4,
         num_classes=2,
         image_size=(3, 4),
+        class_dropout=0.25,
     ),
     "PixelRNN": dict(
         kind="row",

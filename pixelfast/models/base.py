@@ -129,10 +129,13 @@ class PixelModel(nn.Module):
             raise TypeError(f"{owner}: labels must be an integer tensor, got {labels.dtype}")
         if labels.dim() != 1 or labels.shape[0] != batch:
             raise ValueError(f"{owner}: labels must have shape [{batch}] (one per image), got {tuple(labels.shape)}")
-        if batch and (bool((labels < 0).any()) or bool((labels >= self.num_classes).any())):
+        no_class = getattr(self, "no_class", None)  # a label for "no class" (classifier-free guidance)
+        top = self.num_classes if no_class is not None else self.num_classes - 1
+        if batch and (bool((labels < 0).any()) or bool((labels > top).any())):
             raise ValueError(
-                f"{owner}: labels must be in 0..{self.num_classes - 1}, got values in "
-                f"[{labels.min().item()}, {labels.max().item()}]"
+                f"{owner}: labels must be in 0..{top}"
+                + (f" ({no_class}: no class)" if no_class is not None else "")
+                + f", got values in [{labels.min().item()}, {labels.max().item()}]"
             )
         return labels.to(device=next(self.parameters()).device, dtype=torch.long)
 

@@ -27,6 +27,7 @@ class GatedPixelCNNConfig(ModelConfig):
     head_channels: int | None = None  # None: 2 * hidden_channels
     num_classes: int | None = None  # None: unconditional
     image_size: tuple[int, int] | None = None  # the size sampled by default
+    class_dropout: float = 0.0  # > 0: trains a "no class" label too, for classifier-free guidance
 
     def __post_init__(self) -> None:
         self._check_data_options()
@@ -35,6 +36,12 @@ class GatedPixelCNNConfig(ModelConfig):
             kernel_size=check_odd(self.owner, "kernel_size", self.kernel_size, 3),
             first_kernel_size=check_odd(self.owner, "first_kernel_size", self.first_kernel_size, 3),
         )
+        rate = self.class_dropout
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"{self.owner}: class_dropout must be a number in [0, 1), got {rate!r}")
+        if rate and self.num_classes is None:
+            raise ValueError(f"{self.owner}: class_dropout > 0 needs a class-conditional model (num_classes)")
+        self._set(class_dropout=float(rate))
 
 
 class GatedPixelCNN(PixelModel):
@@ -48,7 +55,10 @@ class GatedPixelCNN(PixelModel):
 
     ``n = hidden_channels``; for RGB the horizontal path is colour grouped (``n`` and
     ``head_channels`` divisible by 3). ``head_channels=None`` means ``2n``. With ``num_classes`` set,
-    every block adds learned per-class biases to both stacks' gate inputs.
+    every block adds learned per-class biases to both stacks' gate inputs. With ``class_dropout > 0``
+    too, there is one more label, ``no_class`` (``= num_classes``): training replaces each label by
+    it with that probability, so the model also learns ``p(x)``, which classifier-free guidance
+    (``pixelfast.sample(..., guidance=w)``) contrasts with ``p(x | label)``.
 
     Receptive field of position ``(i, j)`` (``p1 = first_kernel_size // 2``, ``p = kernel_size // 2``,
     ``R = p1 + (num_layers - 1) * p``): rows ``i - R .. i - 1`` at columns ``j - R .. j + R``, and row
@@ -63,12 +73,10 @@ class GatedPixelCNN(PixelModel):
         super().__init__(*args, **kwargs)  # self.options: the checked GatedPixelCNNConfig
 
         n, g = self.hidden_channels, self.color_groups
+        rows = None if self.num_classes is None else self.num_classes + (self.no_class is not None)
         self.blocks = nn.ModuleList(
-            [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=self.num_classes)]
-            + [
-                GatedBlock(n, n, self.kernel_size, g, first=False, num_classes=self.num_classes)
-                for _ in range(self.num_layers - 1)
-            ]
+            [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=rows)]
+            + [GatedBlock(n, n, self.kernel_size, g, first=False, num_classes=rows) for _ in range(self.num_layers - 1)]
         )
         self.head = OutputHead(n, self.head_channels, self.in_channels, self.levels)
 
@@ -79,6 +87,30 @@ class GatedPixelCNN(PixelModel):
         for block in self.blocks:
             v, h = block(v, h, labels)
         return self.head(h)
+
+    @property
+    def no_class(self) -> int | None:
+        """The "no class" label (``num_classes``) of a model trained with ``class_dropout``, else None."""
+        return self.num_classes if self.class_dropout else None
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`PixelModel.loss`; in training mode with ``class_dropout``, each label first becomes
+        ``no_class`` with that probability (drawn with torch's global generator)."""
+        if self.training and self.class_dropout and isinstance(labels, torch.Tensor):
+            dropped = torch.rand(labels.shape, device=labels.device) < self.class_dropout
+            labels = labels.masked_fill(dropped, self.no_class)
+        return super().loss(x, labels)
+
+    def fit_source_state(self, state: dict) -> dict:
+        """For ``train(init_from=...)``: a source without the ``no_class`` label gets one, its bias
+        the mean of the class biases (a start for the unconditional model)."""
+        own = self.state_dict()
+        fitted = dict(state)
+        for key, value in state.items():
+            if key.endswith(("v_class.weight", "h_class.weight")) and key in own:
+                if value.dim() == 2 and value.shape[0] + 1 == own[key].shape[0]:
+                    fitted[key] = torch.cat([value, value.mean(0, keepdim=True)])
+        return fitted
 
     def grown_from(self, new_keys: list[str]) -> None:
         """Called by ``train(init_from=...)`` after copying a shallower model's weights: a block

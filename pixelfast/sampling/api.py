@@ -34,6 +34,7 @@ from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.categorical import draw_uniforms
+from pixelfast.sampling.guidance import Guided, check_guidance
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.plan import UnsupportedModelError, check_supported
 from pixelfast.sampling.precision import full_fp32
@@ -61,6 +62,7 @@ def sample(
     device: str | torch.device | None = None,
     progress: bool = True,
     part: tuple[int, int] | None = None,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """Draw ``n`` images from a pixel model; returns ``uint8 [n, C, H, W]`` of levels.
 
@@ -90,6 +92,10 @@ def sample(
       those the whole call would draw (their labels, completion canvas and random numbers), so that
       processes can share one call (``torchrun ... pixelfast sample``). Needs a seed or a CPU
       generator, whose stream is skipped past the first ``start`` images.
+    - ``guidance``: classifier-free guidance weight ``w >= 0`` (see
+      :mod:`pixelfast.sampling.guidance`): each sub-pixel is drawn from
+      ``softmax(((1 + w) * l_label - w * l_no_class) / temperature)``, for a model trained with
+      ``class_dropout``. 0 (the default) draws from the model itself.
 
     At most :data:`MAX_SUB_PIXELS` sub-pixels (``n * C * H * W``) per call. Runs under
     ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see
@@ -105,6 +111,7 @@ def sample(
     label_tensor = _check_labels(labels, model, n)
     temperature = check_temperature("sample", temperature)
     generator = _check_generator(generator)
+    guided = Guided(model, guidance) if check_guidance("sample", guidance) else model
     if draws_whole_images(model):
         _check_whole_image_call(model, (height, width), image, known, method, progress, part)
         return _generate(model, n, (height, width), label_tensor, temperature, generator, device)
@@ -119,7 +126,7 @@ def sample(
         label_tensor = None if label_tensor is None else label_tensor[start:stop]
     home = model_device(model)
     target = check_device(device, "sample") if device is not None else home
-    run = _pick_method(method, model)
+    run = _pick_method(method, guided)
     if part is not None:  # last, so that a call refused above leaves the generator as it was
         # The CPU generator fills uniforms in order, image after image: drawing the first `start`
         # images' worth leaves it where the whole call would be at image `start`.
@@ -130,7 +137,7 @@ def sample(
         known_mask = known_mask.to(target)
         if label_tensor is not None:
             label_tensor = label_tensor.to(target)
-        out = run(model, x, known_mask, label_tensor, temperature, generator, progress)
+        out = run(guided, x, known_mask, label_tensor, temperature, generator, progress)
     return out.to(torch.uint8)
 
 

@@ -33,6 +33,7 @@ from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, _ClassGates
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
+from pixelfast.sampling.guidance import Guided
 from pixelfast.sampling.plan_format import CENTRES, MAX_SEGMENTS, PHASES, encode_op
 
 ROW, PIXEL = PHASES["row"], PHASES["pixel"]
@@ -63,6 +64,12 @@ class PlanBuilder:
         self.dtype = dtype
         self.device = device
         self.condition_logits = False  # whether heads add the call's condition (super-resolution)
+        # Guidance (see Guided's lowering): heads scale their logits by `logit_scale` and, with
+        # `head_logits` a list, append their logits buffer to it instead of drawing; class biases
+        # read row `forced_label` of their table whatever the image's label, when it is set.
+        self.logit_scale = 1.0
+        self.head_logits: list[int] | None = None
+        self.forced_label: int | None = None
 
     # --- buffers and weights -------------------------------------------------------------------
 
@@ -130,8 +137,10 @@ class PlanBuilder:
             reverse=reverse,
         )
 
-    def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL, row_offset=0, reverse=False):
-        w, k = layer.weight, layer.kernel_size
+    def masked_conv(self, dst, src, layer: MaskedConv2d, phase=PIXEL, row_offset=0, reverse=False, scale=1.0):
+        """``layer``'s conv, its weight and bias times ``scale``."""
+        w, k = layer.weight * scale, layer.kernel_size
+        bias = layer.bias * scale if layer.bias is not None else None
         c = k // 2
         taps = [(r - c, -c, w[:, :, r, :]) for r in range(c)]
         if c > 0:
@@ -145,7 +154,7 @@ class PlanBuilder:
             taps,
             w[:, :, c, c],
             mask,
-            layer.bias,
+            bias,
             row_offset=row_offset,
             reverse=reverse,
         )
@@ -212,13 +221,16 @@ class PlanBuilder:
         self._op("gate", phase, dst, src, groups)
 
     def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL, row_offset=0, reverse=False):
+        table = embedding.weight
+        if self.forced_label is not None:  # every label reads the forced row
+            table = table[self.forced_label].expand_as(table)
         self._op(
             "class_bias",
             phase,
             dst,
             -1,
             groups,
-            table=self.weight(embedding.weight),
+            table=self.weight(table),
             row_offset=row_offset,
             reverse=reverse,
         )
@@ -236,10 +248,13 @@ class PlanBuilder:
         self.masked_conv(hidden, hidden_in, head.hidden)
         self.relu(hidden, hidden, groups)
         logits = self.buffer(head.out.out_channels)
-        self.masked_conv(logits, hidden, head.out)
+        self.masked_conv(logits, hidden, head.out, scale=self.logit_scale)
         if self.condition_logits:
             self.condition(logits, groups)
-        self.sample(logits, groups)
+        if self.head_logits is not None:
+            self.head_logits.append(logits)
+        else:
+            self.sample(logits, groups)
 
     def sample(self, logits: int, groups: int) -> None:
         """Draw (or teacher-force) each colour from its group of ``logits`` into buffer 0, the image."""
@@ -290,6 +305,11 @@ def supported_layers(kind: type) -> frozenset[type]:
     return frozenset(layers)
 
 
+def _is_registered_model(kind: type) -> bool:
+    """A model the registry lowers: a PixelModel, or a model around another model (its own check)."""
+    return kind in LOWERINGS and (issubclass(kind, PixelModel) or LOWERINGS[kind].check is not None)
+
+
 def _models_lowered_from_layers() -> list[type]:
     """The models the engine runs as they are (a model with its own check wraps one of these)."""
     return [kind for kind, entry in LOWERINGS.items() if issubclass(kind, PixelModel) and entry.check is None]
@@ -302,7 +322,7 @@ def check_supported(model: nn.Module) -> None:
     ``forward`` (:mod:`pixelfast.sampling.plan_fx`), which names the first op it cannot run.
     """
     kind = type(model)
-    entry = LOWERINGS.get(kind) if issubclass(kind, PixelModel) else None
+    entry = LOWERINGS.get(kind) if _is_registered_model(kind) else None
     if entry is None:
         from pixelfast.sampling.plan_fx import lower_traced
 
@@ -332,7 +352,7 @@ def lower(model: nn.Module) -> Plan:
     trace of its ``forward`` (see :func:`pixelfast.sampling.plan_fx.lower_traced` for what it must be).
     """
     kind = type(model)
-    if not (issubclass(kind, PixelModel) and kind in LOWERINGS):
+    if not _is_registered_model(kind):
         from pixelfast.sampling.plan_fx import lower_traced
 
         return lower_traced(model, _models_lowered_from_layers())
@@ -519,3 +539,28 @@ def _lower_super_resolution(model: SuperResolution, b: PlanBuilder) -> None:
     image by the conditioning network, outside the engine), to the prior's logits before each draw."""
     b.condition_logits = True
     lower_module(model.prior, b)
+
+
+def _check_guided(model: Guided) -> None:
+    if type(model.model) not in LOWERINGS or not issubclass(type(model.model), PixelModel):
+        raise UnsupportedModelError(
+            f"the cached engine guides models it lowers by their layers, not {type(model.model).__name__}"
+        )
+    check_supported(model.model)
+
+
+@lowers(Guided, check=_check_guided)
+def _lower_guided(model: Guided, b: PlanBuilder) -> None:
+    """The network twice over the same image: once with the images' labels and the head's logits
+    times ``1 + w``, once with every class bias at the "no class" row and the logits times ``-w``;
+    the second logits are added to the first, which are drawn from."""
+    b.head_logits = []
+    b.logit_scale = 1.0 + model.weight
+    lower_module(model.model, b)
+    b.logit_scale, b.forced_label = -model.weight, model.no_class
+    lower_module(model.model, b)
+    given, unconditional = b.head_logits
+    b.head_logits, b.logit_scale, b.forced_label = None, 1.0, None
+    groups = model.model.color_groups
+    b.add(given, unconditional, groups)
+    b.sample(given, groups)
