@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="GatedPixelCNN",
-        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), or "
+        help="PixelCNN, GatedPixelCNN or PixelRNN (with --model-arg kind=row or kind=diagonal), "
+        "PixelCNNPlusPlus (its defaults are the paper's CIFAR-10 model; smaller with --model-arg "
+        "nr_resnet=1, nr_filters=32, nr_logistic_mix=5, dropout=0.5), or "
         "SuperResolution (trained on each image and its downsampled self; --model-arg scale=4, "
         "objective=joint|independent|l2, prior=GatedPixelCNN, prior_config='{\"hidden_channels\": 32}'), "
         "or the latent-variable baselines ConvVAE (trained on its ELBO: bits/dim are an upper bound) and "

@@ -239,6 +239,16 @@ SMALL_CONFIGS = {
         image_size=(3, 4),
         fused=False,
     ),
+    "PixelCNNPlusPlus": dict(
+        in_channels=3,
+        levels=4,
+        nr_resnet=1,
+        nr_filters=3,
+        nr_logistic_mix=2,
+        dropout=0.25,
+        num_classes=2,
+        image_size=(3, 4),
+    ),
     "SuperResolution": dict(
         in_channels=1,
         levels=4,

@@ -10,6 +10,7 @@ from pixelfast.models.config import ModelConfig
 from pixelfast.models.dcgan import DCGAN, DCGANConfig
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
 from pixelfast.models.pixelcnn import PixelCNN, PixelCNNConfig
+from pixelfast.models.pixelcnn_plus_plus import PixelCNNPlusPlus, PixelCNNPlusPlusConfig
 from pixelfast.models.pixelrnn import PixelRNN, PixelRNNConfig
 from pixelfast.models.super_resolution import SuperResolution, SuperResolutionConfig
 from pixelfast.models.vae import ConvVAE, ConvVAEConfig
@@ -18,6 +19,7 @@ MODELS: dict[str, type[PixelModel]] = {
     "PixelCNN": PixelCNN,
     "GatedPixelCNN": GatedPixelCNN,
     "PixelRNN": PixelRNN,
+    "PixelCNNPlusPlus": PixelCNNPlusPlus,
     "SuperResolution": SuperResolution,
     "ConvVAE": ConvVAE,
     "DCGAN": DCGAN,
@@ -51,6 +53,8 @@ __all__ = [
     "GatedPixelCNNConfig",
     "PixelRNN",
     "PixelRNNConfig",
+    "PixelCNNPlusPlus",
+    "PixelCNNPlusPlusConfig",
     "SuperResolution",
     "SuperResolutionConfig",
     "ConvVAE",
