@@ -106,16 +106,18 @@ def cpu_model() -> str:
 
 
 def commit() -> str | None:
-    """The checkout's commit (short), with ``+changes`` when tracked files differ from it."""
+    """The checkout's commit (short), with ``+changes`` when tracked files differ from it (the
+    results file being written aside)."""
     root = Path(__file__).resolve().parent.parent
+    git = {"cwd": root, "capture_output": True, "text": True, "check": True}
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode != 0
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return head + ("+changes" if dirty else "")
+    results = os.environ.get("PIXELFAST_BENCH_RESULTS")
+    own = os.path.relpath(os.path.abspath(results), root) if results else None
+    return head + ("+changes" if any(line[3:] != own for line in changed) else "")
 
 
 def run_line() -> dict:
