@@ -40,7 +40,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         line = benchutil.run_line()
         terminalreporter.section("pixelfast comparisons (same run; ratios of the mins / of the medians)")
         terminalreporter.write_line(
-            f"{line['cpu']}, {line['cores']} cores, torch {line['torch']} with {line['threads']} threads, "
+            f"{line['cpu']}, {line['cores']} cores, torch {line['torch']}, {line['threads']} torch threads, "
             f"device {line['device']}{', SMALL sizes: times mean nothing' if line['small'] else ''}"
         )
         for line in lines:
