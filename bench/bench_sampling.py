@@ -1,14 +1,26 @@
-"""The cached sampling engine against the naive sampler and against one forward pass.
+"""The cached sampling engine against the naive samplers and against one forward pass.
 
-* naive re-runs the whole network per sub-pixel; it is far too slow to finish, so a few of its steps
-  are timed and multiplied by the step count (every step costs the same: one full forward pass);
-* one no-grad forward pass of the same batch is the physical floor: the engine does that much work;
-* scaling: cached sampling time at 16x16, 32x32 and 64x64;
-* the CPU engine at 1, 2, 4, 8, 16 threads (always on the CPU).
+Per model and batch, one comparison (``benchresults.py``) with these sides, each timed with warm-up
+and at least 3 rounds:
 
-Run: ``pytest bench/bench_sampling.py`` (prints ratios and the scaling exponent at the end); on a GPU
-with ``PIXELFAST_BENCH_DEVICE=cuda``, other batch sizes with ``PIXELFAST_BENCH_BATCHES=16,256``
-(see ``benchutil.py``).
+* cached: ``pixelfast.sample(..., method="cached")``;
+* one forward pass: one no-grad forward pass of the same batch, the floor: the engine computes every
+  activation of the network once, as the forward pass does, so ``cached / one forward pass`` is what
+  its one-position-at-a-time evaluation costs over the whole-image one;
+* naive = one forward pass x C*H*W: what a sampler that re-runs the whole network per sub-pixel
+  (``method="naive"``, or any other library's loop) costs at least; the same measurement as the
+  forward pass, times the number of sub-pixels, with no Python overhead multiplied up;
+* row-cropped naive: the stronger plain sampler of ``baselines.py``, re-running the network per
+  sub-pixel only on the rows that can affect the current row; one step of every row is timed (every
+  step of a row costs the same) and multiplied by C*W, the steps per row. At small sizes the bench
+  first checks that it draws what ``method="naive"`` draws.
+
+Then: cached sampling time at 16x16, 32x32 and 64x64 (its growth exponent), and the CPU engine at
+1, 2, 4, 8, 16 threads (always on the CPU).
+
+Run: ``pytest bench/bench_sampling.py`` (the comparisons print at the end); on a GPU with
+``PIXELFAST_BENCH_DEVICE=cuda``, other batch sizes with ``PIXELFAST_BENCH_BATCHES=16,256`` (see
+``benchutil.py``).
 """
 
 from __future__ import annotations
@@ -17,14 +29,13 @@ import os
 
 import pytest
 import torch
+from baselines import one_step_per_row, rows_above, sample_row_cropped
 from benchutil import DEVICE, SMALL, int_list, timed
 
 import pixelfast
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
-from pixelfast.sampling.naive import sample_naive
+from pixelfast.sampling.categorical import draw_uniforms
 from pixelfast.sampling.precision import full_fp32
-
-NAIVE_STEPS = 3  # naive steps actually timed
 
 
 def reference_model():
@@ -79,47 +90,62 @@ def case(request):
     model = build().to(DEVICE)
     with torch.no_grad():  # start the device (context, cuDNN) before anything is timed
         model(torch.zeros(1, channels, *size, dtype=torch.long, device=DEVICE), labels_for(model, 1))
-    return f"{name}, {n}x{channels}x{size[0]}x{size[1]}, {DEVICE.type}", model, n, size
+    shape = f"{n}x{channels}x{size[0]}x{size[1]}"
+    info = {"table": "sampling", "case": f"{name}; {shape}"}
+    return f"sampling {name}, {shape}, {DEVICE.type}", info, model, n, size
 
 
 def bench_cached_sampling(benchmark, case):
-    name, model, n, size = case
-    benchmark.group = f"sampling {name}: cached vs naive"
-    benchmark.extra_info["also_in"] = [f"sampling {name}: cached vs one forward pass"]
-    benchmark.extra_info["impl"] = "fast"
+    group, info, model, n, size = case
+    benchmark.group = group
     labels = labels_for(model, n)
     timed(
         benchmark,
         lambda: pixelfast.sample(model, n, size=size, labels=labels, generator=0, method="cached", progress=False),
-        rounds=1 if DEVICE.type == "cuda" else 2,
-        warmup_rounds=0,  # the GPU engine is slow (one block per image)
+        impl="cached",
+        role="fast",
+        **info,
     )
-    benchmark.extra_info["seconds"] = benchmark.stats.stats.median
-
-
-def bench_naive_sampling_steps(benchmark, case):
-    name, model, n, size = case
-    steps = model.in_channels * size[0] * size[1]
-    benchmark.group = f"sampling {name}: cached vs naive"
-    benchmark.extra_info["impl"] = "plain"
-    benchmark.extra_info["scale"] = steps / NAIVE_STEPS  # extrapolated to the whole image
-    x = torch.zeros(n, model.in_channels, *size, dtype=torch.long, device=DEVICE)
-    known = torch.ones_like(x, dtype=torch.bool)
-    known.view(n, -1)[:, :NAIVE_STEPS] = False  # only the first sub-pixels are drawn
-    known = known.view_as(x)
-    labels = labels_for(model, n)
-    with torch.no_grad(), full_fp32():  # as pixelfast.sample runs it
-        timed(benchmark, lambda: sample_naive(model, x, known, labels, 1.0, None, False), rounds=2, warmup_rounds=1)
 
 
 def bench_one_forward_pass(benchmark, case):
-    name, model, n, size = case
-    benchmark.group = f"sampling {name}: cached vs one forward pass"
-    benchmark.extra_info["impl"] = "plain"
+    """One forward pass, and from it the naive sampler: that many forward passes per image."""
+    group, info, model, n, size = case
+    benchmark.group = group
     x = torch.randint(0, model.levels, (n, model.in_channels, *size), device=DEVICE)
     labels = labels_for(model, n)
+    steps = model.in_channels * size[0] * size[1]
+    with torch.no_grad(), full_fp32():  # as pixelfast.sample runs it
+        timed(
+            benchmark,
+            lambda: model(x, labels),
+            impl="one forward pass",
+            role="floor",
+            derived=[{"impl": "naive = one forward pass x C*H*W", "role": "baseline", "scale": steps}],
+            **info,
+        )
+
+
+def bench_row_cropped_naive(benchmark, case):
+    group, info, model, n, size = case
+    benchmark.group = group
+    labels = labels_for(model, n)
+    if SMALL:  # the baseline draws what the library's naive sampler draws
+        naive = pixelfast.sample(model, n, size=size, labels=labels, generator=0, method="naive", progress=False)
+        assert torch.equal(sample_row_cropped(model, n, size, labels, generator=0), naive)
+    reach = rows_above(model)
+    x = torch.zeros(n, model.in_channels, *size, dtype=torch.int64, device=DEVICE)
+    uniforms = draw_uniforms(x.shape, torch.Generator().manual_seed(0), DEVICE)
     with torch.no_grad(), full_fp32():
-        timed(benchmark, lambda: model(x, labels), rounds=3, warmup_rounds=1)
+        timed(
+            benchmark,
+            lambda: one_step_per_row(model, x, labels, reach, uniforms),
+            impl="row-cropped naive",
+            role="baseline",
+            scale=model.in_channels * size[1],  # steps per row
+            rows_above="all" if reach is None else reach,
+            **info,
+        )
 
 
 @pytest.mark.parametrize("side", [4, 8] if SMALL else [16, 32, 64])
@@ -127,12 +153,12 @@ def bench_cached_scaling(benchmark, side):
     torch.manual_seed(0)
     model = GatedPixelCNN(in_channels=3, levels=256, hidden_channels=48, num_layers=6).eval().to(DEVICE)
     benchmark.group = f"cached sampling time vs image size (Gated h=48, 6 layers, batch 16), {DEVICE.type}"
-    benchmark.extra_info["pixels"] = side * side
     timed(
         benchmark,
         lambda: pixelfast.sample(model, 16, size=(side, side), generator=0, method="cached", progress=False),
-        rounds=2,
-        warmup_rounds=0,
+        series="size",
+        x=side * side,
+        label=f"{side}x{side}",
     )
 
 
@@ -152,7 +178,6 @@ def bench_cpu_engine_threads(benchmark, cpu_shipped_model, threads):
     size = (6, 6) if SMALL else (28, 28)
     labels = torch.arange(THREADS_BATCH) % 10
     benchmark.group = f"CPU engine, shipped Gated MNIST model, {THREADS_BATCH}x1x{size[0]}x{size[1]}, by threads"
-    benchmark.extra_info["threads"] = threads
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -161,9 +186,10 @@ def bench_cpu_engine_threads(benchmark, cpu_shipped_model, threads):
             lambda: pixelfast.sample(
                 cpu_shipped_model, THREADS_BATCH, size=size, labels=labels, generator=0, method="cached", progress=False
             ),
-            rounds=2,
-            warmup_rounds=1,
             device=CPU,
+            series="threads",
+            x=threads,
+            label=f"{threads} thread{'s' if threads > 1 else ''}",
         )
     finally:
         torch.set_num_threads(before)

@@ -97,7 +97,7 @@ grep -E "^(FAILED|ERROR) " "$WORK/tests.log" | head -n 20 | clean
 
 # 3. The benchmarks. Each appends every median to the results file the moment it is measured, so a
 #    step stopped at its time limit loses only what it had not measured yet.
-BENCH=("${PYTEST[@]}" --benchmark-columns=median,rounds --benchmark-sort=name)
+BENCH=("${PYTEST[@]}" --benchmark-columns=min,median,rounds --benchmark-sort=name)
 export PIXELFAST_BENCH_DEVICE=cuda PIXELFAST_BENCH_RESULTS=$WORK/results.jsonl
 PIXELFAST_BENCH_BATCHES=16,256 run_step "sampling: cached vs naive vs one forward pass, batch 16 and 256" 100 \
     "$WORK/sampling.log" "${BENCH[@]}" bench/bench_sampling.py -k "(PixelCNN or shipped) and not scaling and not threads"
