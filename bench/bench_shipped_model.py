@@ -2,8 +2,9 @@
 
 A logistic-regression classifier (``pixelfast.experiments.train_logistic_classifier``) is trained on
 the 4,500 training digits; the shipped Gated PixelCNN draws 1,000 samples (100 per class, seed 0)
-at each temperature, and the fraction the classifier labels as asked is the agreement. The same
-run times the draw (cached engine) against the naive sampler's per-sub-pixel forward passes.
+at each temperature (and with classifier-free guidance 1), and the fraction the classifier labels as
+asked is the agreement. The same run times the draw (cached engine) against the naive sampler's
+per-sub-pixel forward passes.
 
 Run: ``pytest bench/bench_shipped_model.py`` (the agreement prints at the end, in the summary).
 """
@@ -21,7 +22,8 @@ from pixelfast.data import mnist_digits
 from pixelfast.experiments import class_agreement, train_logistic_classifier
 
 COUNT = 100 if SMALL else 1000
-TEMPERATURES = (1.0, 0.9, 0.8)
+# (temperature, classifier-free guidance): the model itself at three temperatures, and guided
+CASES = ((1.0, 0.0), (0.9, 0.0), (0.8, 0.0), (1.0, 1.0))
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +34,11 @@ def setup():
     return model, train_logistic_classifier(train.images, train.labels), test
 
 
-@pytest.mark.parametrize("temperature", TEMPERATURES)
-def test_shipped_model_class_agreement(benchmark, setup, temperature):
+@pytest.mark.parametrize("temperature, guidance", CASES)
+def test_shipped_model_class_agreement(benchmark, setup, temperature, guidance):
     model, classifier, test = setup
-    benchmark.group = f"shipped model: {COUNT} class-conditional samples at T={temperature}"
+    guided = f", guidance {guidance:g}" if guidance else ""
+    benchmark.group = f"shipped model: {COUNT} class-conditional samples at T={temperature}{guided}"
     result = benchmark.pedantic(
         lambda: class_agreement(
             model,
@@ -46,14 +49,15 @@ def test_shipped_model_class_agreement(benchmark, setup, temperature):
             test_images=test.images,
             test_labels=test.labels,
             progress=False,
+            guidance=guidance,
         ),
         rounds=1,
         iterations=1,
         warmup_rounds=0,
     )
     benchmark.extra_info["report"] = (
-        f"shipped model, T={temperature}: {result.fractions[temperature]:.3f} of {COUNT} samples show the asked "
-        f"digit (classifier {result.classifier_accuracy:.3f} on the held-out digits)"
+        f"shipped model, T={temperature}{guided}: {result.fractions[temperature]:.3f} of {COUNT} samples "
+        f"show the asked digit (classifier {result.classifier_accuracy:.3f} on the held-out digits)"
     )
     assert 0.0 <= result.fractions[temperature] <= 1.0
     assert result.samples[temperature].shape == (COUNT, 1, 28, 28)
