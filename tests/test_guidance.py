@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from devices import DEVICES
@@ -200,3 +202,13 @@ def test_train_init_from_a_model_without_no_class(tmp_path):
     assert grown.no_class == 10
     images = pixelfast.sample(grown, 2, guidance=1.0, generator=0, progress=False)
     assert images.shape == (2, 1, 28, 28)
+
+
+def test_a_guided_model_reads_as_its_model_and_copies():
+    model = guided_model()
+    guided = Guided(model, 1.5)
+    assert (guided.levels, guided.num_classes, guided.in_channels, guided.no_class) == (6, 3, 1, 3)
+    copied = copy.deepcopy(guided)
+    assert copied.weight == 1.5 and copied.levels == 6 and copied.model is not model
+    with pytest.raises(AttributeError):
+        guided.no_such_attribute  # noqa: B018

@@ -40,7 +40,10 @@ class Guided(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["model"], name)
+            model = self.__dict__.get("_modules", {}).get("model")
+            if model is None:  # not yet (or no longer) wrapping a model: e.g. while being copied
+                raise
+            return getattr(model, name)
 
     def check_input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
         return self.model.check_input(x, labels)
