@@ -551,3 +551,17 @@ def test_the_shipped_model_loads_scores_and_samples():
     assert pixelfast.bits_per_dim(model, held_out) < 1.4
     images = pixelfast.sample(model, 2, labels=[3, 7], generator=0, progress=False)
     assert images.shape == (2, 1, 28, 28) and images.dtype == torch.uint8
+
+
+def test_sample_with_guidance(tmp_path, capsys):
+    out = tmp_path / "guided.png"  # the shipped model was trained with class_dropout
+    assert cli.main(["sample", "--n", "10", "--guidance", "1", "--out", str(out), "--no-progress"]) == 0
+    assert out.is_file() and "guidance 1" in capsys.readouterr().out
+
+
+def test_sample_guidance_refusals(trained, tmp_path, capsys):
+    out = str(tmp_path / "x.png")
+    code = cli.main(["sample", "--checkpoint", str(trained), "--n", "10", "--guidance", "1", "--out", out])
+    one_error_line(capsys, code, "class_dropout")  # trained without a "no class" label
+    code = cli.main(["sample", "--n", "10", "--guidance", "-1", "--out", out])
+    assert code == 2 and "must be a finite number >= 0" in capsys.readouterr().err
