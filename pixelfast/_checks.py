@@ -105,6 +105,15 @@ def check_temperature(owner: str, temperature) -> float:
     return temperature
 
 
+def check_guidance(owner: str, weight) -> float:
+    """A classifier-free guidance ``weight`` as a float, finite and >= 0 (0: no guidance)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(f"{owner}: guidance must be a number >= 0, got {type(weight).__name__} {weight!r}")
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{owner}: guidance must be a finite number >= 0, got {weight!r}")
+    return float(weight)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Where ``model`` lives: its first parameter's (or buffer's) device; the CPU for an empty one."""
     for tensor in model.parameters():

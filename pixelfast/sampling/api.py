@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelfast._checks import check_color_groups, check_temperature, model_device
+from pixelfast._checks import check_color_groups, check_guidance, check_temperature, model_device
 from pixelfast.data import check_level_values
 from pixelfast.device import check_device
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.ops._library import require_library
 from pixelfast.sampling.cached import sample_cached
 from pixelfast.sampling.categorical import draw_uniforms
-from pixelfast.sampling.guidance import Guided, check_guidance
+from pixelfast.sampling.guidance import Guided
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.plan import UnsupportedModelError, check_supported
 from pixelfast.sampling.precision import full_fp32

@@ -14,10 +14,10 @@ network twice, the second copy reading the "no class" biases, with the two heads
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from pixelfast._checks import check_guidance
 
 
 class Guided(nn.Module):
@@ -52,12 +52,3 @@ class Guided(nn.Module):
         given = self.model(x, labels)
         unconditional = self.model(x, torch.full_like(labels, self.no_class))
         return (1.0 + self.weight) * given - self.weight * unconditional
-
-
-def check_guidance(owner: str, weight) -> float:
-    """``weight`` as a finite float >= 0, or a clear error."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise TypeError(f"{owner}: guidance must be a number >= 0, got {type(weight).__name__} {weight!r}")
-    if not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"{owner}: guidance must be a finite number >= 0, got {weight!r}")
-    return float(weight)
