@@ -14,7 +14,7 @@ from user_models import ConcatEluGated, EluHeadPixelCNN
 import pixelfast
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
 from pixelfast.sampling.plan import UnsupportedModelError, lower
-from pixelfast.sampling.plan_format import OP_CODES
+from pixelfast.sampling.plan_format import OP_CODES, OP_FIELDS
 
 # --- the registry's models: their plans are what they were before the traced lowering ---------
 
@@ -27,9 +27,27 @@ def deterministic(model):
     return model.double()
 
 
+# Op fields added after the digests below were recorded: at their defaults, they are left out.
+ADDED_FIELDS = ("period", "row_residue", "col_residue")
+
+
+def program_as_recorded(program: list[int]) -> list[int]:
+    """``program`` without :data:`ADDED_FIELDS`, which must hold their defaults."""
+    fields = list(OP_FIELDS)
+    drop = {fields.index(name) + 1 for name in ADDED_FIELDS}  # + 1: a record starts with its length
+    out, at = [], 0
+    while at < len(program):
+        record = program[at : at + program[at]]
+        assert [record[i] for i in sorted(drop)] == [OP_FIELDS[name] for name in ADDED_FIELDS]
+        kept = [value for i, value in enumerate(record) if i not in drop]
+        out += [len(kept), *kept[1:]]
+        at += program[at]
+    return out
+
+
 def plan_digest(plan) -> str:
     digest = hashlib.sha256()
-    digest.update(repr((plan.buffers, plan.program)).encode())
+    digest.update(repr((plan.buffers, program_as_recorded(plan.program))).encode())
     for w in plan.weights:
         digest.update(repr((w.dtype, tuple(w.shape))).encode())
         digest.update(w.contiguous().numpy().tobytes())

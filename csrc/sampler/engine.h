@@ -18,13 +18,17 @@
 namespace pixelfast {
 namespace sampler {
 
-// Buffer 0 holds the scaled image; only kSample writes it.
-constexpr int64_t kInputBuffer = 0;
-
 struct Plan {
   std::vector<Buffer> buffers;
   std::vector<Op> row_ops;
   std::vector<Op> pixel_ops;
+  int64_t mixture_components = 0;  // the most components of a kMixture op
+
+  // The doubles of scratch an image's draws and mixtures need: one per level, then four per
+  // mixture component (mixture.h).
+  int64_t scratch_doubles(int64_t levels) const {
+    return levels + kMixtureScratch * mixture_components;
+  }
 };
 
 // Decodes and validates the flat lists (TORCH_CHECK on anything inconsistent).

@@ -139,7 +139,9 @@ struct CpuEngine {
   int64_t switches_seen = 0;                    // this thread's, at the last check
   std::atomic<bool>* non_finite = nullptr;
   int64_t batch = 0;
-  // This thread's categorical draws keep their exponentials here (one per level).
+  int64_t scratch_doubles = 0;  // Plan::scratch_doubles
+  // This thread's categorical draws keep their exponentials here (one per level), its mixtures
+  // their components after them.
   mutable std::vector<double> scratch;
 
   // This thread's share [first, last) of the range [lo, hi).
@@ -202,11 +204,27 @@ struct CpuEngine {
     }
   }
 
+  // The team splits the images: each thread computes its images' logits of colour g.
+  void mixture(const Op& op, int64_t i, int64_t j, int64_t g) const {
+    const auto [b0, b1] = share(0, batch);
+    double* weights = scratch.data() + v.io.levels;
+    for (int64_t b = b0; b < b1; ++b) {
+      const MixtureAt<scalar_t> m = mixture_at(v, op, b, i, j, g);
+      scalar_t* out = mixture_out(v, op, b, i, j, g);
+      mixture_weights(m, weights);
+      mixture_joint(m, weights, out, 0, v.io.levels, 1);
+      const scalar_t norm = log_normaliser(out, v.io.levels);
+      for (int64_t l = 0; l < v.io.levels; ++l) out[l] -= norm;
+    }
+  }
+
   void run(const Op& op, int64_t i, int64_t j, int64_t g) const {
     if (op.code == kConv) {
       conv(op, i, j, g);
     } else if (op.code == kSample) {
       sample(op, i, j, g);
+    } else if (op.code == kMixture) {
+      mixture(op, i, j, g);
     } else {
       pointwise(op, i, j, g);
     }
@@ -269,7 +287,7 @@ void run_team(const CpuEngine<scalar_t>& engine) {
     mine.solo = &solo;
     mine.preemptions = &preemptions;
     mine.switches_seen = involuntary_switches();
-    mine.scratch.resize(static_cast<size_t>(engine.v.io.levels));
+    mine.scratch.resize(static_cast<size_t>(engine.scratch_doubles));
     if (mine.team == wanted) {
       mine.run_images();
     } else if (mine.rank == 0) {  // a smaller team than asked for (nested parallelism): one thread
@@ -301,6 +319,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here
     CpuEngine<scalar_t> engine{view.view};
     engine.batch = p.image.size(0);
+    engine.scratch_doubles = p.plan.scratch_doubles(levels);
     std::atomic<bool> non_finite{false};
     engine.non_finite = &non_finite;
     run_team(engine);

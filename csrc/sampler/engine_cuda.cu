@@ -16,6 +16,7 @@ namespace sampler {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr size_t kMaxSharedBytes = 48 * 1024;  // dynamic shared memory without an opt-in
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
@@ -31,7 +32,11 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
-    const size_t shared_bytes = static_cast<size_t>(levels) * sizeof(double);
+    const size_t shared_bytes =
+        static_cast<size_t>(p.plan.scratch_doubles(levels)) * sizeof(double);
+    TORCH_CHECK(shared_bytes <= kMaxSharedBytes, "sample_cached: the CUDA engine keeps ",
+                p.plan.scratch_doubles(levels), " doubles per image in shared memory, at most ",
+                kMaxSharedBytes / sizeof(double), " (fewer levels or mixture components)");
     engine_kernel<scalar_t>
         <<<static_cast<unsigned int>(p.image.size(0)), kThreads, shared_bytes,
            c10::cuda::getCurrentCUDAStream()>>>(d.view, error.mutable_data_ptr<int>());

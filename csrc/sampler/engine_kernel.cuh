@@ -6,8 +6,8 @@
 // synchronisation, no launch per step. Device code only (no ATen/c10): engine_cuda.cu launches it,
 // and the tests compile it on the host under the CUDA emulation (tests/emulation).
 //
-// Launch: grid = batch, any block size, dynamic shared memory = levels doubles (the draw's
-// exponentials).
+// Launch: grid = batch, any block size, dynamic shared memory = Plan::scratch_doubles (the draw's
+// exponentials, then the mixture's components).
 #pragma once
 
 #include <cstdint>
@@ -60,6 +60,24 @@ __device__ void sample_op(const EngineView<T>& v, const Op& op, int64_t b, int64
   }
 }
 
+// The mixture of colour g: thread 0 computes the components' weights (in scratch, after the
+// draw's exponentials), every thread its share of the levels, thread 0 the normaliser.
+template <typename T>
+__device__ void mixture_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
+                           int64_t g, double* scratch) {
+  const MixtureAt<T> m = mixture_at(v, op, b, i, j, g);
+  T* out = mixture_out(v, op, b, i, j, g);
+  double* weights = scratch + v.io.levels;
+  if (threadIdx.x == 0) mixture_weights(m, weights);
+  __syncthreads();
+  mixture_joint(m, weights, out, threadIdx.x, v.io.levels, blockDim.x);
+  __syncthreads();
+  if (threadIdx.x == 0) scratch[0] = double(log_normaliser(out, v.io.levels));
+  __syncthreads();
+  const T norm = T(scratch[0]);
+  for (int64_t l = threadIdx.x; l < v.io.levels; l += blockDim.x) out[l] -= norm;
+}
+
 template <typename T>
 __global__ void engine_kernel(EngineView<T> v, int* error) {
   PF_DYNAMIC_SHARED(double, scratch);
@@ -71,6 +89,8 @@ __global__ void engine_kernel(EngineView<T> v, int* error) {
           conv_op(v, op, b, r, j, g);
         } else if (op.code == kSample) {
           sample_op(v, op, b, r, j, g, scratch, error);
+        } else if (op.code == kMixture) {
+          mixture_op(v, op, b, r, j, g, scratch);
         } else {
           pointwise_elements(pointwise_operands(v, op, b, r, j, g), threadIdx.x, group_width(v, op),
                              blockDim.x);

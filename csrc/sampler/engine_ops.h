@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "../common/host_device.h"
+#include "mixture.h"
 #include "plan.h"
 #include "pointwise.h"
 
@@ -37,7 +38,9 @@ struct EngineView {
 // ---- the raster loop
 
 // Image row by image row: the row phase (plan.h), then for every pixel and colour sub-step g
-// every pixel-phase op; run(op, r, j, g) runs one op, after_pixel(i, j) returns false to stop.
+// every pixel-phase op that runs there (runs_at); run(op, r, j, g) runs one op, after_pixel(i, j)
+// returns false to stop. An op of one group in an RGB plan runs once per pixel, at sub-step 0: it
+// does not read the pixel's colours (PixelCNN++'s network, whose colours meet in the mixture).
 #if defined(__CUDACC__)
 #pragma nv_exec_check_disable
 #endif
@@ -47,7 +50,10 @@ PF_HD void run_raster(const EngineView<T>& v, Run&& run, AfterPixel&& after_pixe
     run_row_phase(v.row_ops, v.num_row_ops, i, v.io.width, run);
     for (int64_t j = 0; j < v.io.width; ++j) {
       for (int64_t g = 0; g < v.io.channels; ++g) {
-        for (int64_t o = 0; o < v.num_pixel_ops; ++o) run(v.pixel_ops[o], i, j, g);
+        for (int64_t o = 0; o < v.num_pixel_ops; ++o) {
+          const Op& op = v.pixel_ops[o];
+          if (g < op.groups && runs_at(op, i, j)) run(op, i, j, g);
+        }
       }
       if (!after_pixel(i, j)) return;
     }
@@ -115,7 +121,7 @@ PF_HD void centre_product(const EngineView<T>& v, const Op& op, int64_t b, int64
   if (prefix > 0) product(v.at(op.src, b, i, j), v.weights[op.centre_weight], prefix);
 }
 
-// ---- pointwise ops (relu, elu, add, mul, gate, class bias, LSTM cell, concat_elu, cat) of one
+// ---- pointwise ops (relu, elu, add, mul, gates, class bias, LSTM cell, concat_elu, cat) of one
 // group at one position
 
 template <typename T>
@@ -160,6 +166,7 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
       p.in = i + op.src_dy >= 0 ? v.at(op.src, b, i + op.src_dy, j) + g * p.n : nullptr;
       break;
     case kGate:
+    case kSigmoidGate:
       p.in = v.at(op.src, b, i, j) + g * 2 * p.n;
       break;
     case kClassBias:
@@ -208,6 +215,9 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       break;
     case kGate:
       for (int64_t t = t0; t < t1; t += step) p.out[t] = gate(p.in[t], p.in[p.n + t]);
+      break;
+    case kSigmoidGate:
+      for (int64_t t = t0; t < t1; t += step) p.out[t] = sigmoid_gate(p.in[t], p.in[p.n + t]);
       break;
     case kClassBias:
     case kCondition:
@@ -270,6 +280,31 @@ PF_HD void store_level(const EngineView<T>& v, const Op& op, int64_t b, int64_t 
                        int64_t g, int64_t level) {
   v.io.image_out[sub_pixel_index(v.io, b, g, i, j)] = level;
   v.at(op.dst, b, i, j)[g] = scale_level<T>(level, v.io.levels);
+}
+
+// ---- the logistic mixture (kMixture) of colour g at (i, j) of image b (mixture.h)
+
+// The pixel's parameters (src), scaled colours (buffer 0) and levels (the output image).
+template <typename T>
+PF_HD MixtureAt<T> mixture_at(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
+                              int64_t g) {
+  MixtureAt<T> m;
+  m.params = v.at(op.src, b, i, j);
+  m.pixel = v.at(kInputBuffer, b, i, j);
+  m.level = v.io.image_out + sub_pixel_index(v.io, b, 0, i, j);
+  m.level_stride = v.io.height * v.io.width;
+  m.channels = v.io.channels;
+  m.components = v.buffers[op.src].channels / mixture_channels(v.io.channels, 1);
+  m.levels = v.io.levels;
+  m.g = g;
+  return m;
+}
+
+// Where colour g's logits go: its group of dst.
+template <typename T>
+PF_HD T* mixture_out(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
+                     int64_t g) {
+  return v.at(op.dst, b, i, j) + g * v.io.levels;
 }
 
 }  // namespace sampler

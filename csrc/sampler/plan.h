@@ -42,7 +42,9 @@ constexpr int kMaxSegments = 8;
   X(kElu, elu, 9)               /* dst[g] = elu(src[g]) (alpha 1: x, or exp(x) - 1 below zero) */    \
   X(kMul, mul, 10)              /* dst[g] *= src[g] */                                               \
   X(kConcatElu, concat_elu, 11) /* dst = elu([src, -src]), twice src's channels; one group */        \
-  X(kCat, cat, 12)              /* dst = [src, cell]: src's channels, then buffer cell's; one group */
+  X(kCat, cat, 12)              /* dst = [src, cell]: src's channels, then buffer cell's; one group */ \
+  X(kSigmoidGate, sigmoid_gate, 13) /* dst[g] = a * sigmoid(b), src group g = [a, b] */              \
+  X(kMixture, mixture, 14)      /* dst[g] = colour g's level log-probabilities (mixture.h) */
 // clang-format on
 
 #define PIXELFAST_PHASES(X) X(kRowPhase, row, 0) X(kPixelPhase, pixel, 1)
@@ -53,6 +55,9 @@ enum OpCode : int32_t { PIXELFAST_OP_CODES(PIXELFAST_ENUMERATOR) };
 enum Phase : int32_t { PIXELFAST_PHASES(PIXELFAST_ENUMERATOR) };
 enum CentreMask : int32_t { PIXELFAST_CENTRES(PIXELFAST_ENUMERATOR) };
 #undef PIXELFAST_ENUMERATOR
+
+// Buffer 0 holds the scaled image; only kSample writes it.
+constexpr int64_t kInputBuffer = 0;
 
 struct Buffer {
   int64_t channels;
@@ -86,6 +91,9 @@ struct Buffer {
   X(int64_t, cell)          /* kLstmCell: the cell-state buffer; kCat: the second source */      \
   X(int64_t, prev_dy)       /* kLstmCell: the previous cell state's row, relative to r */        \
   X(int64_t, prev_dx)       /* kLstmCell: and its column, relative to j */                       \
+  X(int64_t, period)        /* runs only where r % period == row_residue and j % period == ... */ \
+  X(int64_t, row_residue)                                                                        \
+  X(int64_t, col_residue)   /* ... col_residue: a map at 1/period of the size (runs_at) */      \
   X(int64_t, num_segments)  /* kConv: how many of segments[] are used */
 // clang-format on
 
@@ -116,6 +124,13 @@ struct EngineIO {
   T* logits_out;       // [B, levels, C, H, W], or null
 };
 
+// Where an op runs. A map at 1/s of the image's size (PixelCNN++'s U-net) is stored at full-size
+// coordinates, its position (i, j) at (s i, s j), and its ops have period s: they run at those
+// positions only. A stride-2 transposed conv is four ops of period 2s, one per residue.
+PF_HD bool runs_at(const Op& op, int64_t r, int64_t j) {
+  return op.period == 1 || (r % op.period == op.row_residue && j % op.period == op.col_residue);
+}
+
 // Row-phase ops run in runs: a run of consecutive reversed ops is one right-to-left scan, executed
 // column by column (each column's ops read the column to its right); any other op is a run of its
 // own, executed for every column before the next op reads them. Returns the end of the run at o.
@@ -138,14 +153,14 @@ PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width,
     const Op& first = ops[o];
     const int64_t r = i + first.row_offset;
     if (r >= 0) {
-      if (first.reverse) {  // a right-to-left scan: its ops column by column
+      if (first.reverse) {  // a right-to-left scan: its ops column by column (period 1)
         for (int64_t j = width - 1; j >= 0; --j) {
           for (int64_t q = o; q < end; ++q) {
             for (int64_t g = 0; g < ops[q].groups; ++g) run(ops[q], r, j, g);
           }
         }
-      } else {  // every column of one op before the next reads them
-        for (int64_t j = 0; j < width; ++j) {
+      } else if (r % first.period == first.row_residue) {  // every column of one op before the
+        for (int64_t j = first.col_residue; j < width; j += first.period) {  // next reads them
           for (int64_t g = 0; g < first.groups; ++g) run(first, r, j, g);
         }
       }

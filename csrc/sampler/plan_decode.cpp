@@ -8,6 +8,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <vector>
@@ -45,8 +46,12 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
     TORCH_CHECK(seg.cols >= 1 && seg.dx >= -src.pad && seg.dx + seg.cols - 1 <= src.pad,
                 "sample_cached: segment columns [", seg.dx, ", ", seg.dx + seg.cols,
                 ") exceed the source's padding ", src.pad);
-    TORCH_CHECK(op.phase == kRowPhase || seg.dy < 0 || seg.dx + seg.cols <= 0,
-                "sample_cached: a pixel-phase conv may not read the current pixel or later ones");
+    // One that runs once per pixel (one group) may read the current position of a map the ops
+    // before it wrote; the image's current pixel is drawn after it.
+    const bool reads_current = op.groups == 1 && op.src != kInputBuffer;
+    TORCH_CHECK(op.phase == kRowPhase || seg.dy < 0 || seg.dx + seg.cols <= (reads_current ? 1 : 0),
+                "sample_cached: a pixel-phase conv may not read ",
+                reads_current ? "later pixels" : "the current pixel or later ones");
     TORCH_CHECK(seg.weight >= 0 && seg.weight < static_cast<int64_t>(weights.size()),
                 "sample_cached: weight index out of range");
     TORCH_CHECK(seg.cols * src.channels <= kMaxInt, "sample_cached: a segment of ",
@@ -129,9 +134,22 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     TORCH_CHECK(!reads_source || (op.src >= 0 && op.src < num_buffers),
                 "sample_cached: op source out of range");
     TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
-    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels,
+    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels || op.groups == 1,
                 "sample_cached: a pixel-phase op must have one group per colour (", channels,
-                "), got ", op.groups);
+                ") or one group (once per pixel), got ", op.groups);
+    const bool per_colour = op.code == kSample || op.code == kMixture || op.code == kCondition;
+    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels || !per_colour,
+                "sample_cached: sample, mixture and condition ops must have one group per colour (",
+                channels, "), got ", op.groups);
+    TORCH_CHECK(op.phase == kRowPhase || op.groups == channels || op.centre == kNoCentre,
+                "sample_cached: a conv run once per pixel may not read the pixel's colours (a "
+                "centre tap)");
+    TORCH_CHECK(op.period >= 1 && op.row_residue >= 0 && op.row_residue < op.period &&
+                    op.col_residue >= 0 && op.col_residue < op.period,
+                "sample_cached: bad period ", op.period, " with residues ", op.row_residue, ", ",
+                op.col_residue);
+    TORCH_CHECK(op.period == 1 || op.reverse == 0,
+                "sample_cached: a right-to-left scan runs at every position (period 1)");
     TORCH_CHECK(
         op.row_offset <= 0 && (op.phase == kRowPhase || (op.row_offset == 0 && op.reverse == 0)),
         "sample_cached: only row-phase ops may run on an earlier row or in reverse");
@@ -170,10 +188,24 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         break;
       }
       case kGate:
+      case kSigmoidGate:
         TORCH_CHECK(
             plan.buffers[op.src].channels == 2 * dst.channels && dst.channels % op.groups == 0,
             "sample_cached: gate needs a source of twice the destination's channels");
         break;
+      case kMixture: {
+        const int64_t per_component = mixture_channels(channels, 1);
+        const int64_t params = plan.buffers[op.src].channels;
+        TORCH_CHECK(op.phase == kPixelPhase && params % per_component == 0,
+                    "sample_cached: a mixture is a pixel-phase op whose source holds ",
+                    per_component, " channels per component for ", channels, " colour(s), got ",
+                    params);
+        TORCH_CHECK(dst.channels == channels * levels && op.dst != kInputBuffer,
+                    "sample_cached: a mixture writes channels * levels = ", channels * levels,
+                    " logits, its destination has ", dst.channels);
+        plan.mixture_components = std::max(plan.mixture_components, params / per_component);
+        break;
+      }
       case kClassBias: {
         TORCH_CHECK(has_labels,
                     "sample_cached: the plan has class biases but no labels were given");

@@ -27,6 +27,12 @@ PF_HD_INLINE T gate(T a, T b) {
   return tanh_(a) * sigmoid(b);
 }
 
+// The gated residual of PixelCNN++: a * sigmoid(b).
+template <typename T>
+PF_HD_INLINE T sigmoid_gate(T a, T b) {
+  return a * sigmoid(b);
+}
+
 // The LSTM cell of channel t of group g (m channels per group): gates [i, f, o, g] at gates[0],
 // gates[m], gates[2m], gates[3m]; returns the new cell state and writes the hidden state. The
 // training-time scans' cell (lstm/cell.h); the activated gates it also returns are not needed here.

@@ -17,6 +17,7 @@ format of :mod:`pixelfast.sampling.plan_format`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +27,6 @@ from torch import nn
 from pixelfast.models.base import PixelModel
 from pixelfast.models.gated_pixelcnn import GatedPixelCNN
 from pixelfast.models.pixelcnn import PixelCNN
-from pixelfast.models.pixelcnn_plus_plus import PixelCNNPlusPlus
 from pixelfast.models.pixelrnn import PixelRNN, PixelRNNBlock
 from pixelfast.models.super_resolution import SuperResolution
 from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
@@ -71,6 +71,8 @@ class PlanBuilder:
         self.logit_scale = 1.0
         self.head_logits: list[int] | None = None
         self.forced_label: int | None = None
+        # Where the ops written now run: (period, row residue, column residue); see on_grid.
+        self.grid = (1, 0, 0)
 
     # --- buffers and weights -------------------------------------------------------------------
 
@@ -89,10 +91,26 @@ class PlanBuilder:
         buffer[1] = max(buffer[1], 1 - dy - row_offset)
         buffer[2] = max(buffer[2], -dx, dx + cols - 1)
 
+    @contextlib.contextmanager
+    def on_grid(self, period: int, row_residue: int = 0, col_residue: int = 0):
+        """The ops written inside run only at positions ``(r, j)`` with ``r % period == row_residue``
+        and ``j % period == col_residue``: a map at ``1 / period`` of the image's size, stored at
+        full-size coordinates (see PixelCNN++'s lowering)."""
+        saved, self.grid = self.grid, (period, row_residue, col_residue)
+        try:
+            yield
+        finally:
+            self.grid = saved
+
     def _op(self, name: str, phase: int, dst: int, src: int, groups: int, segments=(), **fields) -> None:
         """Append op ``name``; the header fields it leaves out take plan_format's defaults."""
         if len(segments) > MAX_SEGMENTS:
-            raise UnsupportedModelError(f"a kernel with {len(segments)} rows exceeds the engine's {MAX_SEGMENTS}")
+            raise UnsupportedModelError(
+                f"a kernel with {len(segments)} runs of taps exceeds the engine's {MAX_SEGMENTS}"
+            )
+        period, row_residue, col_residue = self.grid
+        if period != 1:
+            fields = dict(period=period, row_residue=row_residue, col_residue=col_residue, **fields)
         self.plan.program.extend(encode_op(name, segments, phase=phase, dst=dst, src=src, groups=groups, **fields))
 
     # --- ops -----------------------------------------------------------------------------------
@@ -221,6 +239,15 @@ class PlanBuilder:
     def gate(self, dst, src, groups, phase=PIXEL):
         self._op("gate", phase, dst, src, groups)
 
+    def sigmoid_gate(self, dst, src, groups, phase=PIXEL):
+        """``dst = a * sigmoid(b)`` for ``src`` = ``[a, b]`` per group (PixelCNN++'s gated residual)."""
+        self._op("sigmoid_gate", phase, dst, src, groups)
+
+    def mixture(self, logits, params, channels):
+        """``logits``' group ``g`` = colour ``g``'s level log-probabilities under the discretized
+        logistic mixture ``params``, given the pixel's colours drawn before it."""
+        self._op("mixture", PIXEL, logits, params, channels)
+
     def class_bias(self, dst, embedding: nn.Embedding, groups, phase=PIXEL, row_offset=0, reverse=False):
         table = embedding.weight
         if self.forced_label is not None:  # every label reads the forced row
@@ -316,29 +343,12 @@ def _models_lowered_from_layers() -> list[type]:
     return [kind for kind, entry in LOWERINGS.items() if issubclass(kind, PixelModel) and entry.check is None]
 
 
-# pixelfast's own models the engine has no lowering for yet, refused by name (and why) before any
-# layer walk or trace; a subclass too.
-NOT_LOWERED: dict[type, str] = {
-    PixelCNNPlusPlus: "its strided U-net of shifted convolutions and its logistic-mixture output have no lowering yet",
-}
-
-
-def _refuse_not_lowered(model: nn.Module) -> None:
-    for kind, reason in NOT_LOWERED.items():
-        if isinstance(model, kind):
-            raise UnsupportedModelError(
-                f"the cached engine cannot run {type(model).__name__}: {reason}; use method='naive'"
-            )
-
-
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedModelError` naming the model or the first layer the engine cannot run.
 
-    A model the registry knows is checked by its layers; one of :data:`NOT_LOWERED` is refused by
-    name; any other by lowering a trace of its ``forward`` (:mod:`pixelfast.sampling.plan_fx`), which
-    names the first op it cannot run.
+    A model the registry knows is checked by its layers; any other by lowering a trace of its
+    ``forward`` (:mod:`pixelfast.sampling.plan_fx`), which names the first op it cannot run.
     """
-    _refuse_not_lowered(model)
     kind = type(model)
     entry = LOWERINGS.get(kind) if _is_registered_model(kind) else None
     if entry is None:
@@ -369,7 +379,6 @@ def lower(model: nn.Module) -> Plan:
     Models the registry knows are lowered by their registered lowering; any other ``nn.Module`` by a
     trace of its ``forward`` (see :func:`pixelfast.sampling.plan_fx.lower_traced` for what it must be).
     """
-    _refuse_not_lowered(model)
     kind = type(model)
     if not _is_registered_model(kind):
         from pixelfast.sampling.plan_fx import lower_traced
@@ -583,3 +592,7 @@ def _lower_guided(model: Guided, b: PlanBuilder) -> None:
     groups = model.model.color_groups
     b.add(given, unconditional, groups)
     b.sample(given, groups)
+
+
+# PixelCNN++'s lowering lives in its own module; importing it registers it.
+from pixelfast.sampling import plan_pixelcnn_plus_plus  # noqa: E402, F401

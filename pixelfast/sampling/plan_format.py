@@ -23,6 +23,8 @@ OP_CODES = {
     "mul": 10,
     "concat_elu": 11,
     "cat": 12,
+    "sigmoid_gate": 13,
+    "mixture": 14,
 }
 PHASES = {"row": 0, "pixel": 1}  # PIXELFAST_PHASES
 CENTRES = {"none": 0, "a": 1, "b": 2}  # PIXELFAST_CENTRES: the centre tap's colour mask
@@ -47,6 +49,9 @@ OP_FIELDS = {
     "cell": -1,
     "prev_dy": 0,
     "prev_dx": 0,
+    "period": 1,
+    "row_residue": 0,
+    "col_residue": 0,
     "num_segments": None,
 }
 SEGMENT_FIELDS = ("dy", "dx", "cols", "weight")  # PIXELFAST_SEGMENT_FIELDS

@@ -33,8 +33,8 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
                                       static_cast<uint64_t>(seed));
     pf_emu::launch(dim3(static_cast<unsigned>(p.image.size(0))),
                    dim3(static_cast<unsigned>(threads)),
-                   static_cast<size_t>(levels) * sizeof(double), engine_kernel<scalar_t>, d.view,
-                   error.mutable_data_ptr<int>());
+                   static_cast<size_t>(p.plan.scratch_doubles(levels)) * sizeof(double),
+                   engine_kernel<scalar_t>, d.view, error.mutable_data_ptr<int>());
   });
   TORCH_CHECK(error.item<int>() == 0,
               "sample_cached: the model produced non-finite logits (NaN or inf)");
