@@ -19,7 +19,7 @@ from pixelfast.checkpoint import load_checkpoint, load_model
 from pixelfast.evaluate import log_prob
 from pixelfast.models import MODELS, PixelCNNPlusPlus, PixelCNNPlusPlusConfig, build_model
 from pixelfast.models.pixelcnn_plus_plus import PRESETS
-from pixelfast.nn import logistic_mixture_logits
+from pixelfast.nn import logistic_mixture_logits, logistic_mixture_nll
 from pixelfast.nn.logistic_mixture import mixture_channels
 
 
@@ -179,6 +179,29 @@ def test_each_conditional_is_a_ratio_of_the_papers_joints_and_sums_to_one(channe
     chain = logits.gather(1, x.unsqueeze(1)).squeeze(1).sum(dim=1)
     joint = -discretized_mix_logistic_nll_ref(params, x, levels, k)
     torch.testing.assert_close(chain, joint, rtol=1e-6, atol=1e-4 if scale > 1 else 1e-9)
+
+
+@pytest.mark.parametrize("channels, levels", [(1, 256), (3, 256), (3, 5), (1, 2), (3, 2)])
+@pytest.mark.parametrize("scale", [0.5, 3.0, 40.0])
+def test_the_training_loss_is_the_papers_at_the_observed_levels(channels, levels, scale):
+    # logistic_mixture_nll (what PixelCNNPlusPlus.loss trains on) evaluates only the observed bins:
+    # it must be the reference's -log p(pixel), first and last levels and thin bins included, and its
+    # gradient the cross entropy's wherever the bins sum to one.
+    k, b, h, w = 3, 3, 4, 3
+    params = random_params(b, channels, h, w, k, scale=scale, seed=levels + channels)
+    x = levels_image(b, channels, h, w, levels=levels, seed=6)
+    x[0, :, 0, 0], x[0, :, 0, 1] = 0, levels - 1  # both open-ended bins, in every colour
+    nll = logistic_mixture_nll(params, scaled(x, levels), levels, k)
+    assert nll.shape == (b, h, w)
+    torch.testing.assert_close(nll, discretized_mix_logistic_nll_ref(params, x, levels, k), rtol=1e-12, atol=1e-12)
+    if scale < 1:  # no thin bins: the summed cross entropy of the logits, and its gradient
+        p1, p2 = params.clone().requires_grad_(), params.clone().requires_grad_()
+        fast = logistic_mixture_nll(p1, scaled(x, levels), levels, k).sum()
+        slow = F.cross_entropy(logistic_mixture_logits(p2, scaled(x, levels), levels, k), x, reduction="sum")
+        fast.backward()
+        slow.backward()
+        torch.testing.assert_close(fast, slow, rtol=1e-10, atol=0)
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-7, atol=1e-9)
 
 
 def test_the_coupling_moves_green_by_red_and_blue_by_red_and_green():

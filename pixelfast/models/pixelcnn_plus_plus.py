@@ -139,6 +139,13 @@ class PixelCNNPlusPlus(PixelModel):
         x, labels = self.prepare(x, labels)
         return self.head(self._features(x, labels), x)
 
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training objective, the mean cross entropy per sub-pixel of ``forward(x, labels)``,
+        computed as the paper does: the mixture at the observed levels only
+        (:func:`~pixelfast.nn.logistic_mixture.logistic_mixture_nll`), not at every level."""
+        x, labels = self.prepare(x, labels)
+        return self.head.nll(self._features(x, labels), x).sum() / x.numel()
+
     def mixture_params(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The mixture's raw parameters ``[B, P, H, W]`` for ``x``, as the head lays them out (see
         :func:`pixelfast.nn.logistic_mixture.logistic_mixture_logits`)."""

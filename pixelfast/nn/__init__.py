@@ -3,7 +3,7 @@
 from pixelfast.nn.gated import GatedActivation, GatedBlock, HorizontalConv2d, VerticalConv2d
 from pixelfast.nn.gated_resnet import GatedResNet, concat_elu
 from pixelfast.nn.head import OutputHead
-from pixelfast.nn.logistic_mixture import DiscretizedLogisticMixture, logistic_mixture_logits
+from pixelfast.nn.logistic_mixture import DiscretizedLogisticMixture, logistic_mixture_logits, logistic_mixture_nll
 from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
@@ -33,4 +33,5 @@ __all__ = [
     "concat_elu",
     "DiscretizedLogisticMixture",
     "logistic_mixture_logits",
+    "logistic_mixture_nll",
 ]

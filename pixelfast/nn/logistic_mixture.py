@@ -69,29 +69,68 @@ def logistic_mixture_logits(params: torch.Tensor, x: torch.Tensor, levels: int, 
 
 
 def _logits(params: torch.Tensor, x: torch.Tensor, levels: int, k: int) -> torch.Tensor:
-    channels = x.shape[1]
-    log_pi = F.log_softmax(params[:, :k], dim=1)  # [B, K, H, W]
-    means = params[:, k : k + channels * k].unflatten(1, (channels, k))  # [B, C, K, H, W]
-    log_scales = params[:, k + channels * k : k + 2 * channels * k].unflatten(1, (channels, k))
-    if channels == 3:
-        alpha, beta, gamma = torch.tanh(params[:, k + 2 * channels * k :].unflatten(1, (3, k))).unbind(1)
-        r, g = x[:, 0:1], x[:, 1:2]  # broadcast over the components
-        means = torch.stack([means[:, 0], means[:, 1] + alpha * r, means[:, 2] + beta * r + gamma * g], dim=1)
+    log_pi, means, log_scales = _unpack(params, x, k)
     log_p = bin_log_probs(means, log_scales, levels)  # [B, C, K, L, H, W]
     # Each component's log-probability of the pixel's earlier colours, as they are in x.
-    index = ((x.detach() + 1) * ((levels - 1) / 2)).round().long().clamp(0, levels - 1)  # [B, C, H, W]
-    observed = log_p.gather(3, index[:, :, None, None].expand(-1, -1, k, 1, -1, -1)).squeeze(3)  # [B, C, K, H, W]
+    observed = log_p.gather(3, _level_index(x, levels)[:, :, None, None].expand(-1, -1, k, 1, -1, -1)).squeeze(3)
     earlier = torch.cat([torch.zeros_like(observed[:, :1]), observed[:, :-1].cumsum(dim=1)], dim=1)
     weights = log_pi[:, None] + earlier  # log pi_k P_k(x_<c): the unnormalised posterior over components
     joint = torch.logsumexp(weights[:, :, :, None] + log_p, dim=2)  # [B, C, L, H, W]
     return F.log_softmax(joint, dim=2).transpose(1, 2)
 
 
-def bin_log_probs(means: torch.Tensor, log_scales: torch.Tensor, levels: int) -> torch.Tensor:
-    """``log P(level l)`` of each logistic ``[..., K, H, W]``: ``[..., K, levels, H, W]``."""
-    centres = torch.arange(levels, device=means.device, dtype=means.dtype) * (2.0 / (levels - 1)) - 1.0
-    centred = centres.view(levels, 1, 1) - means.unsqueeze(-3)
-    log_scales = log_scales.clamp(min=MIN_LOG_SCALE).unsqueeze(-3)
+def logistic_mixture_nll(params: torch.Tensor, x: torch.Tensor, levels: int, num_mix: int) -> torch.Tensor:
+    """``-log p(pixel)`` in nats ``[B, H, W]``: the paper's loss, ``-log sum_k pi_k prod_c P_ck(x_c)``,
+    evaluated at the observed levels only (``K C`` bins per pixel instead of the logits' ``K C L``).
+
+    Its sum over the pixels is the sum of ``cross_entropy(logistic_mixture_logits(...), x)`` over the
+    sub-pixels wherever each component's bins sum to one, which they do but for the thin bins'
+    approximation (a change far below float32's resolution of the loss); training uses it for speed.
+    Arguments as :func:`logistic_mixture_logits`, ``x`` scaled to [-1, 1].
+    """
+    b, channels, height, width = x.shape
+    expected = mixture_channels(channels, num_mix)
+    if params.dim() != 4 or tuple(params.shape) != (b, expected, height, width):
+        raise ValueError(
+            f"logistic_mixture_nll: params must be [{b}, {expected}, {height}, {width}] for {channels} "
+            f"colour(s) and {num_mix} components, got {tuple(params.shape)}"
+        )
+    dtype = torch.promote_types(params.dtype, torch.float32)
+    with torch.autocast(params.device.type, enabled=False):
+        params, x = params.to(dtype), x.to(dtype)
+        log_pi, means, log_scales = _unpack(params, x, num_mix)
+        index = _level_index(x, levels)[:, :, None]  # [B, C, 1, H, W]
+        centred = (index.to(means.dtype) * (2.0 / (levels - 1)) - 1.0) - means
+        plus, minus, inner = _bin_parts(centred, log_scales.clamp(min=MIN_LOG_SCALE), levels)
+        first = plus - F.softplus(plus)  # level 0: the bin runs down to -inf
+        last = -F.softplus(minus)  # the top level: up to +inf
+        log_p = torch.where(index == 0, first, torch.where(index == levels - 1, last, inner))  # [B, C, K, H, W]
+        return -torch.logsumexp(log_pi + log_p.sum(dim=1), dim=1)
+
+
+def _unpack(params: torch.Tensor, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log pi [B, K, H, W]``, the means (moved by the earlier colours for RGB) and the log-scales
+    ``[B, C, K, H, W]``."""
+    channels = x.shape[1]
+    log_pi = F.log_softmax(params[:, :k], dim=1)
+    means = params[:, k : k + channels * k].unflatten(1, (channels, k))
+    log_scales = params[:, k + channels * k : k + 2 * channels * k].unflatten(1, (channels, k))
+    if channels == 3:
+        alpha, beta, gamma = torch.tanh(params[:, k + 2 * channels * k :].unflatten(1, (3, k))).unbind(1)
+        r, g = x[:, 0:1], x[:, 1:2]  # broadcast over the components
+        means = torch.stack([means[:, 0], means[:, 1] + alpha * r, means[:, 2] + beta * r + gamma * g], dim=1)
+    return log_pi, means, log_scales
+
+
+def _level_index(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """The levels of ``x`` scaled to [-1, 1], as int64."""
+    return ((x.detach() + 1) * ((levels - 1) / 2)).round().long().clamp(0, levels - 1)
+
+
+def _bin_parts(centred: torch.Tensor, log_scales: torch.Tensor, levels: int) -> tuple:
+    """For bins of ``levels`` ``centred`` on (centre - mean): the scaled upper and lower edges, and
+    the log-mass of an inner bin (the CDF difference, or the centre density times the width where
+    that difference is under :data:`THIN_BIN`)."""
     inv_scale = torch.exp(-log_scales)
     half = 1.0 / (levels - 1)  # half a bin
     plus = inv_scale * (centred + half)
@@ -99,7 +138,15 @@ def bin_log_probs(means: torch.Tensor, log_scales: torch.Tensor, levels: int) ->
     mid = inv_scale * centred
     log_mid_mass = mid - log_scales - 2.0 * F.softplus(mid) - math.log((levels - 1) / 2)  # density x width
     delta = torch.sigmoid(plus) - torch.sigmoid(minus)
-    inner = torch.where(delta > THIN_BIN, torch.log(delta.clamp(min=1e-12)), log_mid_mass)
+    return plus, minus, torch.where(delta > THIN_BIN, torch.log(delta.clamp(min=1e-12)), log_mid_mass)
+
+
+def bin_log_probs(means: torch.Tensor, log_scales: torch.Tensor, levels: int) -> torch.Tensor:
+    """``log P(level l)`` of each logistic ``[..., K, H, W]``: ``[..., K, levels, H, W]``."""
+    centres = torch.arange(levels, device=means.device, dtype=means.dtype) * (2.0 / (levels - 1)) - 1.0
+    centred = centres.view(levels, 1, 1) - means.unsqueeze(-3)
+    log_scales = log_scales.clamp(min=MIN_LOG_SCALE).unsqueeze(-3)
+    plus, minus, inner = _bin_parts(centred, log_scales, levels)
     first = plus[..., :1, :, :] - F.softplus(plus[..., :1, :, :])  # log CDF(upper edge of bin 0)
     last = -F.softplus(minus[..., -1:, :, :])  # log (1 - CDF(lower edge of the last bin))
     return torch.cat([first, inner[..., 1:-1, :, :], last], dim=-3)
@@ -125,6 +172,10 @@ class DiscretizedLogisticMixture(nn.Module):
     def forward(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, levels, C, H, W]``; ``x``: the image scaled to [-1, 1]."""
         return logistic_mixture_logits(self.params(features), x, self.levels, self.num_mix)
+
+    def nll(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``-log p(pixel)`` in nats ``[B, H, W]`` (:func:`logistic_mixture_nll`); ``x`` scaled to [-1, 1]."""
+        return logistic_mixture_nll(self.params(features), x, self.levels, self.num_mix)
 
     def extra_repr(self) -> str:
         return f"image_channels={self.image_channels}, levels={self.levels}, num_mix={self.num_mix}"
