@@ -123,7 +123,8 @@ def series_table(name: str, line: br.Series) -> list[str]:
 def render(runs: list[dict], results: list[dict], allow_small: bool = False) -> str:
     """The markdown between the markers, from one run's description and results."""
     run = one_run(runs, results, allow_small)
-    where = f"{run['cpu']} ({run['cores']} cores)"
+    capability = f", {run['cpu_capability']}" if run.get("cpu_capability") else ""
+    where = f"{run['cpu']} ({run['cores']} cores{capability})"
     if run.get("gpu"):
         where += f" and {run['gpu']}"
     commit = f", commit {run['commit']}" if run.get("commit") else ""
