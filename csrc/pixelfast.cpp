@@ -47,6 +47,11 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def("sampler_solo_runs() -> int", &pixelfast::sampler::sampler_solo_runs);
   // The preemptions within one row after which the team goes on alone; returns the previous one.
   m.def("sampler_solo_after(int preemptions) -> int", &pixelfast::sampler::sampler_solo_after);
+  // How many CPU engine calls split the batch by image, and the weight size below which they do
+  // (returns the previous one): lets a test force either split.
+  m.def("sampler_image_split_runs() -> int", &pixelfast::sampler::sampler_image_split_runs);
+  m.def("sampler_split_images_below(int bytes) -> int",
+        &pixelfast::sampler::sampler_split_images_below);
   // The plan format the engine decodes (csrc/sampler/plan.h's lists), for plan.py's check.
   m.def("sampler_plan_format() -> str", &pixelfast::sampler::plan_format);
 }

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import pixelfast
-from pixelfast.models import GatedPixelCNN, PixelCNN, PixelRNN
+from pixelfast.models import GatedPixelCNN, PixelCNN, PixelCNNPlusPlus, PixelRNN
 from pixelfast.nn import HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import masked_conv2d_ref
 from pixelfast.sampling.cached import run_engine
@@ -355,25 +355,79 @@ def test_cached_is_deterministic_and_auto_uses_it(device):
     assert torch.equal(a, b) and not torch.equal(b, c)
 
 
+@pytest.fixture
+def split(request):
+    """Makes the CPU engine split its thread team's work by ``request.param`` ("channel": every
+    op's channels; "image": each thread its own images) whatever the model's size; restores the
+    default after. Yields the count of engine calls that split by image so far (a function)."""
+    limit = torch.ops.pixelfast.sampler_split_images_below(0 if request.param == "channel" else 1 << 62)
+    yield torch.ops.pixelfast.sampler_image_split_runs
+    assert torch.ops.pixelfast.sampler_split_images_below(limit) in (0, 1 << 62)
+
+
+SPLIT_MODELS = {
+    "gated rgb": lambda: GatedPixelCNN(3, 16, hidden_channels=12, num_layers=3, num_classes=4),
+    "pixelcnn grey": lambda: PixelCNN(1, 8, hidden_channels=10, num_layers=2, num_classes=4),
+    "diagonal": lambda: PixelRNN("diagonal", 3, 8, hidden_channels=6, num_layers=2, num_classes=4),
+    "pixelcnn++": lambda: PixelCNNPlusPlus(3, 16, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, num_classes=4),
+}
+
+
+@pytest.mark.parametrize("split", ["channel", "image"], indirect=True)
+@pytest.mark.parametrize("kind", sorted(SPLIT_MODELS))
 @pytest.mark.parametrize("threads", [2, 3])
-def test_cached_images_do_not_depend_on_the_thread_count(threads):
-    # The CPU engine splits every op's channels, and the draws' images, over a thread team.
-    model = jitter(GatedPixelCNN(3, 16, hidden_channels=12, num_layers=3, num_classes=4), scale=0.5)
-    kwargs = dict(size=(5, 6), labels=[0, 1, 2, 3, 0], generator=4, method="cached", progress=False)
+def test_cached_images_do_not_depend_on_the_thread_count(threads, kind, split, request):
+    # The CPU engine splits every op's channels, and the draws' images, over a thread team, or
+    # (small networks) the images themselves: the same images and logits either way, and with 5
+    # images the team's shares are uneven. In float64: in float32 the matrix products' rounding
+    # (their row counts differ) moves the logits by more than the split could be wrong by.
+    model = jitter(SPLIT_MODELS[kind]().double(), scale=0.5)
+    labels = [0, 1, 2, 3, 0]
+    kwargs = dict(size=(5, 6), labels=labels, generator=4, method="cached", progress=False)
+    x = random_image(model, 5, 5, 6, seed=3)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = pixelfast.sample(model, 5, **kwargs)
+        logits = pixelfast.incremental_logits(model, x, torch.tensor(labels))
         torch.set_num_threads(threads)
+        runs = split()
         assert torch.equal(pixelfast.sample(model, 5, **kwargs), one)
+        got = pixelfast.incremental_logits(model, x, torch.tensor(labels))
+        torch.testing.assert_close(got, logits, rtol=1e-8, atol=1e-8)
+        by_image = request.node.callspec.params["split"] == "image"
+        assert split() == runs + (2 if by_image else 0)  # each engine call split by image, or none
+        # Fewer images than threads: split by channel, whatever the model's size.
+        pixelfast.sample(model, 1, **{**kwargs, "labels": [2]})
+        assert split() == runs + (2 if by_image else 0)
     finally:
         torch.set_num_threads(before)
 
 
-def test_cached_images_are_the_same_when_the_team_goes_on_alone():
-    # When other programs hold the cores the engine goes on with one thread part-way through
-    # (csrc/sampler/engine_cpu.cpp, keep_going). A limit of 0 preemptions makes it do so after the
-    # first pixel on any machine: same images, and the fallback did run.
+def test_a_small_network_is_split_by_image_and_a_large_one_by_channel():
+    # The default limit (8 MiB of weights): the shipped-size Gated PixelCNN goes by image, the
+    # reference PixelCNN (21.8 MB) by channel.
+    small = jitter(GatedPixelCNN(1, 4, hidden_channels=8, num_layers=2))
+    large = PixelCNN(3, 256, hidden_channels=192, num_layers=15).eval()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runs = torch.ops.pixelfast.sampler_image_split_runs()
+        pixelfast.sample(small, 2, size=(3, 3), generator=0, method="cached", progress=False)
+        assert torch.ops.pixelfast.sampler_image_split_runs() == runs + 1
+        pixelfast.sample(large, 2, size=(1, 2), generator=0, method="cached", progress=False)
+        assert torch.ops.pixelfast.sampler_image_split_runs() == runs + 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="bytes must be >= 0"):
+        torch.ops.pixelfast.sampler_split_images_below(-1)
+
+
+@pytest.mark.parametrize("split", ["channel"], indirect=True)
+def test_cached_images_are_the_same_when_the_team_goes_on_alone(split):
+    # When other programs hold the cores the engine split by channel goes on with one thread
+    # part-way through (csrc/sampler/engine_cpu.cpp, keep_going). A limit of 0 preemptions makes it
+    # do so after the first pixel on any machine: same images, and the fallback did run.
     model = jitter(GatedPixelCNN(1, 16, hidden_channels=24, num_layers=3, num_classes=4), scale=0.5)
     kwargs = dict(size=(6, 7), labels=[0, 1, 2, 3], generator=9, method="cached", progress=False)
     before = torch.get_num_threads()
@@ -392,7 +446,8 @@ def test_cached_images_are_the_same_when_the_team_goes_on_alone():
         torch.ops.pixelfast.sampler_solo_after(-1)
 
 
-def test_cached_images_are_the_same_when_other_programs_hold_the_cores():
+@pytest.mark.parametrize("split", ["channel", "image"], indirect=True)
+def test_cached_images_are_the_same_when_other_programs_hold_the_cores(split):
     # With every core busy elsewhere the team's threads are preempted; whether the engine then goes
     # on alone depends on the scheduler (the test above makes it), but the images may not change.
     model = jitter(GatedPixelCNN(1, 16, hidden_channels=24, num_layers=3, num_classes=4), scale=0.5)

@@ -130,5 +130,12 @@ int64_t sampler_solo_runs();
 // default; 0 = after the first pixel) and returns the previous setting.
 int64_t sampler_solo_after(int64_t preemptions);
 
+// How many CPU engine calls split the batch by image (each thread its own images, no barriers).
+int64_t sampler_image_split_runs();
+
+// Sets the weight size in bytes below which the CPU engine splits the batch by image rather than
+// by channel (8 MiB by default; 0 = never) and returns the previous setting.
+int64_t sampler_split_images_below(int64_t bytes);
+
 }  // namespace sampler
 }  // namespace pixelfast

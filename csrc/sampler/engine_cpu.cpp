@@ -1,11 +1,14 @@
 // The incremental-cache sampling engine, CPU: the raster loop of engine_ops.h over the whole batch.
 //
-// A team of threads runs the whole raster loop over the whole batch, each computing its share of
-// every op's output channels (the categorical draws: its share of the images), meeting at a
-// barrier after every op. Per position every op computes only the new activations at (i, j) from
-// the cached rows, as small matrix products over the batch (BLAS gemm straight on the buffers: no
-// allocation, no tensor per step); the pointwise ops are the shared loops of engine_ops.h, which
-// vectorise. Plan decoding and argument checks: plan_decode.cpp.
+// A team of threads runs the whole raster loop. For a large network each thread computes its share
+// of every op's output channels over the whole batch (the categorical draws: its share of the
+// images), and the team meets at a barrier after every op. For a small one (its weights under
+// split_images_below) each thread runs the whole network on its own share of the images, with no
+// barrier: there the barriers, not the arithmetic, would set the pace. Per position every op
+// computes only the new activations at (i, j) from the cached rows, as small matrix products over
+// the batch (BLAS gemm straight on the buffers: no allocation, no tensor per step); the pointwise
+// ops are the shared loops of engine_ops.h, which vectorise. Plan decoding and argument checks:
+// plan_decode.cpp.
 
 // The pointwise loops vectorise only if gcc may if-convert the float compares of the activations
 // (see common/activations.h); torch itself is built with -fno-trapping-math too.
@@ -25,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <tuple>
 #include <vector>
 
 #include "../common/cpu_isa.h"
@@ -84,6 +88,14 @@ std::atomic<int64_t> preemption_limit{4};
 // How many engine calls have gone on with one thread since the library was loaded (see keep_going).
 std::atomic<int64_t> solo_runs{0};
 
+// Networks whose weights take fewer bytes than this are split by image, not by channel: each thread
+// then streams all the weights per position (they stay in its cache) but never waits for the
+// others. Settable (sampler_split_images_below) so that a test can force either way.
+std::atomic<int64_t> split_images_below{int64_t{8} << 20};
+
+// How many engine calls have split the batch by image since the library was loaded.
+std::atomic<int64_t> image_split_runs{0};
+
 // The barrier of the engine's thread team: one wait per op, a few hundred thousand per image, so it
 // spins (well under a microsecond when every thread has a core). A waiter that spins too long
 // sleeps on the generation counter instead (a futex), leaving the core to whoever needs it.
@@ -131,8 +143,11 @@ struct CpuEngine {
   EngineView<scalar_t> v;
   // The thread team: every op's output channels are split over the team (each thread streams
   // its share of the weights once per position, with the whole batch as the rows of its matrix
-  // products), and the team meets at a barrier after every op.
+  // products), and the team meets at a barrier after every op; or, with by_image, each thread
+  // runs every op over all channels for its images [b_lo, b_hi) alone.
   int rank = 0, team = 1;
+  bool by_image = false;
+  int64_t b_lo = 0, b_hi = 0;
   TeamBarrier* barrier = nullptr;
   std::atomic<bool>* solo = nullptr;            // set when the team goes on with rank 0 alone
   std::atomic<int64_t>* preemptions = nullptr;  // the team's, in the current row so far
@@ -149,46 +164,59 @@ struct CpuEngine {
     return {lo + (hi - lo) * rank / team, lo + (hi - lo) * (rank + 1) / team};
   }
 
-  // The products of every image at once: the batch is the rows of one gemm, strides apart.
+  // This thread's share of an op's channels [lo, hi): all of them when split by image.
+  std::pair<int64_t, int64_t> channel_share(int64_t lo, int64_t hi) const {
+    return by_image ? std::pair<int64_t, int64_t>{lo, hi} : share(lo, hi);
+  }
+
+  // The images whose draws (and mixtures) this thread computes.
+  std::pair<int64_t, int64_t> draw_images() const {
+    return by_image ? std::pair<int64_t, int64_t>{b_lo, b_hi} : share(0, batch);
+  }
+
+  // The products of every image of [b_lo, b_hi) at once: the images are the rows of one gemm,
+  // strides apart.
   void conv(const Op& op, int64_t i, int64_t j, int64_t g) const {
     const int64_t channels = v.buffers[op.dst].channels;
     const int64_t n = group_width(v, op);
     const int64_t in_stride = v.strides[op.src], out_stride = v.strides[op.dst];
-    scalar_t* out = v.at(op.dst, 0, i, j);
+    const int64_t rows = b_hi - b_lo;
+    scalar_t* out = v.at(op.dst, b_lo, i, j);
     // At sub-step 0 a thread adds the centre only to the columns it just initialised (no barrier
     // between the two); later sub-steps split group g's columns evenly.
-    const auto [own0, own1] = share(0, channels);
-    auto [c0, c1] = share(g * n, (g + 1) * n);
+    const auto [own0, own1] = channel_share(0, channels);
+    auto [c0, c1] = channel_share(g * n, (g + 1) * n);
     if (g == 0) {
       const scalar_t* bias = conv_bias(v, op);
-      for (int64_t b = 0; b < batch; ++b)
+      for (int64_t b = 0; b < rows; ++b)
         add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
       if (own1 > own0) {
-        off_centre_products(v, op, 0, i, j, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-          gemm_rows(batch, own1 - own0, k, a, in_stride, w + own0, channels, out + own0,
-                    out_stride);
-        });
+        off_centre_products(v, op, b_lo, i, j,
+                            [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+                              gemm_rows(rows, own1 - own0, k, a, in_stride, w + own0, channels,
+                                        out + own0, out_stride);
+                            });
       }
       c0 = std::max<int64_t>(own0, 0);
       c1 = std::min<int64_t>(own1, n);
     }
     if (c1 > c0) {
-      centre_product(v, op, 0, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-        gemm_rows(batch, c1 - c0, k, a, in_stride, w + c0, channels, out + c0, out_stride);
+      centre_product(v, op, b_lo, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+        gemm_rows(rows, c1 - c0, k, a, in_stride, w + c0, channels, out + c0, out_stride);
       });
     }
   }
 
   void pointwise(const Op& op, int64_t i, int64_t j, int64_t g) const {
-    const auto [t0, t1] = share(0, group_width(v, op));
-    for (int64_t b = 0; b < batch; ++b)
+    const auto [t0, t1] = channel_share(0, group_width(v, op));
+    for (int64_t b = b_lo; b < b_hi; ++b)
       pointwise_loop(pointwise_operands(v, op, b, i, j, g), t0, t1);
   }
 
   // The team splits the images: each draws (or takes the known value), records the logits if
   // asked, and writes the level.
   void sample(const Op& op, int64_t i, int64_t j, int64_t g) const {
-    const auto [b0, b1] = share(0, batch);
+    const auto [b0, b1] = draw_images();
     const int64_t stride = record_stride(v.io);
     for (int64_t b = b0; b < b1; ++b) {
       int64_t level = draw_level(v, op, b, i, j, g, scratch.data());
@@ -206,7 +234,7 @@ struct CpuEngine {
 
   // The team splits the images: each thread computes its images' logits of colour g.
   void mixture(const Op& op, int64_t i, int64_t j, int64_t g) const {
-    const auto [b0, b1] = share(0, batch);
+    const auto [b0, b1] = draw_images();
     double* weights = scratch.data() + v.io.levels;
     for (int64_t b = b0; b < b1; ++b) {
       const MixtureAt<scalar_t> m = mixture_at(v, op, b, i, j, g);
@@ -228,7 +256,7 @@ struct CpuEngine {
     } else {
       pointwise(op, i, j, g);
     }
-    if (team > 1) barrier->wait();  // the next op reads what this one wrote
+    if (team > 1 && !by_image) barrier->wait();  // the next op reads what this one wrote
   }
 
   // After each pixel: when other programs hold the cores, the team's threads are preempted
@@ -236,7 +264,7 @@ struct CpuEngine {
   // preemption_limit of them within one image row, rank 0 goes on alone and the others leave
   // (returns false). The images do not depend on the team's size.
   bool keep_going(bool row_end) {
-    if (team == 1) return true;
+    if (team == 1 || by_image) return true;  // by image, a preempted thread delays only itself
     const int64_t switches = involuntary_switches();
     preemptions->fetch_add(switches - switches_seen);
     switches_seen = switches;
@@ -259,9 +287,11 @@ struct CpuEngine {
   }
 };
 
-// All threads run the whole raster loop over the whole batch, each computing its share of every
-// op's channels. (Splitting the batch instead makes every thread stream all the weights per
-// position: slower here than one thread.) Outside AT_DISPATCH: a pragma cannot sit in a macro.
+// All threads run the whole raster loop: over the whole batch, each computing its share of every
+// op's channels, or (by_image: a small network, at least an image per thread) each over its share
+// of the images. Splitting a large network's batch would make every thread stream all its weights
+// per position, from memory: slower than one thread. Outside AT_DISPATCH: a pragma cannot sit in a
+// macro.
 // Built without OpenMP (Apple's clang), the team is the calling thread alone.
 #ifndef _OPENMP
 inline int omp_get_thread_num() { return 0; }
@@ -269,12 +299,15 @@ inline int omp_get_num_threads() { return 1; }
 #endif
 
 template <typename scalar_t>
-void run_team(const CpuEngine<scalar_t>& engine) {
+void run_team(const CpuEngine<scalar_t>& engine, int64_t weight_bytes) {
 #ifdef _OPENMP
   const int wanted = static_cast<int>(std::max<int64_t>(1, at::get_num_threads()));
 #else
   const int wanted = 1;
 #endif
+  const bool by_image =
+      wanted > 1 && engine.batch >= wanted && weight_bytes < split_images_below.load();
+  if (by_image) image_split_runs.fetch_add(1);
   TeamBarrier barrier(wanted);
   std::atomic<bool> solo{false};
   std::atomic<int64_t> preemptions{0};
@@ -289,6 +322,8 @@ void run_team(const CpuEngine<scalar_t>& engine) {
     mine.switches_seen = involuntary_switches();
     mine.scratch.resize(static_cast<size_t>(engine.scratch_doubles));
     if (mine.team == wanted) {
+      mine.by_image = by_image;
+      if (by_image) std::tie(mine.b_lo, mine.b_hi) = mine.share(0, engine.batch);
       mine.run_images();
     } else if (mine.rank == 0) {  // a smaller team than asked for (nested parallelism): one thread
       mine.team = 1;
@@ -300,6 +335,13 @@ void run_team(const CpuEngine<scalar_t>& engine) {
 }  // namespace
 
 int64_t sampler_solo_runs() { return solo_runs.load(); }
+
+int64_t sampler_image_split_runs() { return image_split_runs.load(); }
+
+int64_t sampler_split_images_below(int64_t bytes) {
+  TORCH_CHECK_VALUE(bytes >= 0, "sampler_split_images_below: bytes must be >= 0, got ", bytes);
+  return split_images_below.exchange(bytes);
+}
 
 int64_t sampler_solo_after(int64_t preemptions) {
   TORCH_CHECK_VALUE(preemptions >= 0, "sampler_solo_after: preemptions must be >= 0, got ",
@@ -319,10 +361,13 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here
     CpuEngine<scalar_t> engine{view.view};
     engine.batch = p.image.size(0);
+    engine.b_hi = engine.batch;  // every image, until a team splits them
     engine.scratch_doubles = p.plan.scratch_doubles(levels);
     std::atomic<bool> non_finite{false};
     engine.non_finite = &non_finite;
-    run_team(engine);
+    int64_t weight_bytes = 0;
+    for (const at::Tensor& w : weights) weight_bytes += w.numel() * w.element_size();
+    run_team(engine, weight_bytes);
     TORCH_CHECK(!non_finite.load(),
                 "sample_cached: the model produced non-finite logits (NaN or inf)");
   });

@@ -27,6 +27,8 @@ OPS = (
     "sample_cached",
     "sampler_solo_runs",
     "sampler_solo_after",
+    "sampler_image_split_runs",
+    "sampler_split_images_below",
     "sampler_plan_format",
 )
 
