@@ -204,6 +204,14 @@ def test_the_training_loss_is_the_papers_at_the_observed_levels(channels, levels
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("function", [logistic_mixture_logits, logistic_mixture_nll])
+def test_params_of_the_wrong_shape_are_refused_by_name(function):
+    x = scaled(levels_image(2, 3, 4, 4, levels=16), 16)
+    for params in (random_params(2, 3, 4, 4, 3)[:, :-1], random_params(2, 3, 4, 5, 3), torch.zeros(60)):
+        with pytest.raises(ValueError, match=rf"{function.__name__}: params must be \[2, 30, 4, 4\] for 3"):
+            function(params, x, 16, 3)
+
+
 def test_the_coupling_moves_green_by_red_and_blue_by_red_and_green():
     # One component, a tiny scale: the mean of each colour is where its mass is.
     k, levels = 1, 256

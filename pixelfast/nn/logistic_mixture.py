@@ -53,17 +53,11 @@ def logistic_mixture_logits(params: torch.Tensor, x: torch.Tensor, levels: int, 
     for RGB, the coefficients ``[3, K]`` (alpha, beta, gamma), each block colour-major. Computed in
     float32 (float64 for float64 inputs), outside autocast.
     """
-    b, channels, height, width = x.shape
-    expected = mixture_channels(channels, num_mix)
-    if params.dim() != 4 or tuple(params.shape) != (b, expected, height, width):
-        raise ValueError(
-            f"logistic_mixture_logits: params must be [{b}, {expected}, {height}, {width}] for {channels} "
-            f"colour(s) and {num_mix} components, got {tuple(params.shape)}"
-        )
+    _check_params("logistic_mixture_logits", params, x, num_mix)
     dtype = torch.promote_types(params.dtype, torch.float32)
     with torch.autocast(params.device.type, enabled=False):
         params, x = params.to(dtype), x.to(dtype)
-        step = max(1, CHUNK_VALUES // max(1, channels * num_mix * levels * height * width))
+        step = max(1, CHUNK_VALUES // max(1, x[:1].numel() * num_mix * levels))
         pieces = [_logits(p, v, levels, num_mix) for p, v in zip(params.split(step), x.split(step))]
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
@@ -88,13 +82,7 @@ def logistic_mixture_nll(params: torch.Tensor, x: torch.Tensor, levels: int, num
     approximation (a change far below float32's resolution of the loss); training uses it for speed.
     Arguments as :func:`logistic_mixture_logits`, ``x`` scaled to [-1, 1].
     """
-    b, channels, height, width = x.shape
-    expected = mixture_channels(channels, num_mix)
-    if params.dim() != 4 or tuple(params.shape) != (b, expected, height, width):
-        raise ValueError(
-            f"logistic_mixture_nll: params must be [{b}, {expected}, {height}, {width}] for {channels} "
-            f"colour(s) and {num_mix} components, got {tuple(params.shape)}"
-        )
+    _check_params("logistic_mixture_nll", params, x, num_mix)
     dtype = torch.promote_types(params.dtype, torch.float32)
     with torch.autocast(params.device.type, enabled=False):
         params, x = params.to(dtype), x.to(dtype)
@@ -106,6 +94,16 @@ def logistic_mixture_nll(params: torch.Tensor, x: torch.Tensor, levels: int, num
         last = -F.softplus(minus)  # the top level: up to +inf
         log_p = torch.where(index == 0, first, torch.where(index == levels - 1, last, inner))  # [B, C, K, H, W]
         return -torch.logsumexp(log_pi + log_p.sum(dim=1), dim=1)
+
+
+def _check_params(owner: str, params: torch.Tensor, x: torch.Tensor, num_mix: int) -> None:
+    b, channels, height, width = x.shape
+    expected = mixture_channels(channels, num_mix)
+    if params.dim() != 4 or tuple(params.shape) != (b, expected, height, width):
+        raise ValueError(
+            f"{owner}: params must be [{b}, {expected}, {height}, {width}] for {channels} "
+            f"colour(s) and {num_mix} components, got {tuple(params.shape)}"
+        )
 
 
 def _unpack(params: torch.Tensor, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
