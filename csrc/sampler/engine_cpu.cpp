@@ -241,7 +241,7 @@ struct CpuEngine {
       scalar_t* out = mixture_out(v, op, b, i, j, g);
       mixture_weights(m, weights);
       mixture_joint(m, weights, out, 0, v.io.levels, 1);
-      const scalar_t norm = log_normaliser(out, v.io.levels);
+      const scalar_t norm = log_sum_exp(out, v.io.levels);
       for (int64_t l = 0; l < v.io.levels; ++l) out[l] -= norm;
     }
   }

@@ -72,7 +72,7 @@ __device__ void mixture_op(const EngineView<T>& v, const Op& op, int64_t b, int6
   __syncthreads();
   mixture_joint(m, weights, out, threadIdx.x, v.io.levels, blockDim.x);
   __syncthreads();
-  if (threadIdx.x == 0) scratch[0] = double(log_normaliser(out, v.io.levels));
+  if (threadIdx.x == 0) scratch[0] = double(log_sum_exp(out, v.io.levels));
   __syncthreads();
   const T norm = T(scratch[0]);
   for (int64_t l = threadIdx.x; l < v.io.levels; l += blockDim.x) out[l] -= norm;

@@ -39,6 +39,16 @@ PF_HD_INLINE T softplus(T x) {
   return x > T(20) ? x : log1p_(exp_(x));
 }
 
+// log sum over i < n of exp(x[i]): the components' weights' normaliser, and colour g's joint's.
+template <typename T>
+PF_HD T log_sum_exp(const T* x, int64_t n) {
+  T top = x[0];
+  for (int64_t i = 1; i < n; ++i) top = x[i] > top ? x[i] : top;
+  T total = T(0);
+  for (int64_t i = 0; i < n; ++i) total += exp_(x[i] - top);
+  return top + log_(total);
+}
+
 // One logistic of a component: its mean, its log-scale (floored) and the inverse of its scale.
 template <typename T>
 struct Logistic {
@@ -104,11 +114,7 @@ constexpr int64_t kMixtureScratch = 4;
 template <typename T>
 PF_HD void mixture_weights(const MixtureAt<T>& m, double* scratch) {
   const int64_t K = m.components;
-  T top = m.params[0];
-  for (int64_t k = 1; k < K; ++k) top = m.params[k] > top ? m.params[k] : top;
-  T total = T(0);
-  for (int64_t k = 0; k < K; ++k) total += exp_(m.params[k] - top);
-  const T log_norm = top + log_(total);
+  const T log_norm = log_sum_exp(m.params, K);
   for (int64_t k = 0; k < K; ++k) {
     T earlier = T(0);
     for (int64_t c = 0; c < m.g; ++c)
@@ -142,16 +148,6 @@ PF_HD void mixture_joint(const MixtureAt<T>& m, const double* scratch, T* out, i
     }
     out[l] = top + log_(total);
   }
-}
-
-// log sum over the levels of exp(logits[l]): what colour g's joint is normalised by.
-template <typename T>
-PF_HD T log_normaliser(const T* logits, int64_t levels) {
-  T top = logits[0];
-  for (int64_t l = 1; l < levels; ++l) top = logits[l] > top ? logits[l] : top;
-  T total = T(0);
-  for (int64_t l = 0; l < levels; ++l) total += exp_(logits[l] - top);
-  return top + log_(total);
 }
 
 }  // namespace sampler

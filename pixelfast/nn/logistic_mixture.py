@@ -89,7 +89,7 @@ def logistic_mixture_nll(params: torch.Tensor, x: torch.Tensor, levels: int, num
         log_pi, means, log_scales = _unpack(params, x, num_mix)
         index = _level_index(x, levels)[:, :, None]  # [B, C, 1, H, W]
         centred = (index.to(means.dtype) * (2.0 / (levels - 1)) - 1.0) - means
-        plus, minus, inner = _bin_parts(centred, log_scales.clamp(min=MIN_LOG_SCALE), levels)
+        plus, minus, inner = _bin_parts(centred, log_scales, levels)
         first = plus - F.softplus(plus)  # level 0: the bin runs down to -inf
         last = -F.softplus(minus)  # the top level: up to +inf
         log_p = torch.where(index == 0, first, torch.where(index == levels - 1, last, inner))  # [B, C, K, H, W]
@@ -126,9 +126,11 @@ def _level_index(x: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def _bin_parts(centred: torch.Tensor, log_scales: torch.Tensor, levels: int) -> tuple:
-    """For bins of ``levels`` ``centred`` on (centre - mean): the scaled upper and lower edges, and
-    the log-mass of an inner bin (the CDF difference, or the centre density times the width where
-    that difference is under :data:`THIN_BIN`)."""
+    """For bins of ``levels`` ``centred`` on (centre - mean), the log-scales floored at
+    :data:`MIN_LOG_SCALE`: the scaled upper and lower edges, and the log-mass of an inner bin (the
+    CDF difference, or the centre density times the width where that difference is under
+    :data:`THIN_BIN`)."""
+    log_scales = log_scales.clamp(min=MIN_LOG_SCALE)
     inv_scale = torch.exp(-log_scales)
     half = 1.0 / (levels - 1)  # half a bin
     plus = inv_scale * (centred + half)
@@ -143,8 +145,7 @@ def bin_log_probs(means: torch.Tensor, log_scales: torch.Tensor, levels: int) ->
     """``log P(level l)`` of each logistic ``[..., K, H, W]``: ``[..., K, levels, H, W]``."""
     centres = torch.arange(levels, device=means.device, dtype=means.dtype) * (2.0 / (levels - 1)) - 1.0
     centred = centres.view(levels, 1, 1) - means.unsqueeze(-3)
-    log_scales = log_scales.clamp(min=MIN_LOG_SCALE).unsqueeze(-3)
-    plus, minus, inner = _bin_parts(centred, log_scales, levels)
+    plus, minus, inner = _bin_parts(centred, log_scales.unsqueeze(-3), levels)
     first = plus[..., :1, :, :] - F.softplus(plus[..., :1, :, :])  # log CDF(upper edge of bin 0)
     last = -F.softplus(minus[..., -1:, :, :])  # log (1 - CDF(lower edge of the last bin))
     return torch.cat([first, inner[..., 1:-1, :, :], last], dim=-3)
