@@ -41,6 +41,7 @@ TABLES = {  # table key: caption, in the README's order
     "lstm scans": "LSTM scans (`bench/bench_lstm.py`)",
     "lstm layers": "LSTM layers (`bench/bench_lstm.py`)",
     "pixelrnn training": "PixelRNN training (`bench/bench_lstm.py`)",
+    "training": "PixelCNN and Gated PixelCNN training (`bench/bench_training.py`)",
 }
 
 

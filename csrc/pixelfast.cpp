@@ -20,6 +20,10 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The Gated PixelCNN's gate (csrc/gate): [B, 2n, H, W] -> tanh(a) * sigmoid(b), [B, n, H, W],
+  // colour group by colour group, in the input's memory format.
+  m.def("gated_activation(Tensor x, int color_groups) -> Tensor");
+  m.def("gated_activation_backward(Tensor grad_out, Tensor x, int color_groups) -> Tensor");
   // LSTM scans (csrc/lstm): gates [B, 4h, H, W] -> (h, c, acts), all channels-last; only h is
   // differentiable, c and acts (the activated gates) are kept for the backward.
   m.def(

@@ -83,7 +83,7 @@ def test_summary_gives_min_and_median_of_every_side():
     _, results = benchresults.load(str(SMALL_RUN))
     lines = benchresults.summary_lines(results)
     headline = [line for line in lines if "cached / one forward pass:" in line]
-    assert len(headline) == 5  # four sampled models and the upscaling
+    assert len(headline) == 6  # five sampled models (PixelCNN++ included) and the upscaling
     assert all(line.count("x") >= 2 and " / " in line.split("pass:")[1] for line in headline)
     assert sum("min" in line and "median" in line for line in lines) >= len(benchresults.comparisons(results))
 

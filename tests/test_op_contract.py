@@ -4,7 +4,7 @@ forward and backward ops, torch.compile without graph breaks, kernels registered
 as built, CUDA, and the rebuild message when the library is missing.
 
 Each op's own behaviour (shapes, layouts, dtypes, many sizes, bad input) is tested in its own file:
-test_masked_conv.py, test_lstm.py.
+test_masked_conv.py, test_lstm.py, test_gate.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pixelfast.ops import (
     _library,
     diagonal_lstm,
     diagonal_lstm_ref,
+    gated_activation,
+    gated_activation_ref,
     masked_conv2d,
     masked_conv2d_ref,
     row_lstm,
@@ -50,8 +52,14 @@ def _lstm_backward_args(args, out, grad):
     return (grad, weight.detach(), h, c, acts, groups)
 
 
+def _gate_backward_args(args, out, grad):
+    x, groups = args
+    return (grad, x.detach(), groups)
+
+
 OPS = {
     "masked_conv2d": Op("masked_conv2d", masked_conv2d, masked_conv2d_ref, _conv_backward_args),
+    "gated_activation": Op("gated_activation", gated_activation, gated_activation_ref, _gate_backward_args),
     "row_lstm": Op("row_lstm", row_lstm, row_lstm_ref, _lstm_backward_args),
     "diagonal_lstm": Op("diagonal_lstm", diagonal_lstm, diagonal_lstm_ref, _lstm_backward_args),
 }
@@ -59,7 +67,8 @@ OPS = {
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One call: tensors ``make(dtype, device) -> (input, weight, bias or None)`` and the options after them."""
+    """One call: tensors ``make(dtype, device) -> (input, ...)`` (for the convolution and the scans
+    ``(input, weight, bias or None)``) and the options after them."""
 
     op: str
     make: Callable
@@ -67,10 +76,10 @@ class Sample:
     channels_last: bool = False
 
     def args(self, dtype, device="cpu", requires_grad=False) -> tuple:
-        x, weight, bias = self.make(dtype, device)
+        tensors = list(self.make(dtype, device))
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        tensors = [t.requires_grad_(requires_grad) if t is not None else None for t in (x, weight, bias)]
+            tensors[0] = tensors[0].contiguous(memory_format=torch.channels_last)
+        tensors = [t.requires_grad_(requires_grad) if t is not None else None for t in tensors]
         return (*tensors, *self.options)
 
     def __str__(self) -> str:
@@ -86,7 +95,18 @@ def _lstm(taps, bias=True):
     return lambda dtype, device: lstm_inputs(2, 3, 4, 3, taps, dtype, bias, device=device)
 
 
+def _gate(batch, channels, height, width):
+    def make(dtype, device):
+        generator = torch.Generator().manual_seed(channels)
+        return (torch.randn(batch, channels, height, width, generator=generator, dtype=dtype).to(device),)
+
+    return make
+
+
 SAMPLES = [
+    Sample("gated_activation", _gate(2, 12, 3, 5), (3,)),
+    Sample("gated_activation", _gate(2, 8, 4, 3), (1,), channels_last=True),
+    Sample("gated_activation", _gate(1, 6, 1, 1), (3,)),
     Sample("masked_conv2d", _conv(3), ("A", 3)),
     Sample("masked_conv2d", _conv(5), ("B", 3)),
     Sample("masked_conv2d", _conv(3), ("B", 1)),
@@ -127,12 +147,14 @@ def test_face_matches_the_plain_twin(sample, device):
 def test_gradcheck(sample, device):
     op = OPS[sample.op]
     args = sample.args(torch.float64, device, requires_grad=True)
-    tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
-    options = args[3:]
-    bias = args[2] is not None
+    positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    tensors = tuple(args[i] for i in positions)
 
     def call(*inputs):
-        return op.face(inputs[0], inputs[1], inputs[2] if bias else None, *options)
+        full = list(args)
+        for i, t in zip(positions, inputs):
+            full[i] = t
+        return op.face(*full)
 
     # fast_mode checks random projections of the Jacobian: the same test, a fraction of the calls.
     assert torch.autograd.gradcheck(call, tensors, eps=1e-6, atol=1e-6, fast_mode=True)

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "../common/grid.cuh"
 #include "cell.h"
 #include "lstm_params.h"
 #include "scan_step.h"
@@ -13,22 +14,12 @@
 namespace pixelfast {
 namespace lstm {
 
-#define PF_GRID_STRIDE(index, n)                                                    \
-  for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < (n); \
-       index += int64_t(blockDim.x) * gridDim.x)
-
 // Elements (threads' work items) of each kernel, for its grid-stride loop and its launch: a
 // gather row covers taps * hidden X values and 4 * hidden pre values; a cell kernel handles one
 // hidden channel of one pixel.
 PF_HD int64_t gather_columns(const Step& s) { return (s.taps > 4 ? s.taps : 4) * s.hidden; }
 PF_HD int64_t gather_elements(const Step& s) { return scan_rows(s) * gather_columns(s); }
 PF_HD int64_t cell_elements(const Step& s) { return scan_rows(s) * s.hidden; }
-
-// Blocks of `threads` covering n elements, at most max_blocks (the grid-stride loops do the rest).
-inline int64_t blocks_for(int64_t n, int64_t threads, int64_t max_blocks) {
-  const int64_t blocks = (n + threads - 1) / threads;
-  return blocks < max_blocks ? blocks : max_blocks;
-}
 
 template <typename T>
 __global__ void gather_kernel(const GatherParams<T> a) {

@@ -10,6 +10,8 @@
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
@@ -66,6 +68,14 @@ std::vector<int64_t> padding_of(Block block, int64_t k) {
   return {pad[0], pad[1], pad[2], pad[3]};
 }
 
+// x zero-padded (negative: cropped) by `pad`; x itself when there is nothing to pad.
+at::Tensor padded(const at::Tensor& x, const std::vector<int64_t>& pad) {
+  for (int64_t amount : pad) {
+    if (amount != 0) return at::constant_pad_nd(x, pad);
+  }
+  return x;
+}
+
 std::vector<int64_t> negated(std::vector<int64_t> pad) {
   for (auto& p : pad) p = -p;
   return pad;
@@ -90,6 +100,24 @@ at::Tensor centre_weight(const at::Tensor& weight, const Params& p, int64_t g, i
   return weight.narrow(0, g * group_out, group_out).narrow(1, 0, prefix).select(3, c).select(2, c);
 }
 
+// kHalf's 0/1 mask [out, in, c + 1, k]: zero at the centre row's taps right of the centre, and at
+// the centre tap's input channels past each output group's prefix.
+at::Tensor half_block_mask(const at::Tensor& weight, const Params& p) {
+  const int64_t k = p.kernel_size, c = k / 2;
+  const int64_t group_out = p.out_channels / p.color_groups;
+  at::Tensor mask = at::ones({p.out_channels, p.in_channels, c + 1, k}, weight.options());
+  at::Tensor centre_row = mask.select(2, c);  // [out, in, k]
+  centre_row.narrow(2, c + 1, k - c - 1).zero_();
+  for (int64_t g = 0; g < p.color_groups; ++g) {
+    const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);
+    centre_row.narrow(0, g * group_out, group_out)
+        .narrow(1, prefix, p.in_channels - prefix)
+        .select(2, c)
+        .zero_();
+  }
+  return mask;
+}
+
 at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias) {
   return at::convolution(x, weight, bias, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1);
@@ -109,6 +137,10 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
   const int64_t group_out = p.out_channels / p.color_groups;
   const at::Tensor x = x_in.contiguous(kChannelsLast);
   at::Tensor out;
+  if (single_block(k, p.color_groups, p.mask_b)) {
+    const at::Tensor w = block_weight(weight, kHalf).mul(half_block_mask(weight, p));
+    return valid_conv(padded(x, padding_of(kHalf, k)), w, bias).contiguous(kChannelsLast);
+  }
   if (k > 1) {
     out = valid_conv(at::constant_pad_nd(x, padding_of(kTop, k)), block_weight(weight, kTop), bias)
               .contiguous(kChannelsLast);
@@ -162,16 +194,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const bool want_x = output_mask[0], want_w = output_mask[1];
   const std::array<bool, 3> want{want_x, want_w, false};
 
-  at::Tensor grad_x = at::zeros_like(x, kChannelsLast);
+  // The input's gradient starts as the first part computed (no zero-filled tensor to add it to),
+  // except where the parts do not cover every channel (a 1x1 mask A, or groups < all).
+  at::Tensor grad_x;
   // Every masked entry keeps an exact zero gradient: only the blocks below are written.
   at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
+  if (single_block(k, p.color_groups, p.mask_b)) {
+    const auto pad = padding_of(kHalf, k);
+    const at::Tensor mask = half_block_mask(weight, p);
+    const at::Tensor w = block_weight(weight, kHalf).mul(mask);
+    auto grads = at::convolution_backward(grad_out, padded(x, pad), w, std::nullopt, {1, 1}, {0, 0},
+                                          {1, 1}, false, {0, 0}, 1, want);
+    grad_x = want_x ? padded(std::get<0>(grads), negated(pad)).contiguous(kChannelsLast)
+                    : at::zeros_like(x, kChannelsLast);
+    if (want_w) {
+      // The gradient of weight * mask: the masked taps' is exactly zero.
+      const BlockShape b = block_shape(kHalf, k);
+      grad_weight.narrow(2, b.row0, b.rows).copy_(std::get<1>(grads).mul(mask));
+    }
+    return {grad_x, grad_weight, grad_out_in.sum({0, 2, 3})};
+  }
   if (k > 1 && (want_x || want_w)) {
     for (Block block : {kTop, kLeft}) {
       const auto pad = padding_of(block, k);
       auto grads = at::convolution_backward(grad_out, at::constant_pad_nd(x, pad),
                                             block_weight(weight, block), std::nullopt, {1, 1},
                                             {0, 0}, {1, 1}, false, {0, 0}, 1, want);
-      if (want_x) grad_x.add_(at::constant_pad_nd(std::get<0>(grads), negated(pad)));
+      if (want_x) {
+        at::Tensor part = at::constant_pad_nd(std::get<0>(grads), negated(pad));
+        if (grad_x.defined()) {
+          grad_x.add_(part);
+        } else {
+          grad_x = part.contiguous(kChannelsLast);
+        }
+      }
       const BlockShape b = block_shape(block, k);
       if (want_w) {
         grad_weight.narrow(2, b.row0, b.rows).narrow(3, b.col0, b.cols).copy_(std::get<1>(grads));
@@ -180,6 +236,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   }
   const at::Tensor x_matrix = pixel_matrix(x);
   const at::Tensor go_matrix = pixel_matrix(grad_out);
+  if (!grad_x.defined()) grad_x = at::zeros_like(x, kChannelsLast);
   at::Tensor gx_matrix = pixel_matrix(grad_x);
   for (int64_t g = 0; g < p.color_groups; ++g) {
     const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);

@@ -57,7 +57,16 @@ PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, bool mask_b, in
 //   kTop:  rows [0, c) x columns [0, k)        every row above the centre
 //   kLeft: row c x columns [0, c)               the left part of the centre row
 //   centre tap (c, c), per output colour group, over its input-channel prefix (a 1x1 product).
-enum Block { kTop = 0, kLeft = 1 };
+// A 3x3 kernel instead runs as one convolution over kHalf, rows [0, c] x columns [0, k) with the
+// masked taps of the centre row zeroed: it multiplies 1 (and part of the centre) of its 6 taps in
+// vain, but makes one pass over the input and the output where the three blocks make four (and
+// two padded copies); measured, it is as fast at 192 channels and up to twice as fast at 16.
+enum Block { kTop = 0, kLeft = 1, kHalf = 2 };
+
+// A dense 1x1 (one colour group, mask B) is kHalf too, with nothing masked.
+PF_HD bool single_block(int64_t k, int64_t color_groups, bool mask_b) {
+  return k == 3 || (k == 1 && color_groups == 1 && mask_b);
+}
 
 struct BlockShape {
   int64_t row0, rows, col0, cols;  // the block's place in the k x k kernel
@@ -65,7 +74,8 @@ struct BlockShape {
 
 PF_HD BlockShape block_shape(Block block, int64_t k) {
   const int64_t c = k / 2;
-  return block == kTop ? BlockShape{0, c, 0, k} : BlockShape{c, 1, 0, c};
+  return block == kTop ? BlockShape{0, c, 0, k}
+                       : (block == kLeft ? BlockShape{c, 1, 0, c} : BlockShape{0, c + 1, 0, k});
 }
 
 // Zero padding (left, right, top, bottom; negative crops) that makes a *valid* convolution with

@@ -1,6 +1,7 @@
 """The custom ops: thin Python faces over the compiled kernels, each beside its plain-PyTorch twin."""
 
 from pixelfast.ops._library import LOADED, WITH_CUDA, require_library
+from pixelfast.ops.gate import gated_activation, gated_activation_ref
 from pixelfast.ops.lstm import (
     diagonal_lstm,
     diagonal_lstm_ref,
@@ -19,6 +20,8 @@ __all__ = [
     "LOADED",
     "WITH_CUDA",
     "require_library",
+    "gated_activation",
+    "gated_activation_ref",
     "masked_conv2d",
     "masked_conv2d_ref",
     "make_mask",

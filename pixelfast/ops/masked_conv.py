@@ -1,4 +1,4 @@
-"""``masked_conv2d``: a PixelCNN masked convolution that skips the masked taps, and its reference.
+"""``masked_conv2d``: a PixelCNN masked convolution that skips the masked rows, and its reference.
 
 Mask (PixelRNN paper): with ``k = kernel_size`` and ``c = k // 2``, tap ``(r, s)`` is used when
 ``r < c``, or ``r == c and s < c``. The centre tap ``(c, c)`` connects input colour group ``g_in``
@@ -46,7 +46,9 @@ def masked_conv2d(
     mask_type: str = "B",
     color_groups: int = 1,
 ) -> torch.Tensor:
-    """Masked 'same' convolution, stride 1; equal to :func:`masked_conv2d_ref`, without the masked work.
+    """Masked 'same' convolution, stride 1; equal to :func:`masked_conv2d_ref`, without the rows below
+    the centre (``csrc/masked_conv/masked_conv.h``: kernels of 5x5 and more skip every masked tap,
+    a 3x3 one runs as one convolution over its top two rows).
 
     ``weight`` is the full ``[out, in, k, k]`` tensor; its masked entries are ignored and get a
     gradient of exactly zero. The result is channels-last (the layout the kernel computes in, so
