@@ -1,9 +1,10 @@
 // Masked convolution: argument checks and the block decomposition (masked_conv.h), device-generic.
 //
 // out = conv(x, W[top block]) + conv(x, W[left block]) + bias, then per colour group g
-//   out[g] += W[g, :P_g, centre] . x[:P_g]   (P_g: the centre tap's input-channel prefix),
-// Each dense block runs on the backend's best convolution (oneDNN / cuDNN), forward and backward,
-// so only the taps the mask lets through are ever multiplied.
+//   out[g] += W[g, :P_g, centre] . x[:P_g]   (P_g: the centre tap's input-channel prefix);
+// for a 3x3 kernel (and a dense 1x1) out = conv(x, W[half block] * mask) + bias instead.
+// Each block runs on the backend's best convolution (oneDNN / cuDNN), forward and backward, so
+// the rows below the centre are never multiplied (nor, for 5x5 and up, any masked tap).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/constant_pad_nd.h>
@@ -195,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const std::array<bool, 3> want{want_x, want_w, false};
 
   // The input's gradient starts as the first part computed (no zero-filled tensor to add it to),
-  // except where the parts do not cover every channel (a 1x1 mask A, or groups < all).
+  // or as zeros where the only parts, the centre products, may not cover every channel (1x1).
   at::Tensor grad_x;
   // Every masked entry keeps an exact zero gradient: only the blocks below are written.
   at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
