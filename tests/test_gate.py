@@ -69,6 +69,31 @@ def test_strided_input_and_gradient_of_another_layout(device):
     torch.testing.assert_close(got, want)
 
 
+def test_double_backward(device):
+    # The backward of the backward (create_graph=True) goes through plain ops: gradgradcheck.
+    x = torch.randn(2, 12, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: gated_activation(t, 3), (x,))
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: gated_activation(t, 1), (x,))
+
+
+def test_layout_rule_of_the_fake_is_the_kernels(device):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    base = torch.randn(2, 16, 3, 4, device=device)
+    inputs = [
+        base,
+        base.contiguous(memory_format=torch.channels_last),
+        base.contiguous(memory_format=torch.channels_last)[:, :12],  # strided
+        base[:, :, :1, :1].contiguous(memory_format=torch.channels_last),  # both layouts at once
+    ]
+    for x in inputs:
+        real = gated_activation(x, 1)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = gated_activation(mode.from_tensor(x), 1)
+        assert fake.stride() == real.stride(), (x.stride(), fake.stride(), real.stride())
+
+
 def test_extreme_values_saturate_and_nan_propagates(device):
     x = torch.tensor([200.0, -200.0, 0.0, float("nan"), 200.0, 200.0, -200.0, 1.0], device=device)
     out = gated_activation(x.view(1, 8, 1, 1), 1).flatten()

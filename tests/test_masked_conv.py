@@ -46,6 +46,19 @@ def test_matches_reference(mask_type, groups, k, dtype, device):
     assert torch.all(grads[1][mask == 0] == 0)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_masked_taps_holding_nan_stay_out(k, groups, device):
+    # Whatever a masked tap holds, even NaN, is ignored, and its gradient is exactly zero.
+    x, weight, bias = make_inputs(2, 6, 9, 5, 4, k, torch.float64, device=device)
+    mask = make_mask(6, 9, k, "B", groups).to(device, torch.float64)
+    poisoned = weight.masked_fill(mask == 0, float("nan")).requires_grad_(True)
+    out = masked_conv2d(x, poisoned, bias, "B", groups)
+    torch.testing.assert_close(out, masked_conv2d_ref(x, weight * mask, bias, "B", groups))
+    out.sum().backward()
+    assert torch.all(poisoned.grad[mask == 0] == 0) and torch.isfinite(poisoned.grad).all()
+
+
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 8])
 def test_batch_sizes(batch, device):
     x, weight, bias = make_inputs(batch, 3, 6, 7, 4, 3, torch.float64, seed=batch, device=device)

@@ -95,10 +95,16 @@ def _lstm(taps, bias=True):
     return lambda dtype, device: lstm_inputs(2, 3, 4, 3, taps, dtype, bias, device=device)
 
 
-def _gate(batch, channels, height, width):
+def _gate(batch, channels, height, width, spare=0):
+    """``spare`` > 0: the input is a channel slice of a channels-last tensor with ``spare`` more
+    channels (strided: neither layout)."""
+
     def make(dtype, device):
         generator = torch.Generator().manual_seed(channels)
-        return (torch.randn(batch, channels, height, width, generator=generator, dtype=dtype).to(device),)
+        x = torch.randn(batch, channels + spare, height, width, generator=generator, dtype=dtype).to(device)
+        if spare:
+            x = x.contiguous(memory_format=torch.channels_last)[:, :channels]
+        return (x,)
 
     return make
 
@@ -106,7 +112,8 @@ def _gate(batch, channels, height, width):
 SAMPLES = [
     Sample("gated_activation", _gate(2, 12, 3, 5), (3,)),
     Sample("gated_activation", _gate(2, 8, 4, 3), (1,), channels_last=True),
-    Sample("gated_activation", _gate(1, 6, 1, 1), (3,)),
+    Sample("gated_activation", _gate(1, 6, 1, 1), (3,), channels_last=True),
+    Sample("gated_activation", _gate(2, 12, 3, 4, spare=4), (3,)),
     Sample("masked_conv2d", _conv(3), ("A", 3)),
     Sample("masked_conv2d", _conv(5), ("B", 3)),
     Sample("masked_conv2d", _conv(3), ("B", 1)),

@@ -29,8 +29,11 @@ Params check_forward(const at::Tensor& x, int64_t color_groups) {
   const int64_t c = x.size(1);
   TORCH_CHECK_VALUE(c >= 2 && c % (2 * color_groups) == 0, op, ": input channels (", c,
                     ") must be a positive multiple of 2 * color_groups (", 2 * color_groups, ")");
-  return Params{x.size(0), c / 2, color_groups, x.size(2) * x.size(3),
-                x.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
+  return Params{x.size(0), c / 2, color_groups, x.size(2) * x.size(3), channels_last(x)};
+}
+
+bool channels_last(const at::Tensor& x) {
+  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
 }
 
 Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t color_groups) {
@@ -45,16 +48,14 @@ Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t c
 }
 
 at::Tensor in_own_format(const at::Tensor& x) {
-  return x.contiguous(x.suggest_memory_format() == at::MemoryFormat::ChannelsLast
-                          ? at::MemoryFormat::ChannelsLast
-                          : at::MemoryFormat::Contiguous);
+  return x.contiguous(channels_last(x) ? at::MemoryFormat::ChannelsLast
+                                       : at::MemoryFormat::Contiguous);
 }
 
 at::Tensor empty_like_format(const at::Tensor& x, int64_t channels) {
-  const bool last = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return at::empty({x.size(0), channels, x.size(2), x.size(3)},
-                   x.options().memory_format(last ? at::MemoryFormat::ChannelsLast
-                                                  : at::MemoryFormat::Contiguous));
+                   x.options().memory_format(channels_last(x) ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::Contiguous));
 }
 
 namespace {

@@ -13,8 +13,11 @@ namespace gate {
 Params check_forward(const at::Tensor& x, int64_t color_groups);
 Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t color_groups);
 
-// x in its own memory format (channels-last stays channels-last, anything else becomes
-// contiguous), and an empty tensor of `channels` channels in that format.
+// The op's layout: channels-last when x is a dense channels-last tensor that is not also a
+// contiguous one (the fake kernel, pixelfast/ops/gate.py, states the same rule), else contiguous.
+bool channels_last(const at::Tensor& x);
+
+// x in that layout, and an empty tensor of `channels` channels in it.
 at::Tensor in_own_format(const at::Tensor& x);
 at::Tensor empty_like_format(const at::Tensor& x, int64_t channels);
 

@@ -11,8 +11,8 @@
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mul.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
@@ -101,22 +101,28 @@ at::Tensor centre_weight(const at::Tensor& weight, const Params& p, int64_t g, i
   return weight.narrow(0, g * group_out, group_out).narrow(1, 0, prefix).select(3, c).select(2, c);
 }
 
-// kHalf's 0/1 mask [out, in, c + 1, k]: zero at the centre row's taps right of the centre, and at
-// the centre tap's input channels past each output group's prefix.
+// kHalf's mask [out, in, c + 1, k] (bool): false at the centre row's taps right of the centre, and
+// at the centre tap's input channels past each output group's prefix.
 at::Tensor half_block_mask(const at::Tensor& weight, const Params& p) {
   const int64_t k = p.kernel_size, c = k / 2;
   const int64_t group_out = p.out_channels / p.color_groups;
-  at::Tensor mask = at::ones({p.out_channels, p.in_channels, c + 1, k}, weight.options());
+  at::Tensor mask =
+      at::ones({p.out_channels, p.in_channels, c + 1, k}, weight.options().dtype(at::kBool));
   at::Tensor centre_row = mask.select(2, c);  // [out, in, k]
-  centre_row.narrow(2, c + 1, k - c - 1).zero_();
+  centre_row.narrow(2, c + 1, k - c - 1).fill_(false);
   for (int64_t g = 0; g < p.color_groups; ++g) {
     const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);
     centre_row.narrow(0, g * group_out, group_out)
         .narrow(1, prefix, p.in_channels - prefix)
         .select(2, c)
-        .zero_();
+        .fill_(false);
   }
   return mask;
+}
+
+// kHalf's weight with the masked taps zeroed, whatever they hold (a NaN there stays out).
+at::Tensor half_block_weight(const at::Tensor& weight, const at::Tensor& mask) {
+  return at::where(mask, block_weight(weight, kHalf), 0);
 }
 
 at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
@@ -139,7 +145,7 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
   const at::Tensor x = x_in.contiguous(kChannelsLast);
   at::Tensor out;
   if (single_block(k, p.color_groups, p.mask_b)) {
-    const at::Tensor w = block_weight(weight, kHalf).mul(half_block_mask(weight, p));
+    const at::Tensor w = half_block_weight(weight, half_block_mask(weight, p));
     return valid_conv(padded(x, padding_of(kHalf, k)), w, bias).contiguous(kChannelsLast);
   }
   if (k > 1) {
@@ -203,15 +209,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   if (single_block(k, p.color_groups, p.mask_b)) {
     const auto pad = padding_of(kHalf, k);
     const at::Tensor mask = half_block_mask(weight, p);
-    const at::Tensor w = block_weight(weight, kHalf).mul(mask);
+    const at::Tensor w = half_block_weight(weight, mask);
     auto grads = at::convolution_backward(grad_out, padded(x, pad), w, std::nullopt, {1, 1}, {0, 0},
                                           {1, 1}, false, {0, 0}, 1, want);
     grad_x = want_x ? padded(std::get<0>(grads), negated(pad)).contiguous(kChannelsLast)
                     : at::zeros_like(x, kChannelsLast);
     if (want_w) {
-      // The gradient of weight * mask: the masked taps' is exactly zero.
+      // Only the used taps' gradients: the masked taps' stay exactly zero.
       const BlockShape b = block_shape(kHalf, k);
-      grad_weight.narrow(2, b.row0, b.rows).copy_(std::get<1>(grads).mul(mask));
+      grad_weight.narrow(2, b.row0, b.rows).copy_(at::where(mask, std::get<1>(grads), 0));
     }
     return {grad_x, grad_weight, grad_out_in.sum({0, 2, 3})};
   }

@@ -15,8 +15,9 @@ namespace pixelfast {
 namespace gate {
 namespace {
 
+// The real op's layout rule (csrc/gate/gate_op.h).
 at::MemoryFormat format_of(const at::Tensor& x) {
-  return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast
+  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
              ? at::MemoryFormat::ChannelsLast
              : at::MemoryFormat::Contiguous;
 }
