@@ -25,6 +25,15 @@ struct Params {
   bool channels_last;
 };
 
+// The kernels' arguments (CPU and CUDA alike): the shapes and the data.
+template <typename T>
+struct Args {
+  Params p;
+  const T* x;
+  const T* grad_out;  // backward only
+  T* out;             // forward: the output; backward: the input's gradient
+};
+
 PF_HD int64_t per_group(const Params& p) { return p.channels / p.groups; }
 PF_HD int64_t out_elements(const Params& p) { return p.batch * p.channels * p.pixels; }
 

@@ -47,6 +47,11 @@ Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t c
   return p;
 }
 
+at::Tensor in_layout(const at::Tensor& t, const Params& p) {
+  return t.contiguous(p.channels_last ? at::MemoryFormat::ChannelsLast
+                                      : at::MemoryFormat::Contiguous);
+}
+
 at::Tensor in_own_format(const at::Tensor& x) {
   return x.contiguous(channels_last(x) ? at::MemoryFormat::ChannelsLast
                                        : at::MemoryFormat::Contiguous);
@@ -59,14 +64,6 @@ at::Tensor empty_like_format(const at::Tensor& x, int64_t channels) {
 }
 
 namespace {
-
-template <typename T>
-struct Args {
-  Params p;
-  const T* x;
-  const T* grad_out;  // backward only
-  T* out;             // forward: the output; backward: the input's gradient
-};
 
 // One run: restrict pointers, so that gcc vectorises it without alias checks.
 template <typename T>
@@ -133,8 +130,7 @@ at::Tensor backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
                         int64_t color_groups) {
   const Params p = check_backward(grad_out_in, x_in, color_groups);
   const at::Tensor x = in_own_format(x_in);
-  const at::Tensor grad_out = grad_out_in.contiguous(
-      p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor grad_out = in_layout(grad_out_in, p);
   at::Tensor grad_x = empty_like_format(x, 2 * p.channels);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_backward", [&] {
     const Args<scalar_t> a{p, x.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),

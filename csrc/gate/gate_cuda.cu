@@ -19,7 +19,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
 template <typename T>
-void launch(void (*kernel)(KernelArgs<T>), const KernelArgs<T>& args) {
+void launch(void (*kernel)(Args<T>), const Args<T>& args) {
   const int64_t n = out_elements(args.p);
   if (n == 0) return;
   kernel<<<blocks_for(n, kThreads, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -34,8 +34,8 @@ at::Tensor forward_cuda(const at::Tensor& x_in, int64_t color_groups) {
   const at::Tensor x = in_own_format(x_in);
   at::Tensor out = empty_like_format(x, p.channels);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation", [&] {
-    launch(forward_kernel<scalar_t>, KernelArgs<scalar_t>{p, x.const_data_ptr<scalar_t>(), nullptr,
-                                                          out.mutable_data_ptr<scalar_t>()});
+    launch(forward_kernel<scalar_t>, Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), nullptr,
+                                                    out.mutable_data_ptr<scalar_t>()});
   });
   return out;
 }
@@ -46,13 +46,12 @@ at::Tensor backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   const Params p = check_backward(grad_out_in, x_in, color_groups);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = in_own_format(x_in);
-  const at::Tensor grad_out = grad_out_in.contiguous(
-      p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor grad_out = in_layout(grad_out_in, p);
   at::Tensor grad_x = empty_like_format(x, 2 * p.channels);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_backward", [&] {
-    launch(backward_kernel<scalar_t>, KernelArgs<scalar_t>{p, x.const_data_ptr<scalar_t>(),
-                                                           grad_out.const_data_ptr<scalar_t>(),
-                                                           grad_x.mutable_data_ptr<scalar_t>()});
+    launch(backward_kernel<scalar_t>,
+           Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),
+                          grad_x.mutable_data_ptr<scalar_t>()});
   });
   return grad_x;
 }

@@ -12,15 +12,7 @@ namespace pixelfast {
 namespace gate {
 
 template <typename T>
-struct KernelArgs {
-  Params p;
-  const T* x;
-  const T* grad_out;  // backward only
-  T* out;             // forward: the output; backward: the input's gradient
-};
-
-template <typename T>
-__global__ void forward_kernel(const KernelArgs<T> a) {
+__global__ void forward_kernel(const Args<T> a) {
   const int64_t gap = b_distance(a.p);
   PF_GRID_STRIDE(e, out_elements(a.p)) {
     const int64_t offset = a_offset(a.p, e);
@@ -29,7 +21,7 @@ __global__ void forward_kernel(const KernelArgs<T> a) {
 }
 
 template <typename T>
-__global__ void backward_kernel(const KernelArgs<T> a) {
+__global__ void backward_kernel(const Args<T> a) {
   const int64_t gap = b_distance(a.p);
   PF_GRID_STRIDE(e, out_elements(a.p)) {
     const int64_t offset = a_offset(a.p, e);

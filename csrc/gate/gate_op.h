@@ -17,6 +17,9 @@ Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t c
 // contiguous one (the fake kernel, pixelfast/ops/gate.py, states the same rule), else contiguous.
 bool channels_last(const at::Tensor& x);
 
+// A tensor in the call's layout (the backward's grad_out in the input's).
+at::Tensor in_layout(const at::Tensor& t, const Params& p);
+
 // x in that layout, and an empty tensor of `channels` channels in it.
 at::Tensor in_own_format(const at::Tensor& x);
 at::Tensor empty_like_format(const at::Tensor& x, int64_t channels);

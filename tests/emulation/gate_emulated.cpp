@@ -23,8 +23,8 @@ at::MemoryFormat format_of(const at::Tensor& x) {
 }
 
 template <typename T>
-void launch(void (*kernel)(KernelArgs<T>), const KernelArgs<T>& args, int64_t threads,
-            int64_t max_blocks, int64_t schedule, int64_t seed) {
+void launch(void (*kernel)(Args<T>), const Args<T>& args, int64_t threads, int64_t max_blocks,
+            int64_t schedule, int64_t seed) {
   TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in [1, 1024], got ", threads);
   TORCH_CHECK(max_blocks >= 1, "max_blocks must be >= 1, got ", max_blocks);
   const int64_t n = out_elements(args.p);
@@ -47,10 +47,10 @@ at::Tensor forward_emulated(const at::Tensor& x_in, int64_t groups, int64_t thre
   at::Tensor out = at::empty({x.size(0), p.channels, x.size(2), x.size(3)},
                              x.options().memory_format(format_of(x)));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_emulated", [&] {
-    launch(forward_kernel<scalar_t>,
-           KernelArgs<scalar_t>{p, x.const_data_ptr<scalar_t>(), nullptr,
-                                out.mutable_data_ptr<scalar_t>()},
-           threads, max_blocks, schedule, seed);
+    launch(
+        forward_kernel<scalar_t>,
+        Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), nullptr, out.mutable_data_ptr<scalar_t>()},
+        threads, max_blocks, schedule, seed);
   });
   return out;
 }
@@ -63,8 +63,8 @@ at::Tensor backward_emulated(const at::Tensor& grad_in, const at::Tensor& x_in, 
   at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format_of(x)));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_backward_emulated", [&] {
     launch(backward_kernel<scalar_t>,
-           KernelArgs<scalar_t>{p, x.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
-                                grad_x.mutable_data_ptr<scalar_t>()},
+           Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
+                          grad_x.mutable_data_ptr<scalar_t>()},
            threads, max_blocks, schedule, seed);
   });
   return grad_x;
