@@ -126,6 +126,7 @@ def test_autocast_computes_in_float32():
         (lambda: gated_activation(torch.randn(2, 5, 3, 3), 1), ValueError, "multiple of 2 \\* color_groups"),
         (lambda: gated_activation(torch.randn(2, 9, 3, 3), 3), ValueError, "multiple of 2 \\* color_groups \\(6\\)"),
         (lambda: gated_activation(torch.randn(2, 0, 3, 3), 1), ValueError, "multiple of 2"),
+        (lambda: GatedActivation(3)(torch.randn(2, 9, 3, 3)), ValueError, "multiple of 2 \\* color_groups \\(6\\)"),
         (lambda: gated_activation(torch.randn(2, 6, 3, 3), 2), ValueError, "color_groups"),
         (lambda: gated_activation(torch.randn(2, 6, 3, 3), True), ValueError, "color_groups"),
         (lambda: gated_activation(torch.ones(2, 6, 3, 3, dtype=torch.int64), 1), TypeError, "float32 or float64"),

@@ -47,20 +47,17 @@ Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t c
   return p;
 }
 
-at::Tensor in_layout(const at::Tensor& t, const Params& p) {
-  return t.contiguous(p.channels_last ? at::MemoryFormat::ChannelsLast
-                                      : at::MemoryFormat::Contiguous);
+namespace {
+at::MemoryFormat format_of(const Params& p) {
+  return p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
+}  // namespace
 
-at::Tensor in_own_format(const at::Tensor& x) {
-  return x.contiguous(channels_last(x) ? at::MemoryFormat::ChannelsLast
-                                       : at::MemoryFormat::Contiguous);
-}
+at::Tensor in_layout(const at::Tensor& t, const Params& p) { return t.contiguous(format_of(p)); }
 
-at::Tensor empty_like_format(const at::Tensor& x, int64_t channels) {
+at::Tensor empty_in_layout(const at::Tensor& x, int64_t channels, const Params& p) {
   return at::empty({x.size(0), channels, x.size(2), x.size(3)},
-                   x.options().memory_format(channels_last(x) ? at::MemoryFormat::ChannelsLast
-                                                              : at::MemoryFormat::Contiguous));
+                   x.options().memory_format(format_of(p)));
 }
 
 namespace {
@@ -115,8 +112,8 @@ int64_t runs(const Params& p) { return run_length(p) > 0 ? out_elements(p) / run
 
 at::Tensor forward_cpu(const at::Tensor& x_in, int64_t color_groups) {
   const Params p = check_forward(x_in, color_groups);
-  const at::Tensor x = in_own_format(x_in);
-  at::Tensor out = empty_like_format(x, p.channels);
+  const at::Tensor x = in_layout(x_in, p);
+  at::Tensor out = empty_in_layout(x, p.channels, p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation", [&] {
     const Args<scalar_t> a{p, x.const_data_ptr<scalar_t>(), nullptr,
                            out.mutable_data_ptr<scalar_t>()};
@@ -129,9 +126,9 @@ at::Tensor forward_cpu(const at::Tensor& x_in, int64_t color_groups) {
 at::Tensor backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
                         int64_t color_groups) {
   const Params p = check_backward(grad_out_in, x_in, color_groups);
-  const at::Tensor x = in_own_format(x_in);
+  const at::Tensor x = in_layout(x_in, p);
   const at::Tensor grad_out = in_layout(grad_out_in, p);
-  at::Tensor grad_x = empty_like_format(x, 2 * p.channels);
+  at::Tensor grad_x = empty_in_layout(x, 2 * p.channels, p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_backward", [&] {
     const Args<scalar_t> a{p, x.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),
                            grad_x.mutable_data_ptr<scalar_t>()};

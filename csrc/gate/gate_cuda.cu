@@ -31,8 +31,8 @@ at::Tensor forward_cuda(const at::Tensor& x_in, int64_t color_groups) {
   check_cuda_tensors("gated_activation", {{"input", &x_in}});
   const Params p = check_forward(x_in, color_groups);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = in_own_format(x_in);
-  at::Tensor out = empty_like_format(x, p.channels);
+  const at::Tensor x = in_layout(x_in, p);
+  at::Tensor out = empty_in_layout(x, p.channels, p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation", [&] {
     launch(forward_kernel<scalar_t>, Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), nullptr,
                                                     out.mutable_data_ptr<scalar_t>()});
@@ -45,9 +45,9 @@ at::Tensor backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   check_cuda_tensors("gated_activation_backward", {{"input", &x_in}, {"grad_out", &grad_out_in}});
   const Params p = check_backward(grad_out_in, x_in, color_groups);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = in_own_format(x_in);
+  const at::Tensor x = in_layout(x_in, p);
   const at::Tensor grad_out = in_layout(grad_out_in, p);
-  at::Tensor grad_x = empty_like_format(x, 2 * p.channels);
+  at::Tensor grad_x = empty_in_layout(x, 2 * p.channels, p);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_activation_backward", [&] {
     launch(backward_kernel<scalar_t>,
            Args<scalar_t>{p, x.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),

@@ -17,12 +17,10 @@ Params check_backward(const at::Tensor& grad_out, const at::Tensor& x, int64_t c
 // contiguous one (the fake kernel, pixelfast/ops/gate.py, states the same rule), else contiguous.
 bool channels_last(const at::Tensor& x);
 
-// A tensor in the call's layout (the backward's grad_out in the input's).
+// A tensor in the call's layout (p.channels_last, from the input), and an empty one of x's batch
+// and image size with `channels` channels in it.
 at::Tensor in_layout(const at::Tensor& t, const Params& p);
-
-// x in that layout, and an empty tensor of `channels` channels in it.
-at::Tensor in_own_format(const at::Tensor& x);
-at::Tensor empty_like_format(const at::Tensor& x, int64_t channels);
+at::Tensor empty_in_layout(const at::Tensor& x, int64_t channels, const Params& p);
 
 }  // namespace gate
 }  // namespace pixelfast

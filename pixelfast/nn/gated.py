@@ -151,12 +151,8 @@ class GatedActivation(nn.Module):
         self.color_groups = color_groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1] if x.dim() == 4 else None
-        if c is not None and c % (2 * self.color_groups):
-            raise ValueError(
-                f"GatedActivation: channels ({c}) must be divisible by 2 * color_groups ({2 * self.color_groups})"
-            )
-        return gated_activation(x, self.color_groups)  # one pass each way (pixelfast.ops.gate)
+        # One pass each way (pixelfast.ops.gate); the op checks the channels against the groups.
+        return gated_activation(x, self.color_groups)
 
     def extra_repr(self) -> str:
         return f"color_groups={self.color_groups}"
