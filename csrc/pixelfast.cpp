@@ -56,6 +56,9 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def("sampler_image_split_runs() -> int", &pixelfast::sampler::sampler_image_split_runs);
   m.def("sampler_split_images_below(int bytes) -> int",
         &pixelfast::sampler::sampler_split_images_below);
+  // The CPU engine's float32 matrix-product kernel (auto, generic, avx2, avx512); returns the
+  // previous one: lets a test run each kernel the machine has.
+  m.def("sampler_gemm_kernel(str kind) -> str", &pixelfast::sampler::sampler_gemm_kernel);
   // The plan format the engine decodes (csrc/sampler/plan.h's lists), for plan.py's check.
   m.def("sampler_plan_format() -> str", &pixelfast::sampler::plan_format);
 }

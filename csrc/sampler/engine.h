@@ -130,6 +130,10 @@ int64_t sampler_solo_runs();
 // default; 0 = after the first pixel) and returns the previous setting.
 int64_t sampler_solo_after(int64_t preemptions);
 
+// Sets the CPU engine's float32 matrix-product kernel (auto, generic, avx2 or avx512; small_gemm.h)
+// and returns the previous setting; ValueError for a kernel this CPU cannot run.
+std::string sampler_gemm_kernel(const std::string& kind);
+
 // How many CPU engine calls split the batch by image (each thread its own images, no barriers).
 int64_t sampler_image_split_runs();
 

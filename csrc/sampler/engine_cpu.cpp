@@ -28,12 +28,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
+#include <type_traits>
 #include <tuple>
 #include <vector>
 
 #include "../common/cpu_isa.h"
 #include "engine.h"
 #include "engine_ops.h"
+#include "small_gemm.h"
 
 // Fortran BLAS, as exported by libtorch (MKL or OpenBLAS, LP64).
 extern "C" {
@@ -96,6 +99,12 @@ std::atomic<int64_t> split_images_below{int64_t{8} << 20};
 // How many engine calls have split the batch by image since the library was loaded.
 std::atomic<int64_t> image_split_runs{0};
 
+// The float32 matrix-product kernel (small_gemm.h): kAuto, the widest the CPU runs, or one set by
+// sampler_gemm_kernel (so that the tests run each on any machine that has it).
+std::atomic<int> gemm_kernel_setting{static_cast<int>(GemmKernel::kAuto)};
+
+constexpr const char* kGemmKernelNames[] = {"auto", "generic", "avx2", "avx512"};
+
 // The barrier of the engine's thread team: one wait per op, a few hundred thousand per image, so it
 // spins (well under a microsecond when every thread has a core). A waiter that spins too long
 // sleeps on the generation counter instead (a futex), leaving the core to whoever needs it.
@@ -138,9 +147,65 @@ PF_ALWAYS_INLINE void pointwise_loop_impl(const Args& p, int64_t t0, int64_t t1)
 }
 PF_ISA_DISPATCH(pointwise_loop)
 
+// The float32 conv weights packed into panels (small_gemm.h), once per engine call: per weight
+// index, its panels as a segment weight (one column group) and as a centre weight (its conv's
+// colour groups), or null where the plan uses it otherwise.
+struct PackedWeights {
+  at::Tensor storage;
+  std::vector<const float*> segments, centres;
+};
+
+PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weights) {
+  const int64_t count = static_cast<int64_t>(weights.size());
+  std::vector<int64_t> segment_at(count, -1), centre_at(count, -1), centre_groups(count, 0);
+  int64_t total = 0;
+  const auto place = [&](int64_t index, int64_t groups, std::vector<int64_t>& at) {
+    if (at[index] >= 0) return;
+    at[index] = total;
+    const at::Tensor& w = weights[index];
+    total += packed_size(w.size(0), w.size(1) / groups, groups);
+  };
+  for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
+    for (const Op& op : *ops) {
+      if (op.code != kConv) continue;
+      for (int64_t s = 0; s < op.num_segments; ++s) place(op.segments[s].weight, 1, segment_at);
+      if (op.centre == kNoCentre) continue;
+      const int64_t w = op.centre_weight;
+      TORCH_CHECK(centre_groups[w] == 0 || centre_groups[w] == op.groups, "sample_cached: weight ",
+                  w, " is the centre tap of convs with ", centre_groups[w], " and ", op.groups,
+                  " groups");
+      centre_groups[w] = op.groups;
+      place(w, op.groups, centre_at);
+    }
+  }
+  PackedWeights packed;
+  packed.storage = at::empty({total}, at::kFloat);
+  float* base = packed.storage.mutable_data_ptr<float>();
+  packed.segments.assign(count, nullptr);
+  packed.centres.assign(count, nullptr);
+  for (int64_t i = 0; i < count; ++i) {
+    const at::Tensor& w = weights[i];
+    if (segment_at[i] >= 0) {
+      pack_panels(w.const_data_ptr<float>(), w.size(0), w.size(1), 1, base + segment_at[i]);
+      packed.segments[i] = base + segment_at[i];
+    }
+    if (centre_at[i] >= 0) {
+      const int64_t groups = centre_groups[i];
+      pack_panels(w.const_data_ptr<float>(), w.size(0), w.size(1) / groups, groups,
+                  base + centre_at[i]);
+      packed.centres[i] = base + centre_at[i];
+    }
+  }
+  return packed;
+}
+
 template <typename scalar_t>
 struct CpuEngine {
   EngineView<scalar_t> v;
+  // float32: the view with the packed conv weights in place of the weights (segments, centres),
+  // and the kernel that multiplies by them; float64 calls BLAS on the weights as they are.
+  EngineView<scalar_t> segment_view, centre_view;
+  GemmKernel kernel = GemmKernel::kGeneric;
   // The thread team: every op's output channels are split over the team (each thread streams
   // its share of the weights once per position, with the whole batch as the rows of its matrix
   // products), and the team meets at a barrier after every op; or, with by_image, each thread
@@ -164,9 +229,25 @@ struct CpuEngine {
     return {lo + (hi - lo) * rank / team, lo + (hi - lo) * (rank + 1) / team};
   }
 
-  // This thread's share of an op's channels [lo, hi): all of them when split by image.
+  // This thread's share of an op's channels [lo, hi), in whole panels of B's columns from lo (a
+  // product starts at a panel): all of them when split by image.
   std::pair<int64_t, int64_t> channel_share(int64_t lo, int64_t hi) const {
-    return by_image ? std::pair<int64_t, int64_t>{lo, hi} : share(lo, hi);
+    if (by_image) return {lo, hi};
+    const auto [p0, p1] = share(0, panels(hi - lo));
+    return {std::min(lo + p0 * kPanel, hi), std::min(lo + p1 * kPanel, hi)};
+  }
+
+  // out[rows, c1 - c0] += a[rows, k] . w[k, c0:c1]: w a weight of `view` (packed: its panels
+  // `panel_stride` floats apart, c0 at the start of one; else row-major with `ldw` columns).
+  void product(int64_t rows, int64_t c0, int64_t c1, int64_t k, const scalar_t* a, int64_t lda,
+               const scalar_t* w, int64_t panel_stride, int64_t ldw, scalar_t* out,
+               int64_t ldc) const {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      gemm_packed(kernel, rows, c1 - c0, k, a, lda, w + c0 / kPanel * panel_stride, panel_stride,
+                  out + c0, ldc);
+    } else {
+      gemm_rows(rows, c1 - c0, k, a, lda, w + c0, ldw, out + c0, ldc);
+    }
   }
 
   // The images whose draws (and mixtures) this thread computes.
@@ -191,19 +272,65 @@ struct CpuEngine {
       for (int64_t b = 0; b < rows; ++b)
         add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
       if (own1 > own0) {
-        off_centre_products(v, op, b_lo, i, j,
+        off_centre_products(segment_view, op, b_lo, i, j,
                             [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-                              gemm_rows(rows, own1 - own0, k, a, in_stride, w + own0, channels,
-                                        out + own0, out_stride);
+                              product(rows, own0, own1, k, a, in_stride, w, k * kPanel, channels,
+                                      out, out_stride);
                             });
       }
       c0 = std::max<int64_t>(own0, 0);
       c1 = std::min<int64_t>(own1, n);
     }
     if (c1 > c0) {
-      centre_product(v, op, b_lo, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-        gemm_rows(rows, c1 - c0, k, a, in_stride, w + c0, channels, out + c0, out_stride);
-      });
+      // Group g's panels start at g panels(n) (small_gemm.h); its columns at g n in `out`.
+      const int64_t in_channels = v.buffers[op.src].channels;
+      const int64_t panel_stride = in_channels * kPanel;
+      centre_product(centre_view, op, b_lo, i, j, g,
+                     [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+                       const scalar_t* group = std::is_same_v<scalar_t, float>
+                                                   ? w + g * panels(n) * panel_stride
+                                                   : w + g * n;
+                       product(rows, c0 - g * n, c1 - g * n, k, a, in_stride, group, panel_stride,
+                               channels, out + g * n, out_stride);
+                     });
+    }
+  }
+
+  // A row-phase conv without a centre tap, at every position of row r at once: per image and
+  // tap, one gemm whose rows are the row's positions (a tap's inputs at consecutive positions sit
+  // `period` positions apart in the buffer). This is where the pixel-phase convs' taps on rows
+  // above go (plan.py's PlanBuilder.conv): one pass over their weights per row, not per pixel.
+  static bool whole_row(const Op& op) {
+    return op.code == kConv && op.phase == kRowPhase && !op.reverse && op.centre == kNoCentre;
+  }
+
+  void conv_row(const Op& op, int64_t r) const {
+    const int64_t channels = v.buffers[op.dst].channels;
+    const int64_t in_channels = v.buffers[op.src].channels;
+    const int64_t positions = (v.io.width - op.col_residue + op.period - 1) / op.period;
+    const int64_t ldc = op.period * channels, lda = op.period * in_channels;
+    const auto [c0, c1] = channel_share(0, channels);
+    if (c1 <= c0 || positions <= 0) return;
+    const scalar_t* bias = conv_bias(v, op);
+    for (int64_t b = b_lo; b < b_hi; ++b) {
+      scalar_t* out = v.at(op.dst, b, r, op.col_residue);
+      for (int64_t t = 0; t < positions; ++t)
+        add_into(out + t * ldc, bias, op.accumulate != 0, c0, c1, 1);
+      for (int64_t s = 0; s < op.num_segments; ++s) {
+        const Segment& seg = op.segments[s];
+        if (r + seg.dy < 0) continue;  // rows above the image: zero padding
+        const scalar_t* in = v.at(op.src, b, r + seg.dy, op.col_residue + seg.dx);
+        const scalar_t* w = segment_view.weights[seg.weight];
+        const int64_t k = seg.cols * in_channels;
+        if constexpr (std::is_same_v<scalar_t, float>) {  // any row stride, overlapping rows too
+          product(positions, c0, c1, k, in, lda, w, k * kPanel, channels, out, ldc);
+        } else {  // BLAS wants lda >= k: one product per tap
+          for (int64_t q = 0; q < seg.cols; ++q) {
+            gemm_rows(positions, c1 - c0, in_channels, in + q * in_channels, lda,
+                      w + q * in_channels * channels + c0, channels, out + c0, ldc);
+          }
+        }
+      }
     }
   }
 
@@ -282,10 +409,34 @@ struct CpuEngine {
 
   void run_images() {
     run_raster(
-        v, [&](const Op& op, int64_t r, int64_t j, int64_t g) { run(op, r, j, g); },
+        v,
+        [&](const Op& op, int64_t r, int64_t j, int64_t g) {
+          if (!whole_row(op)) {
+            run(op, r, j, g);
+          } else if (j == op.col_residue && g == 0) {  // the row phase's first call for this op
+            conv_row(op, r);
+            if (team > 1 && !by_image) barrier->wait();
+          }
+        },
         [&](int64_t, int64_t j) { return keep_going(j == v.io.width - 1); });
   }
 };
+
+// float32: the weights packed (kept alive by the result) and the kernel; float64: BLAS.
+template <typename scalar_t>
+PackedWeights use_packed_weights(CpuEngine<scalar_t>&, const Plan&, const std::vector<at::Tensor>&) {
+  return {};
+}
+
+PackedWeights use_packed_weights(CpuEngine<float>& engine, const Plan& plan,
+                                 const std::vector<at::Tensor>& weights) {
+  PackedWeights packed = pack_weights(plan, weights);
+  engine.segment_view.weights = packed.segments.data();
+  engine.centre_view.weights = packed.centres.data();
+  const auto setting = static_cast<GemmKernel>(gemm_kernel_setting.load());
+  engine.kernel = setting == GemmKernel::kAuto ? best_kernel() : setting;
+  return packed;
+}
 
 // All threads run the whole raster loop: over the whole batch, each computing its share of every
 // op's channels, or (by_image: a small network, at least an image per thread) each over its share
@@ -336,6 +487,17 @@ void run_team(const CpuEngine<scalar_t>& engine, int64_t weight_bytes) {
 
 int64_t sampler_solo_runs() { return solo_runs.load(); }
 
+std::string sampler_gemm_kernel(const std::string& kind) {
+  int wanted = -1;
+  for (int k = 0; k < 4; ++k)
+    if (kind == kGemmKernelNames[k]) wanted = k;
+  TORCH_CHECK_VALUE(wanted >= 0, "sampler_gemm_kernel: kind must be auto, generic, avx2 or avx512, got '",
+                    kind, "'");
+  TORCH_CHECK_VALUE(cpu_supports(static_cast<GemmKernel>(wanted)), "sampler_gemm_kernel: this CPU cannot run the ",
+                    kind, " kernel");
+  return kGemmKernelNames[gemm_kernel_setting.exchange(wanted)];
+}
+
 int64_t sampler_image_split_runs() { return image_split_runs.load(); }
 
 int64_t sampler_split_images_below(int64_t bytes) {
@@ -359,7 +521,8 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
   if (p.empty()) return {p.out, p.logits};
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cpu", [&] {
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here
-    CpuEngine<scalar_t> engine{view.view};
+    CpuEngine<scalar_t> engine{view.view, view.view, view.view};
+    const PackedWeights packed = use_packed_weights(engine, p.plan, weights);
     engine.batch = p.image.size(0);
     engine.b_hi = engine.batch;  // every image, until a team splits them
     engine.scratch_doubles = p.plan.scratch_doubles(levels);

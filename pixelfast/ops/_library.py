@@ -29,6 +29,7 @@ OPS = (
     "sampler_solo_after",
     "sampler_image_split_runs",
     "sampler_split_images_below",
+    "sampler_gemm_kernel",
     "sampler_plan_format",
 )
 

@@ -73,6 +73,10 @@ class PlanBuilder:
         self.forced_label: int | None = None
         # Where the ops written now run: (period, row residue, column residue); see on_grid.
         self.grid = (1, 0, 0)
+        # The buffers some op writes so far, and those that a pixel-phase conv's taps on rows above,
+        # moved to the row phase, fill (see conv).
+        self._written: set[int] = set()
+        self._hoisted_dst: set[int] = set()
 
     # --- buffers and weights -------------------------------------------------------------------
 
@@ -111,6 +115,10 @@ class PlanBuilder:
         period, row_residue, col_residue = self.grid
         if period != 1:
             fields = dict(period=period, row_residue=row_residue, col_residue=col_residue, **fields)
+        writes = {dst, fields["cell"]} if name == "lstm_cell" else {dst}
+        if phase == ROW and writes & self._hoisted_dst:  # it would overwrite what the conv filled
+            raise AssertionError(f"plan: a row-phase {name} writes buffer {dst}, which a hoisted conv fills")
+        self._written |= writes
         self.plan.program.extend(encode_op(name, segments, phase=phase, dst=dst, src=src, groups=groups, **fields))
 
     # --- ops -----------------------------------------------------------------------------------
@@ -130,7 +138,23 @@ class PlanBuilder:
         reverse=False,
     ):
         """``taps``: ``(dy, dx, weight [out, in, cols])`` runs of one kernel row; ``centre``: ``[out, in]``.
-        ``accumulate`` adds into ``dst``; ``row_offset``/``reverse``: see :meth:`lstm_cell`."""
+        ``accumulate`` adds into ``dst``; ``row_offset``/``reverse``: see :meth:`lstm_cell`.
+
+        A pixel-phase conv's taps on rows above (and its bias) read only finished rows: they become
+        a row-phase conv over the whole row, which the CPU engine runs as a few large matrix
+        products instead of one small one per pixel, and the pixel-phase conv adds the rest. Only
+        when this conv is the first op to write ``dst`` (so that nothing overwrites the row-phase
+        part before the pixel-phase one adds to it) and runs at every position of its own row.
+        """
+        hoist = (
+            phase == PIXEL
+            and not accumulate
+            and row_offset == 0
+            and not reverse
+            and self.grid[0] == 1
+            and dst not in self._written
+            and any(dy < 0 for dy, _, _ in taps)
+        )
         segments = []
         self._reads(src, 0, 0, 1, row_offset)
         self._reads(dst, 0, 0, 1, row_offset)
@@ -141,6 +165,14 @@ class PlanBuilder:
             segments.append((dy, dx, cols, self.weight(packed)))
         centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
         bias_index = self.weight(bias) if bias is not None else -1
+        if hoist:  # after the row-phase ops written so far, which include what writes src's rows
+            above = [segment for segment in segments if segment[0] < 0]
+            self._op("conv", ROW, dst, src, 1, above, bias=bias_index)
+            self._hoisted_dst.add(dst)
+            segments = [segment for segment in segments if segment[0] >= 0]
+            bias_index, accumulate = -1, True
+            if not segments and centre_index < 0:
+                return
         self._op(
             "conv",
             phase,
