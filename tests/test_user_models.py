@@ -61,7 +61,7 @@ REGISTRY_PLANS = {
     "pixelcnn-rgb": (lambda: PixelCNN(3, 4, hidden_channels=3, num_layers=1), "56a698ad4352f2ca"),
     "gated-grey": (lambda: GatedPixelCNN(1, 4, hidden_channels=3, num_layers=3, num_classes=3), "dc6bfed460790292"),
     "gated-rgb": (lambda: GatedPixelCNN(3, 4, hidden_channels=3, num_layers=2), "16add818f00dfb3c"),
-    "row-rgb": (lambda: PixelRNN("row", 3, 4, hidden_channels=3, num_layers=2, num_classes=2), "a267700c1dea4d12"),
+    "row-rgb": (lambda: PixelRNN("row", 3, 4, hidden_channels=3, num_layers=2, num_classes=2), "4f3f2308df4a0399"),
     "diagonal-grey": (
         lambda: PixelRNN("diagonal", 1, 4, hidden_channels=3, num_layers=2, num_classes=2),
         "6fc8514dfa43cf6b",

@@ -6,8 +6,10 @@
 // split_images_below) each thread runs the whole network on its own share of the images, with no
 // barrier: there the barriers, not the arithmetic, would set the pace. Per position every op
 // computes only the new activations at (i, j) from the cached rows, as small matrix products over
-// the batch (BLAS gemm straight on the buffers: no allocation, no tensor per step); the pointwise
-// ops are the shared loops of engine_ops.h, which vectorise. Plan decoding and argument checks:
+// the batch, straight on the buffers (no allocation, no tensor per step); a row-phase conv runs
+// once per row, as products whose rows are the row's positions. In float32 the products are
+// small_gemm.h's kernels on weights packed once per call; in float64, BLAS. The pointwise ops are
+// the shared loops of engine_ops.h, which vectorise. Plan decoding and argument checks:
 // plan_decode.cpp.
 
 // The pointwise loops vectorise only if gcc may if-convert the float compares of the activations
@@ -272,11 +274,10 @@ struct CpuEngine {
       for (int64_t b = 0; b < rows; ++b)
         add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
       if (own1 > own0) {
-        off_centre_products(segment_view, op, b_lo, i, j,
-                            [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-                              product(rows, own0, own1, k, a, in_stride, w, k * kPanel, channels,
-                                      out, out_stride);
-                            });
+        off_centre_products(
+            segment_view, op, b_lo, i, j, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+              product(rows, own0, own1, k, a, in_stride, w, k * kPanel, channels, out, out_stride);
+            });
       }
       c0 = std::max<int64_t>(own0, 0);
       c1 = std::min<int64_t>(own1, n);
@@ -285,23 +286,24 @@ struct CpuEngine {
       // Group g's panels start at g panels(n) (small_gemm.h); its columns at g n in `out`.
       const int64_t in_channels = v.buffers[op.src].channels;
       const int64_t panel_stride = in_channels * kPanel;
-      centre_product(centre_view, op, b_lo, i, j, g,
-                     [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-                       const scalar_t* group = std::is_same_v<scalar_t, float>
-                                                   ? w + g * panels(n) * panel_stride
-                                                   : w + g * n;
-                       product(rows, c0 - g * n, c1 - g * n, k, a, in_stride, group, panel_stride,
-                               channels, out + g * n, out_stride);
-                     });
+      centre_product(
+          centre_view, op, b_lo, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+            const scalar_t* group =
+                std::is_same_v<scalar_t, float> ? w + g * panels(n) * panel_stride : w + g * n;
+            product(rows, c0 - g * n, c1 - g * n, k, a, in_stride, group, panel_stride, channels,
+                    out + g * n, out_stride);
+          });
     }
   }
 
-  // A row-phase conv without a centre tap, at every position of row r at once: per image and
-  // tap, one gemm whose rows are the row's positions (a tap's inputs at consecutive positions sit
-  // `period` positions apart in the buffer). This is where the pixel-phase convs' taps on rows
-  // above go (plan.py's PlanBuilder.conv): one pass over their weights per row, not per pixel.
+  // A row-phase conv of one group (or without a centre tap), at every position of row r at once:
+  // per image and segment, one product whose rows are the row's positions (a segment's inputs at
+  // consecutive positions overlap, `period` positions apart in the buffer). The pixel-phase convs'
+  // taps on rows above go here (plan.py's PlanBuilder.conv), and the Gated PixelCNN's vertical
+  // stack: one pass over their weights per row, not per pixel.
   static bool whole_row(const Op& op) {
-    return op.code == kConv && op.phase == kRowPhase && !op.reverse && op.centre == kNoCentre;
+    return op.code == kConv && op.phase == kRowPhase && !op.reverse &&
+           (op.centre == kNoCentre || op.groups == 1);
   }
 
   void conv_row(const Op& op, int64_t r) const {
@@ -330,6 +332,11 @@ struct CpuEngine {
                       w + q * in_channels * channels + c0, channels, out + c0, ldc);
           }
         }
+      }
+      const int64_t prefix = centre_prefix(in_channels, 1, op.centre, 0);  // one group
+      if (prefix > 0) {
+        product(positions, c0, c1, prefix, v.at(op.src, b, r, op.col_residue), lda,
+                centre_view.weights[op.centre_weight], in_channels * kPanel, channels, out, ldc);
       }
     }
   }
@@ -424,7 +431,8 @@ struct CpuEngine {
 
 // float32: the weights packed (kept alive by the result) and the kernel; float64: BLAS.
 template <typename scalar_t>
-PackedWeights use_packed_weights(CpuEngine<scalar_t>&, const Plan&, const std::vector<at::Tensor>&) {
+PackedWeights use_packed_weights(CpuEngine<scalar_t>&, const Plan&,
+                                 const std::vector<at::Tensor>&) {
   return {};
 }
 
@@ -491,10 +499,11 @@ std::string sampler_gemm_kernel(const std::string& kind) {
   int wanted = -1;
   for (int k = 0; k < 4; ++k)
     if (kind == kGemmKernelNames[k]) wanted = k;
-  TORCH_CHECK_VALUE(wanted >= 0, "sampler_gemm_kernel: kind must be auto, generic, avx2 or avx512, got '",
-                    kind, "'");
-  TORCH_CHECK_VALUE(cpu_supports(static_cast<GemmKernel>(wanted)), "sampler_gemm_kernel: this CPU cannot run the ",
-                    kind, " kernel");
+  TORCH_CHECK_VALUE(wanted >= 0,
+                    "sampler_gemm_kernel: kind must be auto, generic, avx2 or avx512, got '", kind,
+                    "'");
+  TORCH_CHECK_VALUE(cpu_supports(static_cast<GemmKernel>(wanted)),
+                    "sampler_gemm_kernel: this CPU cannot run the ", kind, " kernel");
   return kGemmKernelNames[gemm_kernel_setting.exchange(wanted)];
 }
 

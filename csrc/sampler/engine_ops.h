@@ -188,6 +188,28 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
   return p;
 }
 
+// The gate and LSTM cell loops over restrict pointers: gcc vectorises them only so (the outputs
+// might alias the inputs otherwise, in more pairs than it checks at run time).
+// kTanh: tanh(a) * sigmoid(b) (kGate), else a * sigmoid(b) (kSigmoidGate).
+template <bool kTanh, typename T>
+PF_HD_INLINE void gate_elements(const T* __restrict__ a, const T* __restrict__ b,
+                                T* __restrict__ out, int64_t t0, int64_t t1, int64_t step) {
+  for (int64_t t = t0; t < t1; t += step)
+    out[t] = kTanh ? gate(a[t], b[t]) : sigmoid_gate(a[t], b[t]);
+}
+
+// prev: the previous cell state, or null (zero).
+template <typename T>
+PF_HD_INLINE void lstm_elements(const T* __restrict__ gates, int64_t m, const T* __restrict__ prev,
+                                T* __restrict__ hidden, T* __restrict__ cell, int64_t t0,
+                                int64_t t1, int64_t step) {
+  if (prev != nullptr) {
+    for (int64_t t = t0; t < t1; t += step) cell[t] = lstm_cell(gates + t, m, prev[t], hidden + t);
+  } else {
+    for (int64_t t = t0; t < t1; t += step) cell[t] = lstm_cell(gates + t, m, T(0), hidden + t);
+  }
+}
+
 // Elements [t0, t1) by `step` (a CPU thread: its share, step 1; a CUDA thread: a block stride).
 template <typename T>
 PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, int64_t t1,
@@ -214,23 +236,17 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       add_into(p.out, p.in, p.accumulate, t0, t1, step);
       break;
     case kGate:
-      for (int64_t t = t0; t < t1; t += step) p.out[t] = gate(p.in[t], p.in[p.n + t]);
+      gate_elements<true>(p.in, p.in + p.n, p.out, t0, t1, step);
       break;
     case kSigmoidGate:
-      for (int64_t t = t0; t < t1; t += step) p.out[t] = sigmoid_gate(p.in[t], p.in[p.n + t]);
+      gate_elements<false>(p.in, p.in + p.n, p.out, t0, t1, step);
       break;
     case kClassBias:
     case kCondition:
       for (int64_t t = t0; t < t1; t += step) p.out[t] += p.in[t];
       break;
     case kLstmCell:
-      if (p.prev != nullptr) {
-        for (int64_t t = t0; t < t1; t += step)
-          p.cell[t] = lstm_cell(p.in + t, p.n, p.prev[t], p.out + t);
-      } else {
-        for (int64_t t = t0; t < t1; t += step)
-          p.cell[t] = lstm_cell(p.in + t, p.n, T(0), p.out + t);
-      }
+      lstm_elements(p.in, p.n, p.prev, p.out, p.cell, t0, t1, step);
       break;
     default:
       break;

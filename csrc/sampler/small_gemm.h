@@ -95,7 +95,9 @@ PF_TARGET_AVX2 PF_ALWAYS_INLINE void tile_avx2(int64_t n, int64_t k, const float
 // ---- AVX-512: MR rows x NP panels (one vector each)
 
 PF_TARGET_AVX512 inline __mmask16 lanes_mask(int64_t count) {
-  return count >= kPanel ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+  return count >= kPanel ? __mmask16(0xFFFF)
+         : count <= 0    ? __mmask16(0)
+                         : __mmask16((1u << count) - 1);
 }
 
 template <int MR, int NP>

@@ -215,10 +215,11 @@ class PlanBuilder:
         taps = [(r - p, -p, w[:, :, r, :]) for r in range(w.shape[2])]  # rows i-p .. i-1 (or .. i)
         self.conv(dst, src, ROW, 1, taps, bias=layer.bias)
 
-    def horizontal_conv(self, dst, src, layer: HorizontalConv2d):
+    def horizontal_conv(self, dst, src, layer: HorizontalConv2d, accumulate=False):
         w, p = layer.weight, layer.kernel_size // 2
         mask = CENTRE_A if layer.mask_type == "A" else CENTRE_B
-        self.conv(dst, src, PIXEL, layer.color_groups, [(0, -p, w[:, :, 0, :p])], w[:, :, 0, p], mask, layer.bias)
+        taps = [(0, -p, w[:, :, 0, :p])]
+        self.conv(dst, src, PIXEL, layer.color_groups, taps, w[:, :, 0, p], mask, layer.bias, accumulate)
 
     def relu(self, dst, src, groups, phase=PIXEL):
         self._op("relu", phase, dst, src, groups)
@@ -511,9 +512,10 @@ def _lower_row_lstm(lstm: RowLSTM, b: PlanBuilder, features: int, g: int) -> int
     """Row LSTM, per pixel: gates from the row's left part (masked) and the previous row's states."""
     h = lstm.hidden_channels
     gates, hidden, cell = b.buffer(4 * h), b.buffer(h), b.buffer(h)
-    b.horizontal_conv(gates, features, lstm.input_to_state)
     p = lstm.kernel_size // 2
-    b.conv(gates, hidden, PIXEL, g, [(-1, -p, lstm.state_to_state)], bias=lstm.bias, accumulate=True)
+    # The previous row's states first: a conv of rows above alone, it runs in the row phase.
+    b.conv(gates, hidden, PIXEL, g, [(-1, -p, lstm.state_to_state)], bias=lstm.bias)
+    b.horizontal_conv(gates, features, lstm.input_to_state, accumulate=True)
     if lstm.class_gates.embedding is not None:
         b.class_bias(gates, lstm.class_gates.embedding, g)
     b.lstm_cell(hidden, gates, cell, g, prev=(-1, 0))  # c(i, j) = f c(i - 1, j) + i g
