@@ -17,6 +17,7 @@ from test_sampling_cached import jitter, random_image, random_labels
 
 import pixelfast
 from pixelfast.models import GatedPixelCNN, PixelCNN, PixelCNNPlusPlus, PixelRNN
+from pixelfast.sampling.cached import run_engine
 from pixelfast.sampling.plan import PIXEL, ROW, PlanBuilder, lower
 from pixelfast.sampling.plan_format import OP_CODES, OP_FIELDS
 
@@ -157,3 +158,53 @@ def test_a_row_phase_op_may_not_overwrite_a_moved_conv():
     b.conv(dst, 0, PIXEL, 1, [(-1, -1, torch.randn(4, 2, 3))])
     with pytest.raises(AssertionError, match="which a hoisted conv fills"):
         b.relu(dst, dst, 1, phase=ROW)
+
+
+# --- plans the engine must refuse or run position by position -----------------------------------
+
+
+def with_field(program: list[int], code: str, field: str, value: int) -> list[int]:
+    """``program`` with ``field`` of its first ``code`` op set to ``value``."""
+    program, fields, at = list(program), list(OP_FIELDS), 0
+    while program[at + 1] != OP_CODES[code]:
+        at += program[at]
+    program[at + 1 + fields.index(field)] = value
+    return program
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"cell": "dst"}, {"phase": ROW, "prev_dy": 0, "prev_dx": 0}],
+    ids=["cell is hidden", "previous cell here"],
+)
+def test_engine_refuses_an_lstm_cell_whose_states_overlap(changes):
+    # The cell loop's pointers are restrict: the decoder refuses plans under which they would alias.
+    model = PixelRNN("row", 1, 4, hidden_channels=2, num_layers=1)
+    plan = lower(model)
+    op = next(op for op in ops_of(plan.program) if op["code"] == OP_CODES["lstm_cell"])
+    for field, value in changes.items():
+        plan.program = with_field(plan.program, "lstm_cell", field, op[value] if isinstance(value, str) else value)
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="hidden and cell buffers must differ"):
+        run_engine(plan, x, x.bool(), x.double(), None, 1.0, 4, False)
+
+
+def test_a_row_phase_conv_of_its_own_output_runs_position_by_position():
+    # out(j) = bias + w . out(j - 1) along the row: each position reads the one the engine just
+    # computed to its left, so this conv cannot run as one product over the row.
+    levels, width = 3, 5
+    w, bias = torch.tensor([[[0.5]], [[-0.25]], [[1.5]]]), torch.tensor([0.1, 0.2, -0.3])
+    b = PlanBuilder(torch.float32, torch.device("cpu"))
+    b.buffer(1)
+    out = b.buffer(levels)
+    b.conv(out, out, ROW, 1, [(0, -1, w.expand(levels, levels, 1) * torch.eye(levels)[:, :, None])], bias=bias)
+    logits = b.buffer(levels)
+    b.add(logits, out, 1, copy=True)
+    b.sample(logits, 1)
+    x = torch.zeros(1, 1, 1, width, dtype=torch.long)
+    _, got = run_engine(b.plan, x, torch.ones_like(x, dtype=torch.bool), x.double(), None, 1.0, levels, True)
+    expected, value = [], torch.zeros(levels)
+    for _ in range(width):
+        value = bias + w.flatten() * value
+        expected.append(value)
+    torch.testing.assert_close(got[0, :, 0, 0], torch.stack(expected, 1))

@@ -18,6 +18,15 @@
 #define PF_HD_INLINE inline
 #endif
 
+// A restrict pointer on the host, where it lets gcc vectorise a loop without alias checks; none on
+// the device, where const __restrict__ may route loads through the read-only cache, which is not
+// coherent with the kernel's own earlier writes.
+#if defined(__CUDACC__)
+#define PF_RESTRICT
+#else
+#define PF_RESTRICT __restrict__
+#endif
+
 // Dynamic shared memory of a kernel (the launch's shared-memory bytes) as `type* name`; under the
 // test-only CUDA emulation (tests/emulation/cuda_emulation.h) a per-block host buffer.
 #if defined(__CUDACC__)

@@ -301,8 +301,9 @@ struct CpuEngine {
   // consecutive positions overlap, `period` positions apart in the buffer). The pixel-phase convs'
   // taps on rows above go here (plan.py's PlanBuilder.conv), and the Gated PixelCNN's vertical
   // stack: one pass over their weights per row, not per pixel.
+  // Not a conv of its own output (it would read the bias where the positions to its left were).
   static bool whole_row(const Op& op) {
-    return op.code == kConv && op.phase == kRowPhase && !op.reverse &&
+    return op.code == kConv && op.phase == kRowPhase && !op.reverse && op.src != op.dst &&
            (op.centre == kNoCentre || op.groups == 1);
   }
 
@@ -310,7 +311,9 @@ struct CpuEngine {
     const int64_t channels = v.buffers[op.dst].channels;
     const int64_t in_channels = v.buffers[op.src].channels;
     const int64_t positions = (v.io.width - op.col_residue + op.period - 1) / op.period;
-    const int64_t ldc = op.period * channels, lda = op.period * in_channels;
+    // (one position: no stride, which BLAS would take as an int)
+    const int64_t ldc = positions > 1 ? op.period * channels : channels;
+    const int64_t lda = positions > 1 ? op.period * in_channels : in_channels;
     const auto [c0, c1] = channel_share(0, channels);
     if (c1 <= c0 || positions <= 0) return;
     const scalar_t* bias = conv_bias(v, op);

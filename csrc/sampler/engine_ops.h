@@ -188,21 +188,22 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
   return p;
 }
 
-// The gate and LSTM cell loops over restrict pointers: gcc vectorises them only so (the outputs
-// might alias the inputs otherwise, in more pairs than it checks at run time).
+// The gate and LSTM cell loops over restrict pointers (host only, common/host_device.h): gcc
+// vectorises them only so (the outputs might alias the inputs otherwise, in more pairs than it
+// checks at run time). The decoder makes sure that they do not.
 // kTanh: tanh(a) * sigmoid(b) (kGate), else a * sigmoid(b) (kSigmoidGate).
 template <bool kTanh, typename T>
-PF_HD_INLINE void gate_elements(const T* __restrict__ a, const T* __restrict__ b,
-                                T* __restrict__ out, int64_t t0, int64_t t1, int64_t step) {
+PF_HD_INLINE void gate_elements(const T* PF_RESTRICT a, const T* PF_RESTRICT b, T* PF_RESTRICT out,
+                                int64_t t0, int64_t t1, int64_t step) {
   for (int64_t t = t0; t < t1; t += step)
     out[t] = kTanh ? gate(a[t], b[t]) : sigmoid_gate(a[t], b[t]);
 }
 
 // prev: the previous cell state, or null (zero).
 template <typename T>
-PF_HD_INLINE void lstm_elements(const T* __restrict__ gates, int64_t m, const T* __restrict__ prev,
-                                T* __restrict__ hidden, T* __restrict__ cell, int64_t t0,
-                                int64_t t1, int64_t step) {
+PF_HD_INLINE void lstm_elements(const T* PF_RESTRICT gates, int64_t m, const T* PF_RESTRICT prev,
+                                T* PF_RESTRICT hidden, T* PF_RESTRICT cell, int64_t t0, int64_t t1,
+                                int64_t step) {
   if (prev != nullptr) {
     for (int64_t t = t0; t < t1; t += step) cell[t] = lstm_cell(gates + t, m, prev[t], hidden + t);
   } else {

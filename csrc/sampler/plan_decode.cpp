@@ -230,6 +230,11 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     "sample_cached: the previous cell state lies outside the cell buffer");
         TORCH_CHECK(op.phase == kRowPhase || op.prev_dy < 0 || op.prev_dx < 0,
                     "sample_cached: a pixel-phase cell may only read an earlier cell state");
+        // The cell loop's pointers are restrict (engine_ops.h): the states apart, the previous
+        // cell state at another position.
+        TORCH_CHECK(op.cell != op.dst && (op.prev_dy != 0 || op.prev_dx != 0),
+                    "sample_cached: an LSTM cell's hidden and cell buffers must differ and its "
+                    "previous cell state lie at another position");
         break;
       }
       case kCondition:
