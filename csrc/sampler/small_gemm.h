@@ -69,14 +69,17 @@ PF_TARGET_AVX2 inline __m256i lanes_below(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), index);
 }
 
+// C is loaded and stored whole where the panel is (masked only at a tail): the next op reads
+// what this stores, and a masked store cannot forward its data to a load, which then waits.
 template <int MR>
 PF_TARGET_AVX2 PF_ALWAYS_INLINE void tile_avx2(int64_t n, int64_t k, const float* a, int64_t lda,
                                                const float* b, float* c, int64_t ldc) {
+  const bool whole = n >= kPanel;
   const __m256i m0 = lanes_below(n), m1 = lanes_below(n - 8);
   __m256 lo[MR], hi[MR];
   for (int r = 0; r < MR; ++r) {
-    lo[r] = _mm256_maskload_ps(c + r * ldc, m0);
-    hi[r] = _mm256_maskload_ps(c + r * ldc + 8, m1);
+    lo[r] = whole ? _mm256_loadu_ps(c + r * ldc) : _mm256_maskload_ps(c + r * ldc, m0);
+    hi[r] = whole ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_maskload_ps(c + r * ldc + 8, m1);
   }
   for (int64_t q = 0; q < k; ++q) {
     const __m256 b0 = _mm256_loadu_ps(b + q * kPanel), b1 = _mm256_loadu_ps(b + q * kPanel + 8);
@@ -87,12 +90,17 @@ PF_TARGET_AVX2 PF_ALWAYS_INLINE void tile_avx2(int64_t n, int64_t k, const float
     }
   }
   for (int r = 0; r < MR; ++r) {
-    _mm256_maskstore_ps(c + r * ldc, m0, lo[r]);
-    _mm256_maskstore_ps(c + r * ldc + 8, m1, hi[r]);
+    if (whole) {
+      _mm256_storeu_ps(c + r * ldc, lo[r]);
+      _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+    } else {
+      _mm256_maskstore_ps(c + r * ldc, m0, lo[r]);
+      _mm256_maskstore_ps(c + r * ldc + 8, m1, hi[r]);
+    }
   }
 }
 
-// ---- AVX-512: MR rows x NP panels (one vector each)
+// ---- AVX-512: MR rows x NP panels (one vector each); C whole where a panel is, as above
 
 PF_TARGET_AVX512 inline __mmask16 lanes_mask(int64_t count) {
   return count >= kPanel ? __mmask16(0xFFFF)
@@ -107,9 +115,11 @@ PF_TARGET_AVX512 PF_ALWAYS_INLINE void tile_avx512(int64_t n, int64_t k, const f
   __mmask16 mask[NP];
   __m512 acc[MR][NP];
   for (int p = 0; p < NP; ++p) mask[p] = lanes_mask(n - p * kPanel);
+  const bool whole = n >= NP * kPanel;
   for (int r = 0; r < MR; ++r)
     for (int p = 0; p < NP; ++p)
-      acc[r][p] = _mm512_maskz_loadu_ps(mask[p], c + r * ldc + p * kPanel);
+      acc[r][p] = whole ? _mm512_loadu_ps(c + r * ldc + p * kPanel)
+                        : _mm512_maskz_loadu_ps(mask[p], c + r * ldc + p * kPanel);
   for (int64_t q = 0; q < k; ++q) {
     __m512 bq[NP];
     for (int p = 0; p < NP; ++p) bq[p] = _mm512_loadu_ps(b + p * panel_stride + q * kPanel);
@@ -118,9 +128,15 @@ PF_TARGET_AVX512 PF_ALWAYS_INLINE void tile_avx512(int64_t n, int64_t k, const f
       for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_fmadd_ps(x, bq[p], acc[r][p]);
     }
   }
-  for (int r = 0; r < MR; ++r)
-    for (int p = 0; p < NP; ++p)
-      _mm512_mask_storeu_ps(c + r * ldc + p * kPanel, mask[p], acc[r][p]);
+  for (int r = 0; r < MR; ++r) {
+    for (int p = 0; p < NP; ++p) {
+      if (whole) {
+        _mm512_storeu_ps(c + r * ldc + p * kPanel, acc[r][p]);
+      } else {
+        _mm512_mask_storeu_ps(c + r * ldc + p * kPanel, mask[p], acc[r][p]);
+      }
+    }
+  }
 }
 #endif
 
