@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <string>
 #include <type_traits>
 #include <tuple>
@@ -500,7 +501,7 @@ int64_t sampler_solo_runs() { return solo_runs.load(); }
 
 std::string sampler_gemm_kernel(const std::string& kind) {
   int wanted = -1;
-  for (int k = 0; k < 4; ++k)
+  for (int k = 0; k < static_cast<int>(std::size(kGemmKernelNames)); ++k)
     if (kind == kGemmKernelNames[k]) wanted = k;
   TORCH_CHECK_VALUE(wanted >= 0,
                     "sampler_gemm_kernel: kind must be auto, generic, avx2 or avx512, got '", kind,

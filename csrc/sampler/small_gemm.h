@@ -1,17 +1,17 @@
 // The CPU engine's matrix products, float32: C[m, n] += A[m, k] . B[k, n] for the small m (the
 // batch, or a row's positions) of one position's conv, with B packed once per engine call.
 //
-// BLAS, called per position, copies ("packs") B and A into its own layout at every call: most of
-// the engine's time went there and into the call itself, not into the arithmetic. Here B is packed
-// once, before the raster loop, into panels of kPanel columns ([k][kPanel], zero past the last
-// column), and a register-blocked kernel reads A's rows in place (any row stride: a row-phase
-// conv's rows overlap) and B's panels straight through. Compiled for AVX-512, AVX2 + FMA and plain
-// C++, chosen at run time by the CPU (or by sampler_gemm_kernel, for the tests).
+// BLAS, called per position, copies ("packs") B and A into its own layout at every call (in a
+// profile of the reference PixelCNN, 23% of the time went to those copies, 36% to MKL's multiply
+// kernel). Here B is packed once, before the raster loop, into panels of kPanel columns
+// ([k][kPanel], zero past the last column), and a register-blocked kernel reads A's rows in place
+// (any row stride: a row-phase conv's rows overlap) and B's panels straight through. Compiled for
+// AVX-512, AVX2 + FMA and plain C++, chosen at run time by the CPU (or by sampler_gemm_kernel, for
+// the tests).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "../common/cpu_isa.h"
 
