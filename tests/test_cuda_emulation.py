@@ -41,3 +41,29 @@ def test_a_barrier_in_divergent_code_is_an_error_not_a_hang(emulated, reach):
     with pytest.raises(RuntimeError, match="divergent"):
         emulated.divergent_barrier(8, reach)
     emulated.divergent_barrier(8, 8)  # every thread reaches it: fine
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize(("threads", "cluster_blocks"), [(1, 1), (5, 3), (32, 8)])
+def test_cluster_sum_with_its_barrier_is_right_under_every_schedule(emulated, schedule, threads, cluster_blocks):
+    x = torch.randn(2 * threads * cluster_blocks, dtype=torch.float64)
+    got = emulated.cluster_sum(x, threads, cluster_blocks, True, SCHEDULES[schedule], 5)
+    torch.testing.assert_close(got, x.view(2, -1).sum(1))
+
+
+def test_a_missing_cluster_barrier_changes_the_result_under_some_schedule(emulated):
+    """The first block's thread 0 reads what the other blocks of its cluster wrote: without the
+    barrier, some schedule runs it before them."""
+    x = torch.randn(2 * 4 * 3, dtype=torch.float64)
+    expected = x.view(2, -1).sum(1)
+    assert any(
+        not torch.allclose(emulated.cluster_sum(x, 4, 3, False, SCHEDULES[schedule], 5), expected)
+        for schedule in SCHEDULES
+    )
+
+
+@pytest.mark.parametrize("reach", [1, 2])
+def test_a_cluster_barrier_in_divergent_code_is_an_error_not_a_hang(emulated, reach):
+    with pytest.raises(RuntimeError, match="cluster barrier"):
+        emulated.divergent_cluster_barrier(4, 3, reach)
+    emulated.divergent_cluster_barrier(4, 3, 3)  # every block reaches it: fine

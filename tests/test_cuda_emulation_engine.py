@@ -1,7 +1,8 @@
 """The CUDA sampling engine's kernel (``csrc/sampler/engine_kernel.cuh``), run on the CPU under the
 CUDA emulation, against the CPU engine: the same images and logits for every model kind, grey and
-RGB, class-conditional, float32/float64, odd block sizes and every emulated thread schedule (a
-missing ``__syncthreads`` shows up as a different result under one of them)."""
+RGB, class-conditional, float32/float64, odd block sizes, clusters of one to eight blocks, tiles of
+one image to more than a thread keeps in registers, and every emulated thread schedule (a missing
+``__syncthreads`` or cluster barrier shows up as a different result under one of them)."""
 
 from __future__ import annotations
 
@@ -75,9 +76,9 @@ def engine_arguments(kind, channels, levels, classes, dtype, batch, height, widt
     )
 
 
-def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0):
+def assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed=0, cluster_blocks=1, tile=1):
     expected_images, expected_logits = torch.ops.pixelfast.sample_cached(*args)
-    images, logits = emulated.sample_cached(*args, None, threads, SCHEDULES[schedule], seed)
+    images, logits = emulated.sample_cached(*args, None, threads, cluster_blocks, tile, SCHEDULES[schedule], seed)
     assert torch.equal(images, expected_images)
     exact = args[0][0].dtype == torch.float64
     torch.testing.assert_close(logits, expected_logits, atol=1e-12 if exact else 2e-5, rtol=1e-10 if exact else 1e-4)
@@ -112,15 +113,45 @@ def test_engine_kernel_runs_user_models_like_the_cpu_engine(emulated, kind, chan
     height=st.integers(1, 4),
     width=st.integers(1, 4),
     threads=st.sampled_from([1, 2, 5, 32, 33, 64]),
+    cluster_blocks=st.sampled_from([1, 2, 3]),
+    tile=st.sampled_from([1, 2, 5]),
     schedule=st.sampled_from(list(SCHEDULES)),
     teacher_forced=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_engine_kernel_equals_cpu_engine_over_many_configurations(
-    emulated, kind, channels, levels, classes, dtype, batch, height, width, threads, schedule, teacher_forced, seed
+    emulated,
+    kind,
+    channels,
+    levels,
+    classes,
+    dtype,
+    batch,
+    height,
+    width,
+    threads,
+    cluster_blocks,
+    tile,
+    schedule,
+    teacher_forced,
+    seed,
 ):
     args = engine_arguments(kind, channels, levels, classes, dtype, batch, height, width, seed, teacher_forced)
-    assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed)
+    assert_kernel_equals_cpu_engine(emulated, args, threads, schedule, seed, cluster_blocks, tile)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize(("cluster_blocks", "tile", "threads"), [(3, 6, 33), (8, 2, 64), (2, 7, 32)])
+def test_engine_kernel_in_clusters_equals_cpu_engine(emulated, kind, schedule, cluster_blocks, tile, threads):
+    """Clusters whose blocks split every op's channels (more blocks than some ops have channels:
+    idle blocks still meet the barriers), tiles of more images than a thread keeps in registers,
+    a last cluster with fewer images than the tile, draws by whole warps (blocks of 32 and 64
+    threads) and by single threads (33)."""
+    args = engine_arguments(kind, 3, 40, 3, torch.float64, 7, 2, 3, seed=6, teacher_forced=False)
+    assert_kernel_equals_cpu_engine(
+        emulated, args, threads=threads, schedule=schedule, seed=7, cluster_blocks=cluster_blocks, tile=tile
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -135,7 +166,8 @@ def test_engine_kernel_with_a_block_larger_than_every_op(emulated):
     assert_kernel_equals_cpu_engine(emulated, args, threads=256, schedule="random", seed=11)
 
 
-def test_engine_kernel_reports_non_finite_logits(emulated):
+@pytest.mark.parametrize("threads", [4, 32])
+def test_engine_kernel_reports_non_finite_logits(emulated, threads):
     model = PixelCNN(1, 4, hidden_channels=3, num_layers=1)
     with torch.no_grad():
         model.head.out.bias.fill_(float("nan"))
@@ -145,7 +177,7 @@ def test_engine_kernel_reports_non_finite_logits(emulated):
     uniforms = torch.full(image.shape, 0.5, dtype=torch.float64)
     args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, 4, False)
     with pytest.raises(RuntimeError, match="non-finite"):
-        emulated.sample_cached(*args, None, 4, 0, 0)
+        emulated.sample_cached(*args, None, threads, 2, 1, 0, 0)
 
 
 def test_cuda_engine_checks_its_arguments_before_the_device():
@@ -204,12 +236,12 @@ def test_engine_kernel_adds_the_condition_like_the_cpu_engine(emulated, channels
     torch.testing.assert_close(logits, expected, atol=1e-10, rtol=1e-10)
     engine_condition = condition.permute(0, 3, 4, 2, 1).flatten(3).contiguous()
     args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, 6, True)
-    images, emulated_logits = emulated.sample_cached(*args, engine_condition, 5, SCHEDULES[schedule], 1)
+    images, emulated_logits = emulated.sample_cached(*args, engine_condition, 5, 2, 2, SCHEDULES[schedule], 1)
     torch.testing.assert_close(emulated_logits, logits, atol=1e-12, rtol=1e-10)
     known[:] = False  # free sampling with the condition: the same draws
     args = (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms.uniform_(), None, 1.0, 6, False)
     expected_images, _ = torch.ops.pixelfast.sample_cached(*args, engine_condition)
-    images, _ = emulated.sample_cached(*args, engine_condition, 5, SCHEDULES[schedule], 1)
+    images, _ = emulated.sample_cached(*args, engine_condition, 5, 2, 2, SCHEDULES[schedule], 1)
     assert torch.equal(images, expected_images)
 
 

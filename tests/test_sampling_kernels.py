@@ -208,3 +208,20 @@ def test_a_row_phase_conv_of_its_own_output_runs_position_by_position():
         value = bias + w.flatten() * value
         expected.append(value)
     torch.testing.assert_close(got[0, :, 0, 0], torch.stack(expected, 1))
+
+
+@pytest.mark.parametrize("segment", [(0, 0), (0, 1)])
+def test_engine_refuses_a_conv_reading_its_own_output_where_it_writes(segment):
+    """Reading the position being written (or a later one on its row) races between the threads
+    that write its channels and those that read them."""
+    levels, width = 3, 5
+    b = PlanBuilder(torch.float32, torch.device("cpu"))
+    b.buffer(1)
+    out = b.buffer(levels)
+    b.conv(out, out, ROW, 1, [(*segment, torch.eye(levels)[:, :, None] * 0.5)])
+    logits = b.buffer(levels)
+    b.add(logits, out, 1, copy=True)
+    b.sample(logits, 1)
+    x = torch.zeros(1, 1, 1, width, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="may read only the positions before"):
+        run_engine(b.plan, x, torch.ones_like(x, dtype=torch.bool), x.double(), None, 1.0, levels, True)

@@ -1,101 +1,300 @@
-// The incremental-cache sampling engine's CUDA kernel: ONE launch samples the whole batch.
+// The incremental-cache sampling engine's CUDA kernel: ONE launch samples the whole batch
+// (docs/gpu_engine.md, design B).
 //
-// Each thread block owns one image and runs the raster loop of engine_ops.h over the same plan,
-// buffer layout and per-op logic as the CPU engine. Within a block, threads stride over each op's
-// output channels; __syncthreads() orders the ops. Images never wait for each other: no grid-wide
-// synchronisation, no launch per step. Device code only (no ATen/c10): engine_cuda.cu launches it,
-// and the tests compile it on the host under the CUDA emulation (tests/emulation).
+// A thread-block cluster (up to 8 blocks on neighbouring SMs, Hopper; one block on older GPUs) owns
+// a tile of consecutive images and runs the raster loop of engine_ops.h over the same plan, buffer
+// layout and per-op logic as the CPU engine. The cluster's threads are one team: every op is split
+// over all of them, and the cluster barrier orders the ops. Clusters never wait for each other.
 //
-// Launch: grid = batch, any block size, dynamic shared memory = Plan::scratch_doubles (the draw's
+// - A convolution: each block of the cluster owns a slice of the output channels that change at
+//   this sub-step; within the block, lanes take channels and the rest of the threads split the
+//   reduction (K); a block barrier and a sum over shared memory finish each output. Every thread
+//   keeps kTileImages images' sums in registers, so a weight is read once per kTileImages images of
+//   the tile, not once per image.
+// - A ReLU right after the conv that feeds it runs in the conv's epilogue (fused_relu), with no
+//   stage or barrier of its own.
+// - A pointwise op: the team strides over (image, channel).
+// - A draw: one warp per image; a logistic mixture: one block per image.
+//
+// Device code only (no ATen/c10): engine_cuda.cu launches it, and the tests compile it on the host
+// under the CUDA emulation (tests/emulation).
+//
+// Launch: grid = clusters x cluster blocks (along x), any block size, dynamic shared memory =
+// engine_shared_bytes(block); `scratch` holds Plan::scratch_doubles per image (the draw's
 // exponentials, then the mixture's components).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
+#include "../common/cluster.cuh"
 #include "../common/host_device.h"
 #include "engine_ops.h"
 
 namespace pixelfast {
 namespace sampler {
 
-// Convolution at (i, j), sub-step g, for image b: each thread owns output channels t, t + blockDim,
-// ..., so it reads back only what it wrote (no barrier inside the op).
+// Threads per block on a GPU (the emulated tests launch other sizes too); one block per SM, so
+// the kernel may keep up to 255 registers per thread (154 float, 168 double on sm_90: no spills).
+constexpr int kEngineThreads = 256;
+constexpr int kTileImages = 4;     // images whose sums a thread keeps in registers
+constexpr int kChannelLanes = 32;  // a block's output channels per pass: one warp wide
+constexpr int kMaxSplits = 32;     // threads sharing one output's K
+constexpr int kWarp = 32;          // warpSize, as a constant the shuffle loops unroll over
+
 template <typename T>
-__device__ void conv_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
-                        int64_t g) {
+PF_HD size_t engine_shared_bytes(int64_t threads) {
+  return static_cast<size_t>(threads) * kTileImages * sizeof(T);
+}
+
+// The cluster's share of the batch and this thread's place in the cluster.
+struct Team {
+  int64_t first_image, images;  // the cluster's images: [first_image, first_image + images)
+  int64_t block, blocks;        // this block's rank in the cluster, the cluster's blocks
+  int64_t rank, size;           // this thread's rank among the cluster's threads, their number
+};
+
+__device__ inline Team make_team(int64_t batch, int64_t tile) {
+  Team team;
+  team.blocks = cluster_blocks();
+  team.block = cluster_rank();
+  team.first_image = blockIdx.x / team.blocks * tile;
+  const int64_t left = batch - team.first_image;
+  team.images = left < tile ? (left > 0 ? left : 0) : tile;
+  team.rank = team.block * blockDim.x + threadIdx.x;
+  team.size = team.blocks * blockDim.x;
+  return team;
+}
+
+// A pixel-phase ReLU right after the conv that writes its input runs in the conv's epilogue, with
+// no barrier between them: the conv's thread for channel t also writes relu(sum) where the ReLU
+// would (colour group g's channels). Not where the ReLU writes the conv's source, which other
+// threads may still be reading.
+template <typename T>
+PF_HD const Op* fused_relu(const EngineView<T>& v, const Op& conv) {
+  const int64_t o = &conv - v.pixel_ops;
+  if (conv.code != kConv || o < 0 || o + 1 >= v.num_pixel_ops) return nullptr;
+  const Op& next = v.pixel_ops[o + 1];
+  const bool same_place = next.phase == conv.phase && next.period == conv.period &&
+                          next.row_residue == conv.row_residue &&
+                          next.col_residue == conv.col_residue && next.groups == conv.groups;
+  return next.code == kRelu && next.src == conv.dst && next.dst != conv.src && same_place ? &next
+                                                                                          : nullptr;
+}
+
+template <typename T>
+PF_HD bool fused_into_previous(const EngineView<T>& v, const Op& op) {
+  const int64_t o = &op - v.pixel_ops;
+  return op.code == kRelu && o > 0 && o < v.num_pixel_ops &&
+         fused_relu(v, v.pixel_ops[o - 1]) == &op;
+}
+
+// Convolution at (i, j), sub-step g, for the cluster's images. Sub-step 0 sets every output
+// channel to its bias (added to dst when accumulating) plus the off-centre taps, and group 0's
+// channels get their centre tap; sub-step g > 0 adds group g's centre tap to group g's channels.
+template <typename T>
+__device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+                        int64_t j, int64_t g, T* partial) {
   const int64_t channels = v.buffers[op.dst].channels;
   const int64_t n = group_width(v, op);
-  T* out = v.at(op.dst, b, i, j);
-  const int64_t t0 = threadIdx.x, step = blockDim.x;
-  if (g == 0) add_into(out, conv_bias(v, op), op.accumulate != 0, t0, channels, step);
-  for (int64_t t = t0; t < channels; t += step) {
-    T sum = out[t];
-    auto product = [&](const T* a, const T* w, int64_t k) {
-      for (int64_t q = 0; q < k; ++q) sum += a[q] * w[q * channels + t];
-    };
-    if (g == 0) off_centre_products(v, op, b, i, j, product);
-    if (t >= g * n && t < (g + 1) * n) centre_product(v, op, b, i, j, g, product);
-    out[t] = sum;
-  }
-}
-
-// The draw: every thread records its share of the logits; thread 0 draws (keeping the
-// exponentials in shared memory) and writes the level. A non-finite draw sets *error.
-template <typename T>
-__device__ void sample_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
-                          int64_t g, double* scratch, int* error) {
-  T* record = logits_record(v.io, b, g, i, j);
-  if (record != nullptr) {
-    const T* logits = sample_logits(v, op, b, i, j, g);
-    const int64_t stride = record_stride(v.io);
-    for (int64_t l = threadIdx.x; l < v.io.levels; l += blockDim.x) record[l * stride] = logits[l];
-  }
-  if (threadIdx.x == 0) {
-    int64_t level = draw_level(v, op, b, i, j, g, scratch);
-    if (level < 0) {
-      atomicExch(error, 1);
-      level = 0;
+  const int64_t begin = g == 0 ? 0 : g * n, end = g == 0 ? channels : (g + 1) * n;
+  // this block's slice of the channels that change
+  const int64_t per_block = (end - begin + team.blocks - 1) / team.blocks;
+  const int64_t slice_begin = begin + team.block * per_block;
+  const int64_t slice_end = slice_begin + per_block < end ? slice_begin + per_block : end;
+  const T* bias = conv_bias(v, op);
+  const bool accumulate = op.accumulate != 0;
+  const int64_t src_stride = v.strides[op.src], dst_stride = v.strides[op.dst];
+  const Op* relu_op = fused_relu(v, op);
+  // Block-uniform loops (their barriers are met by every thread of the block): channel passes of
+  // up to kChannelLanes (at most the block's threads), then image tiles.
+  const int64_t pass = blockDim.x < kChannelLanes ? int64_t(blockDim.x) : int64_t(kChannelLanes);
+  for (int64_t c0 = slice_begin; c0 < slice_end; c0 += pass) {
+    const int64_t lanes = slice_end - c0 < pass ? slice_end - c0 : pass;
+    // threads per channel, each a share of K (at most kMaxSplits: their sum is serial)
+    const int64_t splits =
+        blockDim.x / lanes < kMaxSplits ? int64_t(blockDim.x / lanes) : int64_t(kMaxSplits);
+    const int64_t lane = threadIdx.x % lanes, split = threadIdx.x / lanes;
+    const int64_t t = c0 + lane;
+    for (int64_t m0 = 0; m0 < team.images; m0 += kTileImages) {
+      const int64_t b = team.first_image + m0;
+      const int64_t count = team.images - m0 < kTileImages ? team.images - m0 : kTileImages;
+      T acc[kTileImages];
+      for (int m = 0; m < kTileImages; ++m) acc[m] = T(0);
+      if (split < splits) {
+        auto product = [&](const T* a, const T* w, int64_t k) {
+          for (int64_t q = split; q < k; q += splits) {
+            const T wq = w[q * channels + t];
+#pragma unroll
+            for (int m = 0; m < kTileImages; ++m) {
+              if (m < count) acc[m] += a[m * src_stride + q] * wq;
+            }
+          }
+        };
+        if (g == 0) off_centre_products(v, op, b, i, j, product);
+        if (t >= g * n && t < (g + 1) * n) centre_product(v, op, b, i, j, g, product);
+      }
+      for (int m = 0; m < kTileImages; ++m) partial[threadIdx.x * kTileImages + m] = acc[m];
+      __syncthreads();
+      // one thread per (channel, image) adds the splits' sums, in split order
+      for (int64_t e = threadIdx.x; e < lanes * count; e += blockDim.x) {
+        const int64_t c = e % lanes, m = e / lanes;
+        const int64_t channel = c0 + c;
+        T* out = v.at(op.dst, b, i, j) + m * dst_stride;
+        T sum = g == 0
+                    ? (accumulate ? out[channel] : T(0)) + (bias != nullptr ? bias[channel] : T(0))
+                    : out[channel];
+        for (int64_t s = 0; s < splits; ++s) sum += partial[(s * lanes + c) * kTileImages + m];
+        out[channel] = sum;
+        if (relu_op != nullptr && channel >= g * n && channel < (g + 1) * n)
+          (v.at(relu_op->dst, b, i, j) + m * v.strides[relu_op->dst])[channel] = relu(sum);
+      }
+      __syncthreads();  // partial is rewritten next
     }
-    store_level(v, op, b, i, j, g, level);
   }
 }
 
-// The mixture of colour g: thread 0 computes the components' weights (in scratch, after the
-// draw's exponentials), every thread its share of the levels, thread 0 the normaliser.
+// Any pointwise op: the team strides over the cluster's images and the group's channels.
 template <typename T>
-__device__ void mixture_op(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
-                           int64_t g, double* scratch) {
-  const MixtureAt<T> m = mixture_at(v, op, b, i, j, g);
-  T* out = mixture_out(v, op, b, i, j, g);
-  double* weights = scratch + v.io.levels;
-  if (threadIdx.x == 0) mixture_weights(m, weights);
-  __syncthreads();
-  mixture_joint(m, weights, out, threadIdx.x, v.io.levels, blockDim.x);
-  __syncthreads();
-  if (threadIdx.x == 0) scratch[0] = double(log_sum_exp(out, v.io.levels));
-  __syncthreads();
-  const T norm = T(scratch[0]);
-  for (int64_t l = threadIdx.x; l < v.io.levels; l += blockDim.x) out[l] -= norm;
+__device__ void pointwise_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+                             int64_t j, int64_t g) {
+  const int64_t n = group_width(v, op);
+  for (int64_t e = team.rank; e < team.images * n; e += team.size) {
+    const int64_t t = e % n;
+    pointwise_elements(pointwise_operands(v, op, team.first_image + e / n, i, j, g), t, t + 1, 1);
+  }
 }
 
+// The draw of one image by one warp: categorical() (pointwise.h) with the levels split into 32
+// contiguous runs, one per lane, and the sums done as warp reductions and a warp prefix sum. The
+// same level as categorical() up to the order of the sums (a level can differ only where u lands
+// within rounding of a boundary between two levels). -1 for non-finite logits.
 template <typename T>
-__global__ void engine_kernel(EngineView<T> v, int* error) {
-  PF_DYNAMIC_SHARED(double, scratch);
-  const int64_t b = blockIdx.x;
+__device__ int64_t warp_categorical(const T* logits, int64_t levels, double temperature, double u,
+                                    double* exps, int64_t lane) {
+  const int64_t run = (levels + kWarp - 1) / kWarp;
+  const int64_t first = lane * run < levels ? lane * run : levels;
+  const int64_t last = first + run < levels ? first + run : levels;
+  double top = -INFINITY;
+  for (int64_t l = first; l < last; ++l) top = fmax(top, double(logits[l]));
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    top = fmax(top, __shfl_xor_sync(0xffffffffu, top, offset));
+  double own = 0.0;
+  for (int64_t l = first; l < last; ++l) {
+    exps[l] = exp((double(logits[l]) - top) / temperature);
+    own += exps[l];
+  }
+  double total = own;  // the same on every lane: each step adds the same two values
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    total += __shfl_xor_sync(0xffffffffu, total, offset);
+  if (!(total < INFINITY) || !(top == top)) return -1;
+  double inclusive = own;  // the lanes' runs summed up to this lane's
+  for (int offset = 1; offset < kWarp; offset *= 2) {
+    const double before =
+        __shfl_sync(0xffffffffu, inclusive, lane >= offset ? lane - offset : lane);
+    if (lane >= offset) inclusive += before;
+  }
+  const double before = __shfl_sync(0xffffffffu, inclusive, lane > 0 ? lane - 1 : 0);
+  double cumulative = lane > 0 ? before : 0.0;
+  const double target = u * total;
+  int64_t found = levels;
+  for (int64_t l = first; l < last; ++l) {
+    cumulative += exps[l];
+    if (exps[l] > 0 && cumulative > target) {  // never a level of probability 0
+      found = l;
+      break;
+    }
+  }
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const int64_t other = __shfl_xor_sync(0xffffffffu, found, offset);
+    found = other < found ? other : found;
+  }
+  return found < levels ? found : levels - 1;  // u * total rounded up to total
+}
+
+// The draw: one warp per image (one thread per image where the block is not whole warps) records
+// the logits and draws, its exponentials in the image's scratch. A non-finite draw sets *error.
+template <typename T>
+__device__ void sample_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+                          int64_t j, int64_t g, double* scratch, int64_t scratch_stride,
+                          int* error) {
+  const bool warps = blockDim.x % kWarp == 0;
+  const int64_t lanes = warps ? kWarp : 1;
+  const int64_t lane = team.rank % lanes;
+  for (int64_t m = team.rank / lanes; m < team.images; m += team.size / lanes) {
+    const int64_t b = team.first_image + m;
+    T* record = logits_record(v.io, b, g, i, j);
+    const T* logits = sample_logits(v, op, b, i, j, g);
+    if (record != nullptr) {
+      const int64_t stride = record_stride(v.io);
+      for (int64_t l = lane; l < v.io.levels; l += lanes) record[l * stride] = logits[l];
+    }
+    const int64_t index = sub_pixel_index(v.io, b, g, i, j);
+    int64_t level;
+    if (v.io.known[index]) {
+      level = v.io.image_in[index];
+    } else if (warps) {
+      level = warp_categorical(logits, v.io.levels, v.io.temperature, v.io.uniforms[index],
+                               scratch + b * scratch_stride, lane);
+    } else {
+      level = draw_level(v, op, b, i, j, g, scratch + b * scratch_stride);
+    }
+    if (lane == 0) {
+      if (level < 0) {
+        atomicExch(error, 1);
+        level = 0;
+      }
+      store_level(v, op, b, i, j, g, level);
+    }
+  }
+}
+
+// The mixture of colour g: each block of the cluster takes images in turn; in a block, thread 0
+// computes the components' weights (in the image's scratch, after the draw's exponentials), every
+// thread its share of the levels, thread 0 the normaliser.
+template <typename T>
+__device__ void mixture_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+                           int64_t j, int64_t g, double* scratch, int64_t scratch_stride) {
+  for (int64_t m = team.block; m < team.images; m += team.blocks) {
+    const int64_t b = team.first_image + m;
+    const MixtureAt<T> mix = mixture_at(v, op, b, i, j, g);
+    T* out = mixture_out(v, op, b, i, j, g);
+    double* own = scratch + b * scratch_stride;
+    double* weights = own + v.io.levels;
+    if (threadIdx.x == 0) mixture_weights(mix, weights);
+    __syncthreads();
+    mixture_joint(mix, weights, out, threadIdx.x, v.io.levels, blockDim.x);
+    __syncthreads();
+    if (threadIdx.x == 0) own[0] = double(log_sum_exp(out, v.io.levels));
+    __syncthreads();
+    const T norm = T(own[0]);
+    for (int64_t l = threadIdx.x; l < v.io.levels; l += blockDim.x) out[l] -= norm;
+    __syncthreads();  // own[0] is rewritten by the block's next image
+  }
+}
+
+// batch: the images of the call; tile: images per cluster (the grid has ceil(batch / tile)
+// clusters).
+template <typename T>
+__global__ void __launch_bounds__(kEngineThreads, 1)
+    engine_kernel(EngineView<T> v, int64_t batch, int64_t tile, double* scratch,
+                  int64_t scratch_stride, int* error) {
+  PF_DYNAMIC_SHARED(T, partial);
+  const Team team = make_team(batch, tile);
   run_raster(
       v,
       [&](const Op& op, int64_t r, int64_t j, int64_t g) {
+        if (op.phase == kPixelPhase && fused_into_previous(v, op)) return;  // ran in the conv
         if (op.code == kConv) {
-          conv_op(v, op, b, r, j, g);
+          conv_op(v, op, team, r, j, g, partial);
         } else if (op.code == kSample) {
-          sample_op(v, op, b, r, j, g, scratch, error);
+          sample_op(v, op, team, r, j, g, scratch, scratch_stride, error);
         } else if (op.code == kMixture) {
-          mixture_op(v, op, b, r, j, g, scratch);
+          mixture_op(v, op, team, r, j, g, scratch, scratch_stride);
         } else {
-          pointwise_elements(pointwise_operands(v, op, b, r, j, g), threadIdx.x, group_width(v, op),
-                             blockDim.x);
+          pointwise_op(v, op, team, r, j, g);
         }
-        __syncthreads();  // the next op reads what this one wrote
+        cluster_sync();  // the next op reads what this one wrote, in any block of the cluster
       },
       [](int64_t, int64_t) { return true; });
 }

@@ -2,8 +2,8 @@
 // and the CUDA kernel (engine_kernel.cuh): where its operands sit in the buffers, which products a
 // convolution adds at each colour sub-step, the pointwise loops, the draw, and the raster order.
 // The engines differ only in how they split the work: the CPU's thread team splits channels and
-// runs the products as BLAS gemms over the whole batch; a CUDA block owns one image and its
-// threads stride over the channels.
+// runs the products as matrix products over the whole batch; on CUDA a cluster of blocks owns a
+// tile of images and splits each op's channels (engine_kernel.cuh).
 #pragma once
 
 #include <cstdint>

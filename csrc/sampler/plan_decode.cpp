@@ -61,6 +61,19 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
                 "sample_cached: segment weight has shape ", w.sizes(), ", expected [",
                 seg.cols * src.channels, ", ", dst.channels, "]");
   }
+  // A conv of its own output reads only positions it wrote before (the engines' threads write
+  // the position's channels while others read it): on rows above, or to the left on its own row
+  // (to the right in a right-to-left scan).
+  if (op.src == op.dst) {
+    bool earlier = op.centre == kNoCentre;
+    for (int64_t s = 0; s < op.num_segments; ++s) {
+      const Segment& seg = op.segments[s];
+      earlier = earlier && (seg.dy < 0 || (op.reverse ? seg.dx >= 1 : seg.dx + seg.cols <= 0));
+    }
+    TORCH_CHECK(earlier,
+                "sample_cached: a conv of its own output may read only the positions "
+                "before the one it writes");
+  }
   if (op.centre != kNoCentre) {
     TORCH_CHECK(op.centre == kCentreA || op.centre == kCentreB, "sample_cached: bad centre mask");
     TORCH_CHECK(src.channels % op.groups == 0, "sample_cached: conv input channels ", src.channels,

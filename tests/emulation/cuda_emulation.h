@@ -4,7 +4,10 @@
 // What it does. `pf_emu::launch(grid, block, shared_bytes, kernel, args...)` runs `kernel` for
 // every CUDA thread of the grid: the blocks one after another, and within a block one fiber
 // (ucontext) per CUDA thread. Only one fiber runs at a time; a fiber runs until it reaches
-// `__syncthreads()` (or a warp shuffle, or its end), then the next one runs. The order in which
+// `__syncthreads()` (or a warp shuffle, or its end), then the next one runs.
+// `pf_emu::launch_clusters` runs thread-block clusters (sm_90): the blocks of one cluster run
+// together, as one set of fibers, and `pf_emu::cluster_sync()` is the barrier of all their threads
+// (csrc/common/cluster.cuh maps the kernels' cluster calls onto these). The order in which
 // the fibers of a block run between two barriers, and the order of the blocks, is the schedule:
 // forward (thread 0 first), reverse, or a seeded random permutation. A kernel whose result
 // changes with the schedule has a race; in particular a missing `__syncthreads()` between a
@@ -22,7 +25,8 @@
 // fiber, so a missing __threadfence or volatile goes unseen), timing of any kind (warp divergence,
 // bank conflicts, occupancy: it checks logic and synchronisation, never speed), shuffle masks
 // (every shuffle is taken as a whole-warp one), a grid-wide barrier (blocks never run at the same
-// time), and launch limits (block size, shared memory size).
+// time), distributed shared memory (a block reads only its own), and launch limits (block size,
+// shared memory size, cluster size).
 #pragma once
 
 #include <sys/mman.h>
@@ -86,25 +90,32 @@ class Stack {
   char* top_;
 };
 
-enum class State { kRunnable, kAtBarrier, kAtWarp, kDone };
+enum class State { kRunnable, kAtBarrier, kAtCluster, kAtWarp, kDone };
 
 struct Fiber {
   ucontext_t context;
   State state = State::kRunnable;
   uint3 index{0, 0, 0};
-  int64_t linear = 0;
+  int64_t linear = 0;  // within its block
+  int64_t block = 0;   // its block's rank in the cluster
 };
 
-// The launch and block being run (one launch at a time per host thread).
+// The launch and cluster being run (one launch at a time per host thread). Without clusters a
+// cluster is one block.
 struct Run {
-  uint3 grid_dim{1, 1, 1}, block_dim{1, 1, 1}, block_index{0, 0, 0};
-  std::vector<Fiber> fibers;
+  uint3 grid_dim{1, 1, 1}, block_dim{1, 1, 1};
+  int64_t cluster_blocks = 1;
+  std::vector<uint3> block_index;  // per block of the cluster
+  std::vector<Fiber> fibers;       // block by block
   Fiber* current = nullptr;
   ucontext_t scheduler;
   std::function<void()> body;
-  std::vector<unsigned char> dynamic_shared;
-  std::vector<uint64_t> shuffle_slots;  // one per thread of the block
+  size_t shared_bytes = 0;
+  std::vector<std::vector<unsigned char>> dynamic_shared;  // per block of the cluster
+  std::vector<uint64_t> shuffle_slots;                     // one per fiber
   std::string error;
+
+  int64_t threads_per_block() const { return int64_t(block_dim.x) * block_dim.y * block_dim.z; }
 };
 
 inline thread_local Run* active = nullptr;
@@ -117,10 +128,12 @@ inline Run& run() {
 }
 
 inline uint3 thread_idx() { return run().current->index; }
-inline uint3 block_idx() { return run().block_index; }
+inline uint3 block_idx() { return run().block_index[run().current->block]; }
 inline uint3 block_dim() { return run().block_dim; }
 inline uint3 grid_dim() { return run().grid_dim; }
-inline unsigned char* dynamic_shared() { return run().dynamic_shared.data(); }
+inline unsigned char* dynamic_shared() { return run().dynamic_shared[run().current->block].data(); }
+inline unsigned cluster_rank() { return static_cast<unsigned>(run().current->block); }
+inline unsigned cluster_blocks() { return static_cast<unsigned>(run().cluster_blocks); }
 
 // Leave the running fiber (it waits in `state`); the scheduler resumes it when it is released.
 inline void park(State state) {
@@ -144,41 +157,45 @@ inline std::vector<int64_t> order(int64_t n, Schedule s, std::mt19937_64& random
   return o;
 }
 
-// Releases the waiters whose barrier every participant has reached; false if none could be
-// released although some fibers still wait (a barrier some threads never reach, or reach after
-// others of the block have exited: undefined behaviour on a GPU, an error here).
+// Releases the fibers in [begin, end) waiting in `state` if every fiber there waits so (none has
+// exited: a barrier that some threads reach after others have exited is an error here); true if
+// it released some.
+inline bool release_group(Run& r, int64_t begin, int64_t end, State state) {
+  for (int64_t t = begin; t < end; ++t) {
+    if (r.fibers[t].state != state) return false;
+  }
+  for (int64_t t = begin; t < end; ++t) r.fibers[t].state = State::kRunnable;
+  return end > begin;
+}
+
+// Releases the waiters whose barrier every participant has reached: a block's __syncthreads, the
+// cluster's barrier, a warp's shuffle. False if none could be released although some fibers still
+// wait (a barrier some threads never reach, or reach after others of the block have exited:
+// undefined behaviour on a GPU, an error here).
 inline bool release(Run& r) {
-  bool any = false;
-  bool block_ready = true, waiting = false;
-  for (const Fiber& f : r.fibers) {
-    if (f.state == State::kDone) continue;
-    waiting = true;
-    if (f.state != State::kAtBarrier) block_ready = false;
-  }
+  const bool waiting = std::any_of(r.fibers.begin(), r.fibers.end(),
+                                   [](const Fiber& f) { return f.state != State::kDone; });
   if (!waiting) return true;
-  const bool some_exited = std::any_of(r.fibers.begin(), r.fibers.end(),
-                                       [](const Fiber& f) { return f.state == State::kDone; });
-  if (block_ready && !some_exited) {
-    for (Fiber& f : r.fibers) {
-      if (f.state == State::kAtBarrier) f.state = State::kRunnable;
+  const int64_t n = r.threads_per_block(), total = static_cast<int64_t>(r.fibers.size());
+  bool any = release_group(r, 0, total, State::kAtCluster);
+  for (int64_t b = 0; b < r.cluster_blocks; ++b) {
+    any = release_group(r, b * n, (b + 1) * n, State::kAtBarrier) || any;
+    for (int64_t w = 0; w * kWarpSize < n; ++w) {  // a warp: its lanes that have not exited
+      const int64_t begin = b * n + w * kWarpSize,
+                    end = b * n + std::min<int64_t>(n, (w + 1) * kWarpSize);
+      bool ready = true, present = false;
+      for (int64_t t = begin; t < end; ++t) {
+        const State s = r.fibers[t].state;
+        if (s == State::kDone) continue;
+        present = true;
+        if (s != State::kAtWarp) ready = false;
+      }
+      if (!ready || !present) continue;
+      for (int64_t t = begin; t < end; ++t) {
+        if (r.fibers[t].state == State::kAtWarp) r.fibers[t].state = State::kRunnable;
+      }
+      any = true;
     }
-    return true;
-  }
-  const int64_t n = static_cast<int64_t>(r.fibers.size());
-  for (int64_t w = 0; w * kWarpSize < n; ++w) {
-    const int64_t end = std::min<int64_t>(n, (w + 1) * kWarpSize);
-    bool ready = true, present = false;
-    for (int64_t t = w * kWarpSize; t < end; ++t) {
-      const State s = r.fibers[t].state;
-      if (s == State::kDone) continue;
-      present = true;
-      if (s != State::kAtWarp) ready = false;
-    }
-    if (!ready || !present) continue;
-    for (int64_t t = w * kWarpSize; t < end; ++t) {
-      if (r.fibers[t].state == State::kAtWarp) r.fibers[t].state = State::kRunnable;
-    }
-    any = true;
   }
   return any;
 }
@@ -188,29 +205,34 @@ inline std::vector<std::unique_ptr<Stack>>& stack_pool() {
   return pool;
 }
 
-// Runs one block: every fiber until it parks or ends, in the schedule's order, then releases the
-// barriers that everyone reached, until all fibers are done.
-inline void run_block(Run& r, std::mt19937_64& random) {
-  const int64_t n = static_cast<int64_t>(r.block_dim.x) * r.block_dim.y * r.block_dim.z;
+// Runs one cluster (one block without clusters): every fiber until it parks or ends, in the
+// schedule's order, then releases the barriers that everyone reached, until all fibers are done.
+inline void run_cluster(Run& r, std::mt19937_64& random) {
+  const int64_t n = r.threads_per_block(), total = n * r.cluster_blocks;
   auto& pool = stack_pool();
-  while (static_cast<int64_t>(pool.size()) < n) pool.push_back(std::make_unique<Stack>());
-  r.fibers.assign(static_cast<size_t>(n), Fiber{});
-  r.shuffle_slots.assign(static_cast<size_t>(n), 0);
-  for (int64_t t = 0; t < n; ++t) {
-    Fiber& f = r.fibers[t];
+  while (static_cast<int64_t>(pool.size()) < total) pool.push_back(std::make_unique<Stack>());
+  r.fibers.assign(static_cast<size_t>(total), Fiber{});
+  r.shuffle_slots.assign(static_cast<size_t>(total), 0);
+  r.dynamic_shared.assign(
+      static_cast<size_t>(r.cluster_blocks),
+      std::vector<unsigned char>(r.shared_bytes, 0xA5));  // garbage, as on a GPU
+  for (int64_t q = 0; q < total; ++q) {
+    Fiber& f = r.fibers[q];
+    const int64_t t = q % n;
     f.linear = t;
+    f.block = q / n;
     f.index = uint3{static_cast<unsigned>(t % r.block_dim.x),
                     static_cast<unsigned>(t / r.block_dim.x % r.block_dim.y),
                     static_cast<unsigned>(t / (int64_t(r.block_dim.x) * r.block_dim.y))};
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = pool[t]->bottom();
+    f.context.uc_stack.ss_sp = pool[q]->bottom();
     f.context.uc_stack.ss_size = kStackBytes;
     f.context.uc_link = &r.scheduler;
     makecontext(&f.context, fiber_entry, 0);
   }
   for (;;) {
-    for (int64_t t : order(n, schedule, random)) {
-      Fiber& f = r.fibers[t];
+    for (int64_t q : order(total, schedule, random)) {
+      Fiber& f = r.fibers[q];
       if (f.state != State::kRunnable) continue;
       r.current = &f;
       swapcontext(&r.scheduler, &f.context);
@@ -221,38 +243,50 @@ inline void run_block(Run& r, std::mt19937_64& random) {
     if (done) return;
     if (!release(r)) {
       if (r.error.empty()) {
-        r.error =
-            "cuda emulation: block (" + std::to_string(r.block_index.x) + ", " +
-            std::to_string(r.block_index.y) + ", " + std::to_string(r.block_index.z) +
-            "): a __syncthreads or warp shuffle that not every thread of the block (or "
-            "warp) reaches, or reaches after others have exited (a barrier in divergent code)";
+        const uint3 first = r.block_index[0];
+        r.error = "cuda emulation: " +
+                  std::string(r.cluster_blocks > 1 ? "cluster of block (" : "block (") +
+                  std::to_string(first.x) + ", " + std::to_string(first.y) + ", " +
+                  std::to_string(first.z) +
+                  "): a __syncthreads, cluster barrier or warp shuffle that not every thread of "
+                  "the block (cluster, warp) reaches, or reaches after others have exited (a "
+                  "barrier in divergent code)";
       }
-      for (Fiber& f : r.fibers) {  // let them run on, so that the block finishes
+      for (Fiber& f : r.fibers) {  // let them run on, so that the launch finishes
         if (f.state != State::kDone) f.state = State::kRunnable;
       }
     }
   }
 }
 
-// Runs kernel(args...) for every thread of the grid. Throws if the kernel's synchronisation is
-// broken (see run_block).
+// Runs kernel(args...) for every thread of the grid, in clusters of `cluster_blocks` consecutive
+// blocks along x (a launch with the cluster dimension (cluster_blocks, 1, 1)). Throws if the
+// kernel's synchronisation is broken (see run_cluster).
 template <typename... Params, typename... Args>
-void launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(Params...), Args&&... args) {
+void launch_clusters(dim3 grid, dim3 block, unsigned cluster_blocks, size_t shared_bytes,
+                     void (*kernel)(Params...), Args&&... args) {
   if (active != nullptr) throw std::logic_error("cuda emulation: a launch inside a launch");
+  if (cluster_blocks < 1 || grid.x % cluster_blocks != 0)
+    throw std::invalid_argument("cuda emulation: grid.x must be a multiple of the cluster size");
   Run r;
   r.grid_dim = uint3{grid.x, grid.y, grid.z};
   r.block_dim = uint3{block.x, block.y, block.z};
-  r.dynamic_shared.assign(shared_bytes, 0xA5);  // garbage, as on a GPU: never read before written
+  r.cluster_blocks = cluster_blocks;
+  r.shared_bytes = shared_bytes;
   r.body = [&] { kernel(args...); };
   std::mt19937_64 random(schedule_seed);
-  const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
+  const int64_t clusters = int64_t(grid.x / cluster_blocks) * grid.y * grid.z;
+  const int64_t clusters_x = grid.x / cluster_blocks;
   active = &r;
   try {
-    for (int64_t q : order(blocks, schedule, random)) {
-      r.block_index =
-          uint3{static_cast<unsigned>(q % grid.x), static_cast<unsigned>(q / grid.x % grid.y),
-                static_cast<unsigned>(q / (int64_t(grid.x) * grid.y))};
-      run_block(r, random);
+    for (int64_t q : order(clusters, schedule, random)) {
+      r.block_index.clear();
+      for (unsigned b = 0; b < cluster_blocks; ++b) {
+        r.block_index.push_back(uint3{static_cast<unsigned>(q % clusters_x * cluster_blocks + b),
+                                      static_cast<unsigned>(q / clusters_x % grid.y),
+                                      static_cast<unsigned>(q / (clusters_x * grid.y))});
+      }
+      run_cluster(r, random);
     }
   } catch (...) {
     active = nullptr;
@@ -260,6 +294,12 @@ void launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(Params...
   }
   active = nullptr;
   if (!r.error.empty()) throw std::runtime_error(r.error);
+}
+
+// Runs kernel(args...) for every thread of the grid, without clusters.
+template <typename... Params, typename... Args>
+void launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(Params...), Args&&... args) {
+  launch_clusters(grid, block, 1, shared_bytes, kernel, std::forward<Args>(args)...);
 }
 
 // The schedule of the launches that follow on this host thread (restored by the destructor).
@@ -280,14 +320,14 @@ template <typename T>
 T shuffle(T value, int64_t source_in_warp) {
   static_assert(sizeof(T) <= sizeof(uint64_t), "cuda emulation: shuffles move at most 8 bytes");
   Run& r = run();
-  const int64_t self = r.current->linear;
-  std::memcpy(&r.shuffle_slots[self], &value, sizeof(T));
+  const int64_t self = r.current->linear, block_base = r.current->block * r.threads_per_block();
+  std::memcpy(&r.shuffle_slots[block_base + self], &value, sizeof(T));
   park(State::kAtWarp);  // every lane has written its slot
   const int64_t warp_base = self - self % kWarpSize;
   const int64_t source = warp_base + source_in_warp;
   T out = value;
-  if (source >= 0 && source < static_cast<int64_t>(r.fibers.size())) {
-    std::memcpy(&out, &r.shuffle_slots[source], sizeof(T));
+  if (source >= 0 && source < r.threads_per_block()) {
+    std::memcpy(&out, &r.shuffle_slots[block_base + source], sizeof(T));
   }
   park(State::kAtWarp);  // every lane has read before any slot is written again
   return out;
@@ -302,6 +342,11 @@ T shuffle(T value, int64_t source_in_warp) {
 #define warpSize (::pf_emu::kWarpSize)
 
 inline void __syncthreads() { ::pf_emu::park(::pf_emu::State::kAtBarrier); }
+
+namespace pf_emu {
+// The cluster barrier (cooperative_groups::this_cluster().sync() on a GPU).
+inline void cluster_sync() { park(State::kAtCluster); }
+}  // namespace pf_emu
 
 template <typename T>
 T __shfl_sync(unsigned, T value, int source, int width = pf_emu::kWarpSize) {

@@ -1,8 +1,9 @@
-// Small kernels that check the CUDA emulation itself: that a missing __syncthreads changes the
-// result under some schedule, that warp shuffles and dynamic shared memory behave as on a GPU, and
-// that a barrier in divergent code is an error, not a hang.
+// Small kernels that check the CUDA emulation itself: that a missing __syncthreads (or cluster
+// barrier) changes the result under some schedule, that warp shuffles and dynamic shared memory
+// behave as on a GPU, and that a barrier in divergent code is an error, not a hang.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full_like.h>
 #include <torch/library.h>
 
 // After every torch header: the emulation defines the CUDA built-ins as macros.
@@ -28,6 +29,28 @@ __global__ void warp_sum_kernel(const double* x, double* out) {
   double v = x[threadIdx.x];
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   if (threadIdx.x % 32 == 0) out[threadIdx.x / 32] = v;
+}
+
+// Each block of a cluster writes its threads' values to global memory; after the cluster barrier,
+// thread 0 of the cluster's first block adds up the cluster's values.
+__global__ void cluster_sum_kernel(const double* x, double* staged, double* out, bool barrier) {
+  const unsigned blocks = ::pf_emu::cluster_blocks();
+  const int64_t cluster = blockIdx.x / blocks;
+  const int64_t span = int64_t(blocks) * blockDim.x;
+  const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  staged[index] = x[index];
+  if (barrier) ::pf_emu::cluster_sync();
+  if (::pf_emu::cluster_rank() == 0 && threadIdx.x == 0) {
+    double sum = 0;
+    for (int64_t t = 0; t < span; ++t) sum += staged[cluster * span + t];
+    out[cluster] = sum;
+  }
+}
+
+// Blocks of rank below `reach` wait at a cluster barrier the others never reach.
+__global__ void divergent_cluster_barrier_kernel(double* out, unsigned reach) {
+  if (::pf_emu::cluster_rank() < reach) ::pf_emu::cluster_sync();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
 }
 
 // Threads below `reach` wait at a barrier the others never reach.
@@ -64,6 +87,31 @@ void divergent_barrier(int64_t threads, int64_t reach) {
                  out.mutable_data_ptr<double>(), static_cast<unsigned>(reach));
 }
 
+at::Tensor cluster_sum(const at::Tensor& x, int64_t threads, int64_t cluster_blocks, bool barrier,
+                       int64_t schedule, int64_t seed) {
+  TORCH_CHECK(
+      x.dim() == 1 && x.scalar_type() == at::kDouble && x.numel() % (threads * cluster_blocks) == 0,
+      "x must be float64 of a multiple of threads * cluster_blocks values");
+  at::Tensor out = at::empty({x.numel() / (threads * cluster_blocks)}, x.options());
+  at::Tensor staged = at::full_like(x, -1e300);
+  const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
+                                    static_cast<uint64_t>(seed));
+  pf_emu::launch_clusters(
+      dim3(static_cast<unsigned>(x.numel() / threads)), dim3(static_cast<unsigned>(threads)),
+      static_cast<unsigned>(cluster_blocks), 0, cluster_sum_kernel,
+      x.contiguous().const_data_ptr<double>(), staged.mutable_data_ptr<double>(),
+      out.mutable_data_ptr<double>(), barrier);
+  return out;
+}
+
+void divergent_cluster_barrier(int64_t threads, int64_t cluster_blocks, int64_t reach) {
+  at::Tensor out = at::empty({threads * cluster_blocks}, at::kDouble);
+  pf_emu::launch_clusters(
+      dim3(static_cast<unsigned>(cluster_blocks)), dim3(static_cast<unsigned>(threads)),
+      static_cast<unsigned>(cluster_blocks), 0, divergent_cluster_barrier_kernel,
+      out.mutable_data_ptr<double>(), static_cast<unsigned>(reach));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
@@ -73,4 +121,12 @@ TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
   m.impl("block_sum", c10::DispatchKey::CPU, &block_sum);
   m.impl("warp_sum", c10::DispatchKey::CPU, &warp_sum);
   m.impl("divergent_barrier", c10::DispatchKey::CompositeExplicitAutograd, &divergent_barrier);
+  m.def(
+      "cluster_sum(Tensor x, int threads, int cluster_blocks, bool barrier, int schedule, int "
+      "seed) "
+      "-> Tensor");
+  m.def("divergent_cluster_barrier(int threads, int cluster_blocks, int reach) -> ()");
+  m.impl("cluster_sum", c10::DispatchKey::CPU, &cluster_sum);
+  m.impl("divergent_cluster_barrier", c10::DispatchKey::CompositeExplicitAutograd,
+         &divergent_cluster_barrier);
 }

@@ -1,6 +1,7 @@
 // The sampling engine's CUDA kernel (csrc/sampler/engine_kernel.cuh), run on the CPU under the
 // CUDA emulation: the op pixelfast_emulated::sample_cached takes the CPU op's arguments plus the
-// block size and the emulated schedule, and launches the kernel as engine_cuda.cu does.
+// launch shape (threads per block, blocks per cluster, images per cluster) and the emulated
+// schedule, and launches the kernel as engine_cuda.cu does.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/zeros.h>
@@ -21,20 +22,28 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
     int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition, int64_t threads,
-    int64_t schedule, int64_t seed) {
+    int64_t cluster_blocks, int64_t tile, int64_t schedule, int64_t seed) {
   TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in 1..1024, got ", threads);
+  TORCH_CHECK(cluster_blocks >= 1 && cluster_blocks <= 16, "cluster_blocks must be in 1..16, got ",
+              cluster_blocks);
+  TORCH_CHECK(tile >= 1, "tile must be >= 1, got ", tile);
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
                        levels, record_logits, condition);
   if (p.empty()) return {p.out, p.logits};
+  const int64_t batch = p.image.size(0);
+  const int64_t scratch_stride = p.plan.scratch_doubles(levels);
+  at::Tensor scratch = at::empty({batch, scratch_stride}, image.options().dtype(at::kDouble));
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
     const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
                                       static_cast<uint64_t>(seed));
-    pf_emu::launch(dim3(static_cast<unsigned>(p.image.size(0))),
-                   dim3(static_cast<unsigned>(threads)),
-                   static_cast<size_t>(p.plan.scratch_doubles(levels)) * sizeof(double),
-                   engine_kernel<scalar_t>, d.view, error.mutable_data_ptr<int>());
+    const int64_t clusters = (batch + tile - 1) / tile;
+    pf_emu::launch_clusters(
+        dim3(static_cast<unsigned>(clusters * cluster_blocks)),
+        dim3(static_cast<unsigned>(threads)), static_cast<unsigned>(cluster_blocks),
+        engine_shared_bytes<scalar_t>(threads), engine_kernel<scalar_t>, d.view, batch, tile,
+        scratch.mutable_data_ptr<double>(), scratch_stride, error.mutable_data_ptr<int>());
   });
   TORCH_CHECK(error.item<int>() == 0,
               "sample_cached: the model produced non-finite logits (NaN or inf)");
@@ -49,6 +58,7 @@ TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
-      "Tensor? condition, int threads, int schedule, int seed) -> (Tensor, Tensor)");
+      "Tensor? condition, int threads, int cluster_blocks, int tile, int schedule, int seed) -> "
+      "(Tensor, Tensor)");
   m.impl("sample_cached", c10::DispatchKey::CPU, &pixelfast::sampler::sample_cached_emulated);
 }
