@@ -67,3 +67,21 @@ def test_a_cluster_barrier_in_divergent_code_is_an_error_not_a_hang(emulated, re
     with pytest.raises(RuntimeError, match="cluster barrier"):
         emulated.divergent_cluster_barrier(4, 3, reach)
     emulated.divergent_cluster_barrier(4, 3, 3)  # every block reaches it: fine
+
+
+@pytest.mark.parametrize(
+    ("threads", "mode"),
+    [(32, 0), (32, 1), (33, 2), (48, 2)],
+    ids=[
+        "an exited lane",
+        "lanes that shuffle different numbers of times",
+        "a partial warp of 1",
+        "a partial warp of 16",
+    ],
+)
+def test_a_full_mask_shuffle_without_its_whole_warp_is_an_error(emulated, threads, mode):
+    """Undefined on a GPU, so the emulation refuses it instead of pairing up whatever lanes wait."""
+    with pytest.raises(RuntimeError, match="warp shuffle"):
+        emulated.broken_shuffle(threads, mode)
+    if mode == 2:
+        emulated.broken_shuffle(64, 2)  # whole warps: fine

@@ -1,8 +1,9 @@
-"""The LSTM scans' CUDA kernels (``csrc/lstm/lstm_kernels.cuh``), run on the CPU under the test-only
-CUDA emulation, against pixelfast's CPU kernels: forward and backward, both scans, over shapes,
-block sizes (odd ones, and blocks smaller than a warp), tiny grids (so that the grid-stride loops
-go round) and thread schedules (forward, reverse, random: a missing barrier or a race shows up as a
-difference between them). Needs only a C++ compiler; no GPU, no CUDA build."""
+"""The LSTM scans' CUDA kernels (``csrc/lstm/lstm_kernels.cuh``: each scan in one launch), run on the
+CPU under the test-only CUDA emulation, against pixelfast's CPU kernels: forward and backward, both
+scans, over shapes, block sizes (odd ones, and blocks smaller than a warp), clusters of 1 to 8
+blocks, tiles of 1 to 3 images (a last cluster with fewer) and thread schedules (forward, reverse,
+random: a missing barrier or a race shows up as a difference between them). Needs only a C++
+compiler; no GPU, no CUDA build."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pixelfast.ops  # noqa: F401  (loads pixelfast._C: the CPU kernels of torc
 from tests.emulation import SCHEDULES, load
 
 THREADS = (1, 3, 32, 33, 64, 256)
-MAX_BLOCKS = (1, 2, 65535)
-# Same drivers and GEMMs on both sides: only the pointwise kernels differ (vectorised FMA loops on
-# the CPU, one scalar thread per element here), so the results agree to rounding.
+# (blocks per cluster, images per cluster)
+LAYOUTS = ((1, 1), (2, 1), (3, 2), (8, 3))
+# The same recurrence on both sides, summed in other orders (the CPU's GEMMs per step, here each
+# thread's own sums), so the results agree to rounding.
 TOLERANCE = {torch.float64: dict(atol=1e-12, rtol=1e-12), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 # kind: (op name, state-to-state taps)
 KINDS = {"row1": ("row_lstm", 1), "row3": ("row_lstm", 3), "row5": ("row_lstm", 5), "diagonal": ("diagonal_lstm", 2)}
@@ -55,12 +57,12 @@ def assert_emulated_matches_cpu(emulated, kind, shape, dtype, launch, bias=True,
 
 # Every launch shape on an odd, non-square case (3 x 5 images, 2 of them, h = 3 in 3 colour groups),
 # each schedule in turn.
-@pytest.mark.parametrize("max_blocks", MAX_BLOCKS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("kind", ["row3", "diagonal"])
-def test_every_launch_shape(emulated, kind, threads, max_blocks):
+def test_every_launch_shape(emulated, kind, threads, layout):
     for schedule in SCHEDULES.values():
-        launch = (threads, max_blocks, schedule, 7)
+        launch = (threads, *layout, schedule, 7)
         assert_emulated_matches_cpu(emulated, kind, (2, 3, 3, 3, 5), torch.float64, launch)
 
 
@@ -75,15 +77,15 @@ def test_every_launch_shape(emulated, kind, threads, max_blocks):
     dtype=st.sampled_from([torch.float64, torch.float32]),
     bias=st.booleans(),
     threads=st.sampled_from(THREADS),
-    max_blocks=st.sampled_from(MAX_BLOCKS),
+    layout=st.sampled_from(LAYOUTS),
     schedule=st.sampled_from(list(SCHEDULES.values())),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_emulated_kernels_match_cpu(
-    emulated, kind, batch, groups, per_group, height, width, dtype, bias, threads, max_blocks, schedule, seed
+    emulated, kind, batch, groups, per_group, height, width, dtype, bias, threads, layout, schedule, seed
 ):
     shape = (batch, groups, groups * per_group, height, width)
-    launch = (threads, max_blocks, schedule, seed)
+    launch = (threads, *layout, schedule, seed)
     assert_emulated_matches_cpu(emulated, kind, shape, dtype, launch, bias=bias, seed=seed % 1000)
 
 
@@ -91,4 +93,4 @@ def test_emulated_ops_check_their_arguments(emulated):
     # The same driver checks as the real ops (the Python API's ValueError).
     gates, weight, _, _ = inputs(1, 3, 2, 2, 3, torch.float32, False, 0)
     with pytest.raises(ValueError, match="2 taps"):
-        emulated.diagonal_lstm(gates, weight, None, 1, 32, 1, 0, 0)
+        emulated.diagonal_lstm(gates, weight, None, 1, 32, 1, 1, 0, 0)

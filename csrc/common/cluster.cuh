@@ -4,6 +4,8 @@
 // (tests/emulation/cuda_emulation.h) the blocks of a cluster run together as host fibers.
 #pragma once
 
+#include <cstdint>
+
 #if !defined(PF_CUDA_EMULATION)
 #include <cooperative_groups.h>
 #endif
@@ -40,6 +42,26 @@ __device__ __forceinline__ void cluster_sync() {
 #else
   __syncthreads();
 #endif
+}
+
+// A kernel's batch split into tiles of consecutive images, one per cluster (cluster k: images
+// [k tile, (k + 1) tile)), and this thread's place in its cluster's team of threads.
+struct Team {
+  int64_t first_image, images;  // the cluster's images: [first_image, first_image + images)
+  int64_t block, blocks;        // this block's rank in the cluster, the cluster's blocks
+  int64_t rank, size;           // this thread's rank among the cluster's threads, their number
+};
+
+__device__ inline Team make_team(int64_t batch, int64_t tile) {
+  Team team;
+  team.blocks = cluster_blocks();
+  team.block = cluster_rank();
+  team.first_image = blockIdx.x / team.blocks * tile;
+  const int64_t left = batch - team.first_image;
+  team.images = left < tile ? (left > 0 ? left : 0) : tile;
+  team.rank = team.block * blockDim.x + threadIdx.x;
+  team.size = team.blocks * blockDim.x;
+  return team;
 }
 
 }  // namespace pixelfast

@@ -1,6 +1,6 @@
 // The CUDA registration of the LSTM scan ops: the device-generic drivers (lstm_scan.cpp) with a
-// Kernels table that launches the kernels of lstm_kernels.cuh on the current stream; the drivers
-// do the state-to-state GEMMs through ATen (cuBLAS) on the same stream.
+// Kernels table that runs each scan as one launch of lstm_kernels.cuh on the current stream; the
+// backward's weight gradient is one product through ATen (cuBLAS) on the same stream.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "../common/checks.h"
+#include "../common/cluster_launch.h"
 #include "lstm_backend.h"
 #include "lstm_kernels.cuh"
 #include "lstm_op.h"
@@ -16,28 +17,30 @@ namespace pixelfast {
 namespace lstm {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
-
-struct CudaLauncher {
-  // `kernel` over n elements on the current stream; nothing to do for n == 0.
-  template <typename Params>
-  static void launch(void (*kernel)(Params), int64_t n, const Params& params) {
-    if (n == 0) return;
-    kernel<<<blocks_for(n, kThreads, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        params);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-};
-
-struct CudaBackend : KernelLaunches<CudaLauncher> {
+// Each scan in one launch on the current stream: clusters of blocks, each a tile of the images
+// (common/cluster_launch.h).
+struct CudaBackend {
   static at::Tensor channels_last(const at::Tensor& t) {
     return t.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  template <typename T>
+  static void launch(void (*kernel)(ScanParams<T>), ScanParams<T>& a) {
+    const ClusterLayout layout = cluster_layout(kernel, a.step.batch, kScanThreads, 0);
+    a.tile = layout.tile;
+    launch_clusters(kernel, layout, kScanThreads, 0, c10::cuda::getCurrentCUDAStream().stream(), a);
+  }
+  template <typename T>
+  static void scan_forward(ScanParams<T>& a) {
+    launch(scan_forward_kernel<T>, a);
+  }
+  template <typename T>
+  static void scan_backward(ScanParams<T>& a) {
+    launch(scan_backward_kernel<T>, a);
   }
 };
 
 const Kernels& cuda_kernels() {
-  static const Kernels kernels = make_kernels<CudaBackend>();
+  static const Kernels kernels = make_scan_kernels<CudaBackend>();
   return kernels;
 }
 

@@ -1,12 +1,16 @@
-// The CUDA kernels of the LSTM scans: one thread per element of a step (a pixel's channel), in
-// grid-stride loops, over the step geometry of scan_step.h and the cell math of cell.h. No c10 or
-// ATen here, so that g++ compiles these under the test-only CUDA emulation
-// (tests/emulation/cuda_emulation.h); lstm_cuda.cu launches them.
+// The CUDA kernels of the LSTM scans: each direction of a layer in ONE launch (docs/gpu_engine.md,
+// "The LSTM scans"). A thread-block cluster (common/cluster.cuh) owns a tile of images and walks
+// all their steps (image rows, or skewed columns), a cluster barrier between steps; the
+// state-to-state product and the cell update of a step are one pass: a thread takes one hidden
+// channel of up to kScanPixels pixels, computes its four gates' products (each weight loaded
+// once for those pixels) and updates the cell. The step geometry is scan_step.h's and the cell
+// math cell.h's, as on the CPU. No c10 or ATen here, so that g++ compiles these under the
+// test-only CUDA emulation (tests/emulation/cuda_emulation.h); lstm_cuda.cu launches them.
 #pragma once
 
 #include <cstdint>
 
-#include "../common/grid.cuh"
+#include "../common/cluster.cuh"
 #include "cell.h"
 #include "lstm_params.h"
 #include "scan_step.h"
@@ -14,96 +18,145 @@
 namespace pixelfast {
 namespace lstm {
 
-// Elements (threads' work items) of each kernel, for its grid-stride loop and its launch: a
-// gather row covers taps * hidden X values and 4 * hidden pre values; a cell kernel handles one
-// hidden channel of one pixel.
-PF_HD int64_t gather_columns(const Step& s) { return (s.taps > 4 ? s.taps : 4) * s.hidden; }
-PF_HD int64_t gather_elements(const Step& s) { return scan_rows(s) * gather_columns(s); }
-PF_HD int64_t cell_elements(const Step& s) { return scan_rows(s) * s.hidden; }
+constexpr int kScanThreads = 256;  // threads per block on a GPU
+constexpr int kScanPixels = 4;     // pixels whose sums a thread keeps in registers
 
-template <typename T>
-__global__ void gather_kernel(const GatherParams<T> a) {
-  const Step& s = a.step;
-  const int64_t hidden = s.hidden, cols = gather_columns(s);
-  PF_GRID_STRIDE(e, gather_elements(s)) {
-    const int64_t n = e / cols, col = e % cols;
-    if (a.pre != nullptr && col < 4 * hidden) a.pre[n * 4 * hidden + col] = a.bias[col];
-    if (col < s.taps * hidden) {
-      const int64_t src = source(s, pixel(s, n), col / hidden);
-      a.x[n * s.taps * hidden + col] = src >= 0 ? a.h[src * hidden + col % hidden] : T(0);
-    }
-  }
+// The step's pixels among the cluster's images, and the k-th of them.
+__device__ inline int64_t team_pixels(const Step& s, const Team& team) {
+  return (s.kind == ScanKind::kRow ? s.width : diag_len(s.index, s.height, s.width)) * team.images;
 }
 
-template <typename T>
-__global__ void cell_forward_kernel(const CellForwardParams<T> a) {
-  const Step& s = a.step;
-  const int64_t hidden = s.hidden;
-  PF_GRID_STRIDE(e, cell_elements(s)) {
-    const int64_t n = e / hidden, ch = e % hidden;
-    const Pixel p = pixel(s, n);
-    const int64_t prev = cell_source(s, p);
-    const T c_prev = prev >= 0 ? a.c[prev * hidden + ch] : T(0);
-    T pre_act[4];
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) {
-      g[q] = gate_index(q, ch, hidden, s.groups);
-      pre_act[q] = a.gates[p.offset * 4 * hidden + g[q]] + a.pre[n * 4 * hidden + g[q]];
-    }
-    T* act = a.acts + p.offset * 4 * hidden;
-    cell_forward(pre_act[kI], pre_act[kF], pre_act[kO], pre_act[kG], c_prev, &act[g[kI]],
-                 &act[g[kF]], &act[g[kO]], &act[g[kG]], &a.c[p.offset * hidden + ch],
-                 &a.h[p.offset * hidden + ch]);
-  }
+__device__ inline Pixel team_pixel(const Step& s, const Team& team, int64_t k) {
+  if (s.kind == ScanKind::kRow) return pixel(s, team.first_image * s.width + k);
+  return pixel(s, k / team.images * s.batch + team.first_image + k % team.images);
 }
 
-template <typename T>
-__global__ void cell_backward_kernel(const CellBackwardParams<T> a) {
-  const Step& s = a.step;
-  const int64_t hidden = s.hidden;
-  PF_GRID_STRIDE(e, cell_elements(s)) {
-    const int64_t n = e / hidden, ch = e % hidden;
-    const Pixel p = pixel(s, n);
-    T dh = a.grad_h[p.offset * hidden + ch];
-    for (int64_t tap = 0; tap < s.taps; ++tap) {
-      const int64_t row = reader(s, p, tap);
-      if (row >= 0) dh += a.dx[(row * s.taps + tap) * hidden + ch];
-    }
-    const int64_t next = cell_reader(s, p);
-    const T dc_next = next >= 0 ? a.dc_in[next * hidden + ch] : T(0);
-    const int64_t prev = cell_source(s, p);
-    const T c_prev = prev >= 0 ? a.c[prev * hidden + ch] : T(0);
-    const T* act = a.acts + p.offset * 4 * hidden;
-    int64_t g[4];
-    for (int q = 0; q < 4; ++q) g[q] = gate_index(q, ch, hidden, s.groups);
-    T da[4];
-    cell_backward(act[g[kI]], act[g[kF]], act[g[kO]], act[g[kG]], a.c[p.offset * hidden + ch],
-                  c_prev, dh, dc_next, &da[kI], &da[kF], &da[kO], &da[kG], &a.dc_out[e]);
-    for (int q = 0; q < 4; ++q) {
-      a.dpre[n * 4 * hidden + g[q]] = da[q];
-      a.grad_gates[p.offset * 4 * hidden + g[q]] = da[q];
-    }
-  }
-}
-
-// The kernels of a Backend (lstm_backend.h), each with the element count it covers, started by
-// Launcher::launch(kernel, elements, params): the CUDA launcher (lstm_cuda.cu) and the test-only
-// emulated one (tests/emulation/lstm_emulated.cpp) share this pairing.
-template <typename Launcher>
-struct KernelLaunches {
-  template <typename T>
-  static void gather(const GatherParams<T>& a) {
-    Launcher::launch(gather_kernel<T>, gather_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_forward(const CellForwardParams<T>& a) {
-    Launcher::launch(cell_forward_kernel<T>, cell_elements(a.step), a);
-  }
-  template <typename T>
-  static void cell_backward(const CellBackwardParams<T>& a) {
-    Launcher::launch(cell_backward_kernel<T>, cell_elements(a.step), a);
-  }
+// A thread's work item of a step: hidden channel ch of up to kScanPixels pixels.
+struct ScanItem {
+  int64_t ch, count, gate[4];
+  Pixel p[kScanPixels];
 };
+
+__device__ inline ScanItem scan_item(const Step& s, const Team& team, int64_t e, int64_t pixels) {
+  ScanItem it;
+  it.ch = e % s.hidden;
+  const int64_t first = e / s.hidden * kScanPixels;
+  it.count = pixels - first < kScanPixels ? pixels - first : kScanPixels;
+  for (int q = 0; q < 4; ++q) it.gate[q] = gate_index(q, it.ch, s.hidden, s.groups);
+  for (int u = 0; u < kScanPixels; ++u) {
+    if (u < it.count) it.p[u] = team_pixel(s, team, first + u);
+  }
+  return it;
+}
+
+__device__ inline int64_t scan_items(const Step& s, int64_t pixels) {
+  return (pixels + kScanPixels - 1) / kScanPixels * s.hidden;
+}
+
+// Forward: per step, pre = bias + X . Wm (X: the h of source(), scan_step.h) and the cell update
+// from gates + pre, as the step-by-step drivers do (lstm_scan.cpp).
+template <typename T>
+__global__ void __launch_bounds__(kScanThreads, 1) scan_forward_kernel(const ScanParams<T> a) {
+  const Team team = make_team(a.step.batch, a.tile);
+  Step s = a.step;
+  const int64_t hidden = s.hidden, width4 = 4 * hidden;
+  const int64_t steps = scan_steps(s);
+  for (int64_t t = 0; t < steps; ++t) {
+    s.index = t;
+    const int64_t pixels = team_pixels(s, team);
+    for (int64_t e = team.rank; e < scan_items(s, pixels); e += team.size) {
+      const ScanItem it = scan_item(s, team, e, pixels);
+      T acc[kScanPixels][4];
+      for (int u = 0; u < kScanPixels; ++u) {
+        for (int q = 0; q < 4; ++q) acc[u][q] = a.bias[it.gate[q]];
+      }
+      for (int64_t tap = 0; tap < s.taps; ++tap) {
+        int64_t src[kScanPixels];
+        for (int u = 0; u < kScanPixels; ++u) src[u] = u < it.count ? source(s, it.p[u], tap) : -1;
+        const T* w = a.weight + tap * hidden * width4;
+        for (int64_t c = 0; c < hidden; ++c) {
+          T wq[4];
+          for (int q = 0; q < 4; ++q) wq[q] = w[c * width4 + it.gate[q]];
+#pragma unroll
+          for (int u = 0; u < kScanPixels; ++u) {
+            if (src[u] < 0) continue;
+            const T x = a.h[src[u] * hidden + c];
+            for (int q = 0; q < 4; ++q) acc[u][q] += x * wq[q];
+          }
+        }
+      }
+      for (int u = 0; u < kScanPixels; ++u) {
+        if (u >= it.count) continue;
+        const Pixel& p = it.p[u];
+        const int64_t prev = cell_source(s, p);
+        const T c_prev = prev >= 0 ? a.c[prev * hidden + it.ch] : T(0);
+        T pre_act[4];
+        for (int q = 0; q < 4; ++q)
+          pre_act[q] = a.gates[p.offset * width4 + it.gate[q]] + acc[u][q];
+        T* act = a.acts + p.offset * width4;
+        cell_forward(pre_act[kI], pre_act[kF], pre_act[kO], pre_act[kG], c_prev, &act[it.gate[kI]],
+                     &act[it.gate[kF]], &act[it.gate[kO]], &act[it.gate[kG]],
+                     &a.c[p.offset * hidden + it.ch], &a.h[p.offset * hidden + it.ch]);
+      }
+    }
+    cluster_sync();  // the next step reads this step's h and c, in any block of the cluster
+  }
+}
+
+// Backward, steps in reverse: dh = grad_h + (each reader's pre-activation gradient) . Wm^T, the
+// cell's backward with dc_next from the cell reader; the pre-activation gradients (grad_gates)
+// are what the next (earlier) step reads. The weight gradient is one product afterwards
+// (lstm_scan.cpp).
+template <typename T>
+__global__ void __launch_bounds__(kScanThreads, 1) scan_backward_kernel(const ScanParams<T> a) {
+  const Team team = make_team(a.step.batch, a.tile);
+  Step s = a.step;
+  const int64_t hidden = s.hidden, width4 = 4 * hidden, k = s.taps * hidden;
+  for (int64_t t = scan_steps(s) - 1; t >= 0; --t) {
+    s.index = t;
+    const int64_t pixels = team_pixels(s, team);
+    for (int64_t e = team.rank; e < scan_items(s, pixels); e += team.size) {
+      const ScanItem it = scan_item(s, team, e, pixels);
+      T dh[kScanPixels];
+      for (int u = 0; u < kScanPixels; ++u)
+        dh[u] = u < it.count ? a.grad_h[it.p[u].offset * hidden + it.ch] : T(0);
+      for (int64_t tap = 0; tap < s.taps; ++tap) {
+        int64_t reader[kScanPixels];
+        T dx[kScanPixels];
+        for (int u = 0; u < kScanPixels; ++u) {
+          reader[u] = u < it.count ? reader_pixel(s, it.p[u], tap) : -1;
+          dx[u] = T(0);
+        }
+        const T* w = a.weight + tap * hidden + it.ch;  // Wm^T [4h, k]: column tap * h + ch
+        for (int64_t q = 0; q < width4; ++q) {
+          const T wq = w[q * k];
+#pragma unroll
+          for (int u = 0; u < kScanPixels; ++u) {
+            if (reader[u] >= 0) dx[u] += a.grad_gates[reader[u] * width4 + q] * wq;
+          }
+        }
+        for (int u = 0; u < kScanPixels; ++u) {
+          if (reader[u] >= 0) dh[u] += dx[u];
+        }
+      }
+      for (int u = 0; u < kScanPixels; ++u) {
+        if (u >= it.count) continue;
+        const Pixel& p = it.p[u];
+        const int64_t next = cell_reader_pixel(s, p);
+        const T dc_next = next >= 0 ? a.dc_flow[next * hidden + it.ch] : T(0);
+        const int64_t prev = cell_source(s, p);
+        const T c_prev = prev >= 0 ? a.c[prev * hidden + it.ch] : T(0);
+        const T* act = a.acts + p.offset * width4;
+        T da[4];
+        cell_backward(act[it.gate[kI]], act[it.gate[kF]], act[it.gate[kO]], act[it.gate[kG]],
+                      a.c[p.offset * hidden + it.ch], c_prev, dh[u], dc_next, &da[kI], &da[kF],
+                      &da[kO], &da[kG], &a.dc_flow[p.offset * hidden + it.ch]);
+        for (int q = 0; q < 4; ++q) a.grad_gates[p.offset * width4 + it.gate[q]] = da[q];
+      }
+    }
+    cluster_sync();  // the earlier step reads this step's gradients
+  }
+}
 
 }  // namespace lstm
 }  // namespace pixelfast

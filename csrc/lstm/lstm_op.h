@@ -1,8 +1,8 @@
-// The LSTM scan ops, device-generic. The drivers in lstm_scan.cpp run the recurrence step by step:
-// per step one GEMM (state-to-state product over the whole batch, through ATen: MKL on CPU,
-// cuBLAS on CUDA, into preallocated buffers, no allocation per step) and the backend's pointwise
-// kernels below (gathering the previous step's states, the cell update). The CPU kernels live in
-// lstm_cpu.cpp, the CUDA ones in lstm_kernels.cuh; both are thin loops over the step geometry of
+// The LSTM scan ops, device-generic. On the CPU the drivers in lstm_scan.cpp run the recurrence
+// step by step: per step one GEMM (state-to-state product over the whole batch, through ATen into
+// preallocated buffers, no allocation per step) and the backend's pointwise kernels below
+// (gathering the previous step's states, the cell update; lstm_cpu.cpp). On CUDA each scan is one
+// launch (lstm_kernels.cuh: scan_forward / scan_backward below). Both follow the step geometry of
 // scan_step.h and the math of cell.h.
 //
 // Layout: pixel-major. Both scans work on channels-last [B, C, H, W] tensors (memory
@@ -47,6 +47,16 @@ struct Kernels {
                         const at::Tensor& acts, const at::Tensor& c, const at::Tensor& dc_in,
                         const at::Tensor& dc_out, const at::Tensor& dpre,
                         const at::Tensor& grad_gates);
+  // Or the whole scan in one launch (the CUDA backend; the step kernels above are then null):
+  // the forward writes h, c and acts from gates, Wm ([taps * h, 4h]) and bias; the backward
+  // writes grad_gates and dc_flow (dc * f per pixel, [B, h, H, W]) from grad_h, Wm's transpose,
+  // c and acts. Null on a backend that runs the steps.
+  void (*scan_forward)(const Step& scan, const at::Tensor& gates, const at::Tensor& wm,
+                       const at::Tensor& bias, const at::Tensor& h, const at::Tensor& c,
+                       const at::Tensor& acts) = nullptr;
+  void (*scan_backward)(const Step& scan, const at::Tensor& grad_h, const at::Tensor& wm_t,
+                        const at::Tensor& c, const at::Tensor& acts, const at::Tensor& grad_gates,
+                        const at::Tensor& dc_flow) = nullptr;
 };
 
 // Forward: (h [B, h, H, W], c [B, h, H, W], acts [B, 4h, H, W]); c and acts (the activated

@@ -45,5 +45,22 @@ struct CellBackwardParams {
   T* grad_gates;    // [B, H, W, 4 * hidden]
 };
 
+// A whole scan in one launch (the CUDA kernels, lstm_kernels.cuh): the forward fills h, c and acts;
+// the backward fills grad_gates (the pre-activation gradients) and dc_flow. Image layout only.
+template <typename T>
+struct ScanParams {
+  Step step;        // the scan's geometry (index: unused)
+  int64_t tile;     // images per cluster (common/cluster.cuh)
+  const T* gates;   // forward: [B, H, W, 4 * hidden]
+  const T* weight;  // forward: Wm [taps * hidden, 4 * hidden]; backward: its transpose
+  const T* bias;    // forward: [4 * hidden]
+  T* h;             // forward: [B, H, W, hidden]
+  T* c;             // [B, H, W, hidden]: written forward, read backward
+  T* acts;          // [B, H, W, 4 * hidden]: written forward, read backward
+  const T* grad_h;  // backward: [B, H, W, hidden]
+  T* grad_gates;    // backward: [B, H, W, 4 * hidden]
+  T* dc_flow;       // backward: [B, H, W, hidden]: the dc * f each pixel sends to its c_prev
+};
+
 }  // namespace lstm
 }  // namespace pixelfast

@@ -14,6 +14,8 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
@@ -116,6 +118,22 @@ at::Tensor weight_from_matrix(const at::Tensor& wm, const Step& s) {
   return wm.view({s.taps, s.hidden, 4 * s.hidden}).permute({2, 1, 0}).contiguous();
 }
 
+// X of every pixel at once, [B H W, taps * h]: block `tap` of pixel p's row is the h of
+// source(p, tap) (scan_step.h), zero outside the image.
+at::Tensor sources_of_every_pixel(const at::Tensor& h, const Step& s) {
+  std::vector<at::Tensor> blocks;
+  if (s.kind == ScanKind::kRow) {  // the row above, shifted by tap - k / 2
+    const int64_t half = s.taps / 2;
+    const at::Tensor padded = at::constant_pad_nd(h, {half, half, 1, 0});
+    for (int64_t tap = 0; tap < s.taps; ++tap)
+      blocks.push_back(padded.narrow(2, 0, s.height).narrow(3, tap, s.width));
+  } else {  // the pixel above, the pixel to the left
+    blocks.push_back(at::constant_pad_nd(h, {0, 0, 1, 0}).narrow(2, 0, s.height));
+    blocks.push_back(at::constant_pad_nd(h, {1, 0, 0, 0}).narrow(3, 0, s.width));
+  }
+  return at::cat(blocks, 1).permute({0, 2, 3, 1}).reshape({-1, s.taps * s.hidden});
+}
+
 // The first `n` elements of a flat buffer as a contiguous [rows, n / rows] matrix.
 at::Tensor matrix(const at::Tensor& buffer, int64_t rows, int64_t cols) {
   return buffer.narrow(0, 0, rows * cols).view({rows, cols});
@@ -141,6 +159,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_forward(
   at::Tensor acts = at::empty_like(gates, kChannelsLast);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({4 * s.hidden}, opts);
   const at::Tensor wm = weight_matrix(weight);
+  if (kernels.scan_forward != nullptr) {
+    kernels.scan_forward(s, gates, wm, b, h, c, acts);
+    return {h, c, acts};
+  }
   const int64_t max_rows = max_scan_rows(s);
   at::Tensor x = at::empty({max_rows * s.taps * s.hidden}, opts);
   at::Tensor pre = at::empty({max_rows * 4 * s.hidden}, opts);
@@ -170,6 +192,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   const auto opts = acts.options();
   at::Tensor grad_gates = at::empty_like(acts, kChannelsLast);
   const at::Tensor wm = weight_matrix(weight);
+  if (kernels.scan_backward != nullptr) {
+    kernels.scan_backward(s, grad_h, wm.t().contiguous(), c, acts, grad_gates,
+                          at::empty_like(c, kChannelsLast));
+    // Sum over the steps of X^T . dpre = one product over every pixel (step 0's X is zero).
+    const at::Tensor grad_wm = at::mm(sources_of_every_pixel(h, s).t(),
+                                      grad_gates.permute({0, 2, 3, 1}).reshape({-1, 4 * s.hidden}));
+    return {grad_gates, weight_from_matrix(grad_wm, s), grad_gates.sum({0, 2, 3})};
+  }
   at::Tensor grad_wm = at::zeros_like(wm);
   const int64_t max_rows = max_scan_rows(s);
   at::Tensor x = at::empty({max_rows * s.taps * s.hidden}, opts);

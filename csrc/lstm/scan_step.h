@@ -113,5 +113,22 @@ PF_HD int64_t cell_reader(const Step& s, const Pixel& p) {
   return p.j + 1 < s.width ? diag_next_row(s, p.i, p.b) : -1;
 }
 
+// The same readers as image pixels (their offsets), for the one-launch scans that keep the
+// gradients in image layout: the pixel that read p's h as block `tap`, or -1.
+PF_HD int64_t reader_pixel(const Step& s, const Pixel& p, int64_t tap) {
+  if (s.kind == ScanKind::kRow) {
+    const int64_t jn = p.j - tap + s.taps / 2;
+    return p.i + 1 < s.height && jn >= 0 && jn < s.width ? p.offset + s.width - p.j + jn : -1;
+  }
+  if (tap == 0) return p.i + 1 < s.height ? p.offset + s.width : -1;  // the one below
+  return p.j + 1 < s.width ? p.offset + 1 : -1;                       // to the right
+}
+
+// The pixel whose c_prev is p's c, or -1.
+PF_HD int64_t cell_reader_pixel(const Step& s, const Pixel& p) {
+  if (s.kind == ScanKind::kRow) return p.i + 1 < s.height ? p.offset + s.width : -1;
+  return p.j + 1 < s.width ? p.offset + 1 : -1;
+}
+
 }  // namespace lstm
 }  // namespace pixelfast

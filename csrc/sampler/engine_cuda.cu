@@ -10,38 +10,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
+#include "../common/cluster_launch.h"
 #include "engine.h"
 #include "engine_kernel.cuh"
 
 namespace pixelfast {
 namespace sampler {
 namespace {
-
-constexpr int kClusterBlocks = 8;  // Hopper's portable cluster size
-
-// How many clusters of `blocks` blocks run at once on this GPU (0: none can).
-template <typename Kernel>
-int active_clusters(Kernel kernel, int blocks, size_t shared_bytes) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(kEngineThreads);
-  config.dynamicSmemBytes = shared_bytes;
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = blocks;
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
-    (void)cudaGetLastError();  // not an error of the launch: fall back to single blocks
-    return 0;
-  }
-  return clusters;
-}
 
 std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
@@ -58,47 +33,15 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   const int64_t scratch_stride = p.plan.scratch_doubles(levels);
   at::Tensor scratch = at::empty({batch, scratch_stride}, image.options().dtype(at::kDouble));
   at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
-  int device = 0, major = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
     const auto kernel = engine_kernel<scalar_t>;
     const size_t shared_bytes = engine_shared_bytes<scalar_t>(kEngineThreads);
-    // Clusters where the GPU has them (compute capability 9.0+) and they fit, one block per SM:
-    // each cluster streams the weights once per sub-step for its whole tile of images, so more
-    // clusters than SMs / 8 would only add weight traffic (docs/gpu_engine.md).
-    int blocks = 1;
-    int64_t slots = sms;
-    cudaFuncAttributes attributes;
-    C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-    // The code the driver loaded must be sm_90's too: a kernel built for an older GPU (its
-    // PTX compiled for this one) has no cluster barrier (common/cluster.cuh).
-    if (major >= 9 && attributes.binaryVersion >= 90) {
-      const int clusters = active_clusters(kernel, kClusterBlocks, shared_bytes);
-      if (clusters > 0) {
-        blocks = kClusterBlocks;
-        slots = std::max<int64_t>(1, std::min<int64_t>(clusters, slots / kClusterBlocks));
-      }
-    }
-    const int64_t tile = (batch + slots - 1) / slots;
-    const int64_t clusters = (batch + tile - 1) / tile;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(static_cast<unsigned>(clusters * blocks));
-    config.blockDim = dim3(kEngineThreads);
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = c10::cuda::getCurrentCUDAStream();
-    cudaLaunchAttribute attribute;
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = static_cast<unsigned>(blocks);
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = blocks > 1 ? 1 : 0;
-    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, d.view, batch, tile,
-                                      scratch.mutable_data_ptr<double>(), scratch_stride,
-                                      error.mutable_data_ptr<int>()));
+    const ClusterLayout layout = cluster_layout(kernel, batch, kEngineThreads, shared_bytes);
+    launch_clusters(kernel, layout, kEngineThreads, shared_bytes,
+                    c10::cuda::getCurrentCUDAStream().stream(), d.view, batch, layout.tile,
+                    scratch.mutable_data_ptr<double>(), scratch_stride,
+                    error.mutable_data_ptr<int>());
   });
   // Reading the flag waits for the kernel.
   TORCH_CHECK(error.cpu().item<int>() == 0,

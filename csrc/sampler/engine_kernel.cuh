@@ -47,25 +47,6 @@ PF_HD size_t engine_shared_bytes(int64_t threads) {
   return static_cast<size_t>(threads) * kTileImages * sizeof(T);
 }
 
-// The cluster's share of the batch and this thread's place in the cluster.
-struct Team {
-  int64_t first_image, images;  // the cluster's images: [first_image, first_image + images)
-  int64_t block, blocks;        // this block's rank in the cluster, the cluster's blocks
-  int64_t rank, size;           // this thread's rank among the cluster's threads, their number
-};
-
-__device__ inline Team make_team(int64_t batch, int64_t tile) {
-  Team team;
-  team.blocks = cluster_blocks();
-  team.block = cluster_rank();
-  team.first_image = blockIdx.x / team.blocks * tile;
-  const int64_t left = batch - team.first_image;
-  team.images = left < tile ? (left > 0 ? left : 0) : tile;
-  team.rank = team.block * blockDim.x + threadIdx.x;
-  team.size = team.blocks * blockDim.x;
-  return team;
-}
-
 // A pixel-phase ReLU right after the conv that writes its input runs in the conv's epilogue, with
 // no barrier between them: the conv's thread for channel t also writes relu(sum) where the ReLU
 // would (colour group g's channels). Not where the ReLU writes the conv's source, which other

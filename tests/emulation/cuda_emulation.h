@@ -24,7 +24,8 @@
 // What it does not model: the memory model (every write is visible at once to every later
 // fiber, so a missing __threadfence or volatile goes unseen), timing of any kind (warp divergence,
 // bank conflicts, occupancy: it checks logic and synchronisation, never speed), shuffle masks
-// (every shuffle is taken as a whole-warp one), a grid-wide barrier (blocks never run at the same
+// (every shuffle is a full-mask one: all 32 lanes of a whole warp must take part, or the launch
+// reports an error), a grid-wide barrier (blocks never run at the same
 // time), distributed shared memory (a block reads only its own), and launch limits (block size,
 // shared memory size, cluster size).
 #pragma once
@@ -180,20 +181,18 @@ inline bool release(Run& r) {
   bool any = release_group(r, 0, total, State::kAtCluster);
   for (int64_t b = 0; b < r.cluster_blocks; ++b) {
     any = release_group(r, b * n, (b + 1) * n, State::kAtBarrier) || any;
-    for (int64_t w = 0; w * kWarpSize < n; ++w) {  // a warp: its lanes that have not exited
-      const int64_t begin = b * n + w * kWarpSize,
-                    end = b * n + std::min<int64_t>(n, (w + 1) * kWarpSize);
-      bool ready = true, present = false;
+    // A warp's shuffle (a full mask): all 32 lanes, none exited. A partial warp (a block that is
+    // not whole warps) or an exited lane (or lanes that shuffle different numbers of times, which
+    // ends so) is undefined behaviour on a GPU: never released here, so the launch reports it.
+    for (int64_t w = 0; (w + 1) * kWarpSize <= n; ++w) {
+      const int64_t begin = b * n + w * kWarpSize, end = begin + kWarpSize;
+      bool ready = true;
       for (int64_t t = begin; t < end; ++t) {
-        const State s = r.fibers[t].state;
-        if (s == State::kDone) continue;
-        present = true;
-        if (s != State::kAtWarp) ready = false;
+        const Fiber& f = r.fibers[t];
+        if (f.state != State::kAtWarp) ready = false;
       }
-      if (!ready || !present) continue;
-      for (int64_t t = begin; t < end; ++t) {
-        if (r.fibers[t].state == State::kAtWarp) r.fibers[t].state = State::kRunnable;
-      }
+      if (!ready) continue;
+      for (int64_t t = begin; t < end; ++t) r.fibers[t].state = State::kRunnable;
       any = true;
     }
   }

@@ -53,6 +53,17 @@ __global__ void divergent_cluster_barrier_kernel(double* out, unsigned reach) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
 }
 
+// A warp sum over a full mask where something is wrong with the warp: mode 0, lane 0 has exited;
+// mode 1, odd lanes shuffle once more than even ones (which exit while those wait); the launch also
+// runs blocks that are not whole warps (mode 2: every lane shuffles).
+__global__ void broken_shuffle_kernel(double* out, int mode) {
+  if (mode == 0 && threadIdx.x == 0) return;
+  double v = 1;
+  if (mode == 1 && threadIdx.x % 2 == 1) v += __shfl_xor_sync(0xffffffffu, v, 2);
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  out[threadIdx.x] = v;
+}
+
 // Threads below `reach` wait at a barrier the others never reach.
 __global__ void divergent_barrier_kernel(double* out, unsigned reach) {
   if (threadIdx.x < reach) __syncthreads();
@@ -112,6 +123,12 @@ void divergent_cluster_barrier(int64_t threads, int64_t cluster_blocks, int64_t 
       out.mutable_data_ptr<double>(), static_cast<unsigned>(reach));
 }
 
+void broken_shuffle(int64_t threads, int64_t mode) {
+  at::Tensor out = at::empty({threads}, at::kDouble);
+  pf_emu::launch(dim3(1), dim3(static_cast<unsigned>(threads)), 0, broken_shuffle_kernel,
+                 out.mutable_data_ptr<double>(), static_cast<int>(mode));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
@@ -126,6 +143,8 @@ TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
       "seed) "
       "-> Tensor");
   m.def("divergent_cluster_barrier(int threads, int cluster_blocks, int reach) -> ()");
+  m.def("broken_shuffle(int threads, int mode) -> ()");
+  m.impl("broken_shuffle", c10::DispatchKey::CompositeExplicitAutograd, &broken_shuffle);
   m.impl("cluster_sum", c10::DispatchKey::CPU, &cluster_sum);
   m.impl("divergent_cluster_barrier", c10::DispatchKey::CompositeExplicitAutograd,
          &divergent_cluster_barrier);
