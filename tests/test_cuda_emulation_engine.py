@@ -267,3 +267,39 @@ def test_engine_refuses_a_missing_or_misshapen_condition():
         run_engine(*args, torch.zeros(1, 12, 1, 3, 4, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="condition must be a Double tensor"):
         run_engine(*args, torch.zeros(1, 6, 1, 3, 4))
+
+
+@pytest.mark.parametrize(("cluster_blocks", "tile"), [(1, 1), (3, 2)])
+def test_engine_kernel_runs_a_row_conv_of_its_own_output_position_by_position(emulated, cluster_blocks, tile):
+    """out(j) = bias + w . out(j - 1) along the row: the kernel may not run this row-phase conv's
+    positions in one stage (each reads the one to its left), as it does other row-phase ops."""
+    from pixelfast.sampling.plan import ROW, PlanBuilder
+
+    levels, width = 3, 5
+    generator = torch.Generator().manual_seed(3)  # every channel reads every channel to its left
+    w = torch.randn(levels, levels, 1, generator=generator, dtype=torch.float64) * 0.5
+    bias = torch.randn(levels, generator=generator, dtype=torch.float64)
+    b = PlanBuilder(torch.float64, torch.device("cpu"))
+    b.buffer(1)
+    out = b.buffer(levels)
+    b.conv(out, out, ROW, 1, [(0, -1, w)], bias=bias)
+    logits = b.buffer(levels)
+    b.add(logits, out, 1, copy=True)
+    b.sample(logits, 1)
+    image = torch.zeros(3, 1, 2, width, dtype=torch.long)
+    args = (
+        b.plan.weights,
+        b.plan.flat_buffers(),
+        b.plan.program,
+        image,
+        torch.ones_like(image, dtype=torch.bool),
+        torch.zeros(image.shape, dtype=torch.float64),
+        None,
+        1.0,
+        levels,
+        True,
+    )
+    for schedule in SCHEDULES:
+        assert_kernel_equals_cpu_engine(
+            emulated, args, threads=32, schedule=schedule, seed=1, cluster_blocks=cluster_blocks, tile=tile
+        )

@@ -19,7 +19,7 @@ namespace {
 
 // Each scan in one launch on the current stream: clusters of blocks, each a tile of the images
 // (common/cluster_launch.h).
-struct CudaBackend {
+struct CudaBackend : ScanLaunches<CudaBackend> {
   static at::Tensor channels_last(const at::Tensor& t) {
     return t.contiguous(at::MemoryFormat::ChannelsLast);
   }
@@ -28,14 +28,6 @@ struct CudaBackend {
     const ClusterLayout layout = cluster_layout(kernel, a.step.batch, kScanThreads, 0);
     a.tile = layout.tile;
     launch_clusters(kernel, layout, kScanThreads, 0, c10::cuda::getCurrentCUDAStream().stream(), a);
-  }
-  template <typename T>
-  static void scan_forward(ScanParams<T>& a) {
-    launch(scan_forward_kernel<T>, a);
-  }
-  template <typename T>
-  static void scan_backward(ScanParams<T>& a) {
-    launch(scan_backward_kernel<T>, a);
   }
 };
 

@@ -158,5 +158,20 @@ __global__ void __launch_bounds__(kScanThreads, 1) scan_backward_kernel(const Sc
   }
 }
 
+// The scan entries of a backend (lstm_backend.h's make_scan_kernels), each launching its kernel
+// through Backend::launch(kernel, params), which sets the params' tile: lstm_cuda.cu's backend and
+// the test-only emulated one share this pairing.
+template <typename Backend>
+struct ScanLaunches {
+  template <typename T>
+  static void scan_forward(ScanParams<T>& a) {
+    Backend::launch(scan_forward_kernel<T>, a);
+  }
+  template <typename T>
+  static void scan_backward(ScanParams<T>& a) {
+    Backend::launch(scan_backward_kernel<T>, a);
+  }
+};
+
 }  // namespace lstm
 }  // namespace pixelfast

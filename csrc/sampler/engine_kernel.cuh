@@ -11,10 +11,11 @@
 //   reduction (K); a block barrier and a sum over shared memory finish each output. Every thread
 //   keeps kTileImages images' sums in registers, so a weight is read once per kTileImages images of
 //   the tile, not once per image.
-// - A ReLU right after the conv that feeds it runs in the conv's epilogue (fused_relu), with no
-//   stage or barrier of its own.
+// - The pointwise ops that only carry a conv's output on (ReLU, residual add, class bias) run in
+//   the conv's epilogue, with no stage or barrier of their own.
 // - A pointwise op: the team strides over (image, channel).
 // - A draw: one warp per image; a logistic mixture: one block per image.
+// - A row-phase op runs its whole row in one stage where the positions do not read each other.
 //
 // Device code only (no ATen/c10): engine_cuda.cu launches it, and the tests compile it on the host
 // under the CUDA emulation (tests/emulation).
@@ -47,34 +48,100 @@ PF_HD size_t engine_shared_bytes(int64_t threads) {
   return static_cast<size_t>(threads) * kTileImages * sizeof(T);
 }
 
-// A pixel-phase ReLU right after the conv that writes its input runs in the conv's epilogue, with
-// no barrier between them: the conv's thread for channel t also writes relu(sum) where the ReLU
-// would (colour group g's channels). Not where the ReLU writes the conv's source, which other
-// threads may still be reading.
+// ---- the conv's epilogue: the pointwise ops right after a pixel-phase conv that only carry its
+// output on, channel by channel, run in the conv's stage, with no barrier of their own. The
+// thread that finishes channel t of the conv's output for colour group g applies them to it in
+// order and writes each result where the op would: a chain of ReLUs, ELUs, residual adds (of a
+// map finished before the conv) and class biases, as in the residual blocks of PixelCNN
+// (conv, add, relu) and the Gated PixelCNN (conv, add, class bias). The chain stops at an op
+// that reads other channels (a gate) or another position, or that writes the conv's source,
+// which other threads of the stage may still be reading.
+
+// Whether `next` carries the chain on from buffer `*current` (and moves *current to its output).
 template <typename T>
-PF_HD const Op* fused_relu(const EngineView<T>& v, const Op& conv) {
-  const int64_t o = &conv - v.pixel_ops;
-  if (conv.code != kConv || o < 0 || o + 1 >= v.num_pixel_ops) return nullptr;
-  const Op& next = v.pixel_ops[o + 1];
-  const bool same_place = next.phase == conv.phase && next.period == conv.period &&
+PF_HD bool carries_chain(const EngineView<T>& v, const Op& conv, const Op& next, int32_t* current) {
+  const bool same_place = next.phase == kPixelPhase && next.period == conv.period &&
                           next.row_residue == conv.row_residue &&
-                          next.col_residue == conv.col_residue && next.groups == conv.groups;
-  return next.code == kRelu && next.src == conv.dst && next.dst != conv.src && same_place ? &next
-                                                                                          : nullptr;
+                          next.col_residue == conv.col_residue && next.groups == conv.groups &&
+                          next.dst != conv.src &&
+                          v.buffers[next.dst].channels == v.buffers[conv.dst].channels;
+  if (!same_place) return false;
+  bool carries = false;
+  switch (next.code) {
+    case kRelu:
+    case kElu:
+      carries = next.src == *current;
+      break;
+    case kAdd:  // dst += another map (accumulate), or dst = the chain (a copy)
+      carries =
+          next.src_dy == 0 && (next.accumulate != 0 ? next.dst == *current && next.src != *current
+                                                    : next.src == *current);
+      break;
+    case kClassBias:
+      carries = next.dst == *current;
+      break;
+    default:
+      break;
+  }
+  if (carries) *current = next.dst;
+  return carries;
 }
 
+// How many pixel ops after `conv` run in its epilogue (0 for any other op).
 template <typename T>
-PF_HD bool fused_into_previous(const EngineView<T>& v, const Op& op) {
+PF_HD int64_t epilogue_ops(const EngineView<T>& v, const Op& conv) {
+  const int64_t o = &conv - v.pixel_ops;
+  if (conv.code != kConv || conv.phase != kPixelPhase || o < 0 || o >= v.num_pixel_ops) return 0;
+  int32_t current = conv.dst;
+  int64_t count = 0;
+  while (o + count + 1 < v.num_pixel_ops &&
+         carries_chain(v, conv, v.pixel_ops[o + count + 1], &current))
+    ++count;
+  return count;
+}
+
+// Whether pixel op `op` ran in the epilogue of a conv before it.
+template <typename T>
+PF_HD bool in_an_epilogue(const EngineView<T>& v, const Op& op) {
   const int64_t o = &op - v.pixel_ops;
-  return op.code == kRelu && o > 0 && o < v.num_pixel_ops &&
-         fused_relu(v, v.pixel_ops[o - 1]) == &op;
+  if (op.code == kConv || o < 1 || o >= v.num_pixel_ops) return false;
+  for (int64_t c = o - 1; c >= 0; --c) {  // back to the conv whose chain this would be
+    if (v.pixel_ops[c].code == kConv) return epilogue_ops(v, v.pixel_ops[c]) >= o - c;
+    if (o - c > 8) return false;  // chains are short
+  }
+  return false;
 }
 
-// Convolution at (i, j), sub-step g, for the cluster's images. Sub-step 0 sets every output
-// channel to its bias (added to dst when accumulating) plus the off-centre taps, and group 0's
-// channels get their centre tap; sub-step g > 0 adds group g's centre tap to group g's channels.
+// Applies the epilogue's ops (those after `conv`, `count` of them) to `value`, channel `t` of
+// conv's output for image b at (i, j), writing each op's output.
 template <typename T>
-__device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T value, int64_t b,
+                        int64_t i, int64_t j, int64_t t) {
+  for (int64_t k = 1; k <= count; ++k) {
+    const Op& op = (&conv)[k];
+    switch (op.code) {
+      case kRelu:
+        value = relu(value);
+        break;
+      case kElu:
+        value = elu(value);
+        break;
+      case kAdd:
+        if (op.accumulate != 0) value += v.at(op.src, b, i, j)[t];
+        break;
+      case kClassBias:
+        value += v.weights[op.table][v.io.labels[b] * v.buffers[op.dst].channels + t];
+        break;
+      default:
+        break;
+    }
+    v.at(op.dst, b, i, j)[t] = value;
+  }
+}
+
+// One position of conv_op (below).
+template <typename T>
+__device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
                         int64_t j, int64_t g, T* partial) {
   const int64_t channels = v.buffers[op.dst].channels;
   const int64_t n = group_width(v, op);
@@ -86,7 +153,7 @@ __device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, 
   const T* bias = conv_bias(v, op);
   const bool accumulate = op.accumulate != 0;
   const int64_t src_stride = v.strides[op.src], dst_stride = v.strides[op.dst];
-  const Op* relu_op = fused_relu(v, op);
+  const int64_t epilogue = epilogue_ops(v, op);
   // Block-uniform loops (their barriers are met by every thread of the block): channel passes of
   // up to kChannelLanes (at most the block's threads), then image tiles.
   const int64_t pass = blockDim.x < kChannelLanes ? int64_t(blockDim.x) : int64_t(kChannelLanes);
@@ -127,22 +194,41 @@ __device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, 
                     : out[channel];
         for (int64_t s = 0; s < splits; ++s) sum += partial[(s * lanes + c) * kTileImages + m];
         out[channel] = sum;
-        if (relu_op != nullptr && channel >= g * n && channel < (g + 1) * n)
-          (v.at(relu_op->dst, b, i, j) + m * v.strides[relu_op->dst])[channel] = relu(sum);
+        if (epilogue > 0 && channel >= g * n && channel < (g + 1) * n)
+          run_epilogue(v, op, epilogue, sum, b + m, i, j, channel);
       }
       __syncthreads();  // partial is rewritten next
     }
   }
 }
 
-// Any pointwise op: the team strides over the cluster's images and the group's channels.
+// The columns an op runs at in one stage: one position (the pixel phase, a right-to-left scan,
+// an op that reads its own row), or every position of a row-phase op's row.
+struct Columns {
+  int64_t begin, end, step;
+};
+
+// Convolution at (i, j) for j in `cols`, sub-step g, for the cluster's images. Sub-step 0 sets
+// every output channel to its bias (added to dst when accumulating) plus the off-centre taps, and
+// group 0's channels get their centre tap; sub-step g > 0 adds group g's centre tap to group g's
+// channels.
+template <typename T>
+__device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
+                        const Columns& cols, int64_t g, T* partial) {
+  for (int64_t j = cols.begin; j < cols.end; j += cols.step) conv_at(v, op, team, i, j, g, partial);
+}
+
+// Any pointwise op: the team strides over the columns, the cluster's images and the group's
+// channels.
 template <typename T>
 __device__ void pointwise_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
-                             int64_t j, int64_t g) {
+                             const Columns& cols, int64_t g) {
   const int64_t n = group_width(v, op);
-  for (int64_t e = team.rank; e < team.images * n; e += team.size) {
-    const int64_t t = e % n;
-    pointwise_elements(pointwise_operands(v, op, team.first_image + e / n, i, j, g), t, t + 1, 1);
+  const int64_t columns = (cols.end - cols.begin + cols.step - 1) / cols.step;
+  for (int64_t e = team.rank; e < columns * team.images * n; e += team.size) {
+    const int64_t t = e % n, m = e / n % team.images;
+    const int64_t j = cols.begin + e / (n * team.images) * cols.step;
+    pointwise_elements(pointwise_operands(v, op, team.first_image + m, i, j, g), t, t + 1, 1);
   }
 }
 
@@ -254,30 +340,78 @@ __device__ void mixture_op(const EngineView<T>& v, const Op& op, const Team& tea
   }
 }
 
+// The row phase (plan.h's run_row_phase) with a row-phase op's whole row in one stage where its
+// positions do not read each other: not a right-to-left scan (column by column, each reading the
+// one to its right), not a conv of its own output (each position reads the one to its left), not
+// an LSTM cell (its previous cell state may lie on the same row).
+template <typename T, typename RunAt>
+__device__ void row_phase(const EngineView<T>& v, int64_t i, RunAt&& run_at) {
+  for (int64_t o = 0; o < v.num_row_ops;) {
+    const int64_t end = row_ops_end(v.row_ops, v.num_row_ops, o);
+    const Op& first = v.row_ops[o];
+    const int64_t r = i + first.row_offset;
+    if (r >= 0) {
+      if (first.reverse) {
+        for (int64_t j = v.io.width - 1; j >= 0; --j) {
+          for (int64_t q = o; q < end; ++q) {
+            for (int64_t g = 0; g < v.row_ops[q].groups; ++g)
+              run_at(v.row_ops[q], r, Columns{j, j + 1, 1}, g);
+          }
+        }
+      } else if (r % first.period == first.row_residue) {
+        const bool whole_row =
+            !(first.code == kConv && first.src == first.dst) && first.code != kLstmCell;
+        if (whole_row) {
+          for (int64_t g = 0; g < first.groups; ++g)
+            run_at(first, r, Columns{first.col_residue, v.io.width, first.period}, g);
+        } else {
+          for (int64_t j = first.col_residue; j < v.io.width; j += first.period) {
+            for (int64_t g = 0; g < first.groups; ++g) run_at(first, r, Columns{j, j + 1, 1}, g);
+          }
+        }
+      }
+    }
+    o = end;
+  }
+}
+
 // batch: the images of the call; tile: images per cluster (the grid has ceil(batch / tile)
-// clusters).
+// clusters). The raster loop of engine_ops.h's run_raster, with the row phase above; every
+// stage ends at the cluster barrier.
 template <typename T>
 __global__ void __launch_bounds__(kEngineThreads, 1)
     engine_kernel(EngineView<T> v, int64_t batch, int64_t tile, double* scratch,
                   int64_t scratch_stride, int* error) {
   PF_DYNAMIC_SHARED(T, partial);
   const Team team = make_team(batch, tile);
-  run_raster(
-      v,
-      [&](const Op& op, int64_t r, int64_t j, int64_t g) {
-        if (op.phase == kPixelPhase && fused_into_previous(v, op)) return;  // ran in the conv
-        if (op.code == kConv) {
-          conv_op(v, op, team, r, j, g, partial);
-        } else if (op.code == kSample) {
-          sample_op(v, op, team, r, j, g, scratch, scratch_stride, error);
-        } else if (op.code == kMixture) {
-          mixture_op(v, op, team, r, j, g, scratch, scratch_stride);
-        } else {
-          pointwise_op(v, op, team, r, j, g);
+  auto run_at = [&](const Op& op, int64_t r, const Columns& cols, int64_t g) {
+    if (op.phase == kPixelPhase && in_an_epilogue(v, op)) return;  // ran in a conv's stage
+    // a conv with no centre tap changes nothing after sub-step 0 (unless its epilogue runs)
+    if (op.code == kConv && g > 0 && op.centre == kNoCentre && epilogue_ops(v, op) == 0) return;
+    if (op.code == kConv) {
+      conv_op(v, op, team, r, cols, g, partial);
+    } else if (op.code == kSample) {
+      for (int64_t j = cols.begin; j < cols.end; j += cols.step)
+        sample_op(v, op, team, r, j, g, scratch, scratch_stride, error);
+    } else if (op.code == kMixture) {
+      for (int64_t j = cols.begin; j < cols.end; j += cols.step)
+        mixture_op(v, op, team, r, j, g, scratch, scratch_stride);
+    } else {
+      pointwise_op(v, op, team, r, cols, g);
+    }
+    cluster_sync();  // the next stage reads what this one wrote, in any block of the cluster
+  };
+  for (int64_t i = 0; i < v.io.height; ++i) {
+    row_phase(v, i, run_at);
+    for (int64_t j = 0; j < v.io.width; ++j) {
+      for (int64_t g = 0; g < v.io.channels; ++g) {
+        for (int64_t o = 0; o < v.num_pixel_ops; ++o) {
+          const Op& op = v.pixel_ops[o];
+          if (g < op.groups && runs_at(op, i, j)) run_at(op, i, Columns{j, j + 1, 1}, g);
         }
-        cluster_sync();  // the next op reads what this one wrote, in any block of the cluster
-      },
-      [](int64_t, int64_t) { return true; });
+      }
+    }
+  }
 }
 
 }  // namespace sampler

@@ -173,14 +173,20 @@ inline bool release_group(Run& r, int64_t begin, int64_t end, State state) {
 // cluster's barrier, a warp's shuffle. False if none could be released although some fibers still
 // wait (a barrier some threads never reach, or reach after others of the block have exited:
 // undefined behaviour on a GPU, an error here).
-inline bool release(Run& r) {
+//
+// Under the random schedule a block whose __syncthreads is ready may be held back a round while
+// the others of its cluster run on (as a slower SM would be): blocks drift apart between cluster
+// barriers, so a kernel that orders two blocks' work with __syncthreads alone shows a race.
+inline bool release(Run& r, std::mt19937_64& random) {
   const bool waiting = std::any_of(r.fibers.begin(), r.fibers.end(),
                                    [](const Fiber& f) { return f.state != State::kDone; });
   if (!waiting) return true;
   const int64_t n = r.threads_per_block(), total = static_cast<int64_t>(r.fibers.size());
   bool any = release_group(r, 0, total, State::kAtCluster);
+  const bool skew = schedule == kRandom && r.cluster_blocks > 1;
+  const int64_t held = skew ? static_cast<int64_t>(random() % (r.cluster_blocks + 1)) : -1;
   for (int64_t b = 0; b < r.cluster_blocks; ++b) {
-    any = release_group(r, b * n, (b + 1) * n, State::kAtBarrier) || any;
+    if (b != held) any = release_group(r, b * n, (b + 1) * n, State::kAtBarrier) || any;
     // A warp's shuffle (a full mask): all 32 lanes, none exited. A partial warp (a block that is
     // not whole warps) or an exited lane (or lanes that shuffle different numbers of times, which
     // ends so) is undefined behaviour on a GPU: never released here, so the launch reports it.
@@ -196,6 +202,8 @@ inline bool release(Run& r) {
       any = true;
     }
   }
+  if (!any && held >= 0 && held < r.cluster_blocks)  // the held block was all that could move
+    any = release_group(r, held * n, (held + 1) * n, State::kAtBarrier);
   return any;
 }
 
@@ -240,7 +248,7 @@ inline void run_cluster(Run& r, std::mt19937_64& random) {
     const bool done = std::all_of(r.fibers.begin(), r.fibers.end(),
                                   [](const Fiber& f) { return f.state == State::kDone; });
     if (done) return;
-    if (!release(r)) {
+    if (!release(r, random)) {
       if (r.error.empty()) {
         const uint3 first = r.block_index[0];
         r.error = "cuda emulation: " +

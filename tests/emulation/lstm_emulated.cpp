@@ -25,7 +25,7 @@ struct LaunchShape {
 thread_local LaunchShape launch_shape;
 
 // The CUDA backend of lstm_cuda.cu, launched by the emulation.
-struct EmulatedBackend {
+struct EmulatedBackend : ScanLaunches<EmulatedBackend> {
   static at::Tensor channels_last(const at::Tensor& t) {
     return t.contiguous(at::MemoryFormat::ChannelsLast);
   }
@@ -39,14 +39,6 @@ struct EmulatedBackend {
     pf_emu::launch_clusters(dim3(static_cast<unsigned>(clusters * l.cluster_blocks)),
                             dim3(static_cast<unsigned>(l.threads)),
                             static_cast<unsigned>(l.cluster_blocks), 0, kernel, a);
-  }
-  template <typename T>
-  static void scan_forward(ScanParams<T>& a) {
-    launch(scan_forward_kernel<T>, a);
-  }
-  template <typename T>
-  static void scan_backward(ScanParams<T>& a) {
-    launch(scan_backward_kernel<T>, a);
   }
 };
 
