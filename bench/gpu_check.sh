@@ -7,12 +7,12 @@
 #   bash bench/gpu_check.sh            (from anywhere; PYTHON=python3.12 to pick the interpreter)
 #
 # Every step has its own time limit inside an overall budget (GPU_CHECK_BUDGET seconds, default
-# 460), so the whole check ends within 8 minutes, and a slow step leaves the others' results.
+# 505), so the whole check ends within 9 minutes, and a slow step leaves the others' results.
 # Without a GPU it refuses at once: one line, exit status 2.
 set -u
 
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET:-460}
+BUDGET=${GPU_CHECK_BUDGET:-505}
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 START=$(date +%s)
@@ -103,9 +103,12 @@ PIXELFAST_BENCH_BATCHES=16,256 run_step "sampling: cached vs naive vs one forwar
     "$WORK/sampling.log" "${BENCH[@]}" bench/bench_sampling.py -k "(PixelCNN or shipped) and not scaling and not threads"
 run_step "masked conv" 25 "$WORK/masked_conv.log" "${BENCH[@]}" bench/bench_masked_conv.py
 run_step "LSTM scans" 35 "$WORK/lstm.log" "${BENCH[@]}" bench/bench_lstm.py -k "scan or state_products"
+# The leads of docs/gpu_engine.md: cluster and grid barriers, L2 bandwidth (a small build of its own).
+run_step "leads: barriers and L2" 45 "$WORK/leads.log" "$PY" bench/gpu_leads.py
 PIXELFAST_BENCH_DEVICE=cpu PIXELFAST_BENCH_THREADS=${PIXELFAST_BENCH_THREADS:-1,2,4,8,16} \
     run_step "CPU engine threads" 25 "$WORK/threads.log" "${BENCH[@]}" bench/bench_sampling.py -k "threads"
 
 echo
 echo "gpu_check: results ($(($(date +%s) - START)) s in all)"
 "$PY" bench/gpu_table.py "$WORK/results.jsonl" | clean
+grep -E "^(lead|cluster|grid|L2)" "$WORK/leads.log" | clean
