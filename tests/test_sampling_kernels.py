@@ -88,14 +88,18 @@ def test_float32_logits_are_bit_identical_whoever_computes_them(name, kernel, th
     threads(1)
     alone = pixelfast.incremental_logits(model, x, labels)
     limit = torch.ops.pixelfast.sampler_split_images_below(0)
+    # More threads than cores: the team must not go on alone when they are preempted.
+    solo_after = torch.ops.pixelfast.sampler_solo_after(1 << 40)
     try:
-        for count in (2, 3):
+        # 5 and 16 threads: more than some ops have panels, so their threads split the images too
+        for count in (2, 3, 5, 16):
             threads(count)
             for below in (0, 1 << 62):  # split by channel, then by image
                 torch.ops.pixelfast.sampler_split_images_below(below)
                 assert torch.equal(pixelfast.incremental_logits(model, x, labels), alone)
     finally:
         torch.ops.pixelfast.sampler_split_images_below(limit)
+        torch.ops.pixelfast.sampler_solo_after(solo_after)
 
 
 def test_the_kernel_setting_refuses_unknown_kinds():

@@ -232,12 +232,25 @@ struct CpuEngine {
     return {lo + (hi - lo) * rank / team, lo + (hi - lo) * (rank + 1) / team};
   }
 
-  // This thread's share of an op's channels [lo, hi), in whole panels of B's columns from lo (a
-  // product starts at a panel): all of them when split by image.
-  std::pair<int64_t, int64_t> channel_share(int64_t lo, int64_t hi) const {
-    if (by_image) return {lo, hi};
-    const auto [p0, p1] = share(0, panels(hi - lo));
-    return {std::min(lo + p0 * kPanel, hi), std::min(lo + p1 * kPanel, hi)};
+  // This thread's block of an op's work: channels [c0, c1) of [lo, hi), in whole panels of B's
+  // columns from lo (a product starts at a panel), for images [b0, b1). By channel, and where the
+  // channels have fewer panels than the team has threads, each panel's threads split the images
+  // as well: a colour group of 64 channels (4 panels) keeps 16 threads busy at batch 64, not 4.
+  // All the channels of this thread's images when split by image.
+  struct Part {
+    int64_t c0, c1, b0, b1;
+    bool empty() const { return c1 <= c0 || b1 <= b0; }
+  };
+  Part part(int64_t lo, int64_t hi) const {
+    if (by_image) return {lo, hi, b_lo, b_hi};
+    const int64_t p = panels(hi - lo);
+    const int64_t columns = std::clamp<int64_t>(p, 1, team);  // panel shares
+    const int64_t splits = team / columns;                    // image shares per panel share
+    if (rank >= columns * splits) return {lo, lo, b_lo, b_lo};
+    const int64_t column = rank % columns, split = rank / columns, images = b_hi - b_lo;
+    return {std::min(lo + p * column / columns * kPanel, hi),
+            std::min(lo + p * (column + 1) / columns * kPanel, hi), b_lo + images * split / splits,
+            b_lo + images * (split + 1) / splits};
   }
 
   // out[rows, c1 - c0] += a[rows, k] . w[k, c0:c1]: w a weight of `view` (packed: its panels
@@ -258,41 +271,40 @@ struct CpuEngine {
     return by_image ? std::pair<int64_t, int64_t>{b_lo, b_hi} : share(0, batch);
   }
 
-  // The products of every image of [b_lo, b_hi) at once: the images are the rows of one gemm,
-  // strides apart.
+  // The products of every image of this thread's part at once: the images are the rows of one
+  // gemm, strides apart.
   void conv(const Op& op, int64_t i, int64_t j, int64_t g) const {
     const int64_t channels = v.buffers[op.dst].channels;
     const int64_t n = group_width(v, op);
     const int64_t in_stride = v.strides[op.src], out_stride = v.strides[op.dst];
-    const int64_t rows = b_hi - b_lo;
-    scalar_t* out = v.at(op.dst, b_lo, i, j);
-    // At sub-step 0 a thread adds the centre only to the columns it just initialised (no barrier
-    // between the two); later sub-steps split group g's columns evenly.
-    const auto [own0, own1] = channel_share(0, channels);
-    auto [c0, c1] = channel_share(g * n, (g + 1) * n);
+    // At sub-step 0 a thread adds the centre only to the columns and images it just initialised
+    // (no barrier between the two); later sub-steps split group g's columns (and the images).
+    Part mine = part(g * n, (g + 1) * n);
     if (g == 0) {
+      const Part own = part(0, channels);
+      if (own.empty()) return;
+      scalar_t* out = v.at(op.dst, own.b0, i, j);
       const scalar_t* bias = conv_bias(v, op);
-      for (int64_t b = 0; b < rows; ++b)
-        add_into(out + b * out_stride, bias, op.accumulate != 0, own0, own1, 1);
-      if (own1 > own0) {
-        off_centre_products(
-            segment_view, op, b_lo, i, j, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
-              product(rows, own0, own1, k, a, in_stride, w, k * kPanel, channels, out, out_stride);
-            });
-      }
-      c0 = std::max<int64_t>(own0, 0);
-      c1 = std::min<int64_t>(own1, n);
+      for (int64_t b = 0; b < own.b1 - own.b0; ++b)
+        add_into(out + b * out_stride, bias, op.accumulate != 0, own.c0, own.c1, 1);
+      off_centre_products(segment_view, op, own.b0, i, j,
+                          [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+                            product(own.b1 - own.b0, own.c0, own.c1, k, a, in_stride, w, k * kPanel,
+                                    channels, out, out_stride);
+                          });
+      mine = {std::max<int64_t>(own.c0, 0), std::min<int64_t>(own.c1, n), own.b0, own.b1};
     }
-    if (c1 > c0) {
+    if (!mine.empty()) {
       // Group g's panels start at g panels(n) (small_gemm.h); its columns at g n in `out`.
       const int64_t in_channels = v.buffers[op.src].channels;
       const int64_t panel_stride = in_channels * kPanel;
+      scalar_t* out = v.at(op.dst, mine.b0, i, j);
       centre_product(
-          centre_view, op, b_lo, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
+          centre_view, op, mine.b0, i, j, g, [&](const scalar_t* a, const scalar_t* w, int64_t k) {
             const scalar_t* group =
                 std::is_same_v<scalar_t, float> ? w + g * panels(n) * panel_stride : w + g * n;
-            product(rows, c0 - g * n, c1 - g * n, k, a, in_stride, group, panel_stride, channels,
-                    out + g * n, out_stride);
+            product(mine.b1 - mine.b0, mine.c0 - g * n, mine.c1 - g * n, k, a, in_stride, group,
+                    panel_stride, channels, out + g * n, out_stride);
           });
     }
   }
@@ -315,10 +327,11 @@ struct CpuEngine {
     // (one position: no stride, which BLAS would take as an int)
     const int64_t ldc = positions > 1 ? op.period * channels : channels;
     const int64_t lda = positions > 1 ? op.period * in_channels : in_channels;
-    const auto [c0, c1] = channel_share(0, channels);
-    if (c1 <= c0 || positions <= 0) return;
+    const Part mine = part(0, channels);
+    const int64_t c0 = mine.c0, c1 = mine.c1;
+    if (mine.empty() || positions <= 0) return;
     const scalar_t* bias = conv_bias(v, op);
-    for (int64_t b = b_lo; b < b_hi; ++b) {
+    for (int64_t b = mine.b0; b < mine.b1; ++b) {
       scalar_t* out = v.at(op.dst, b, r, op.col_residue);
       for (int64_t t = 0; t < positions; ++t)
         add_into(out + t * ldc, bias, op.accumulate != 0, c0, c1, 1);
@@ -346,9 +359,9 @@ struct CpuEngine {
   }
 
   void pointwise(const Op& op, int64_t i, int64_t j, int64_t g) const {
-    const auto [t0, t1] = channel_share(0, group_width(v, op));
-    for (int64_t b = b_lo; b < b_hi; ++b)
-      pointwise_loop(pointwise_operands(v, op, b, i, j, g), t0, t1);
+    const Part mine = part(0, group_width(v, op));
+    for (int64_t b = mine.b0; b < mine.b1; ++b)
+      pointwise_loop(pointwise_operands(v, op, b, i, j, g), mine.c0, mine.c1);
   }
 
   // The team splits the images: each draws (or takes the known value), records the logits if
