@@ -20,10 +20,18 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Clusters exist from sm_90 on; compiled for an older GPU these kernels do no barrier (the host
+// side does not time clusters there).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define PF_NO_CLUSTERS 1
+#endif
+
 __global__ void cluster_barriers(int iterations, int* sink) {
   int count = 0;
   for (int k = 0; k < iterations; ++k) {
+#ifndef PF_NO_CLUSTERS
     cg::this_cluster().sync();
+#endif
     ++count;
   }
   if (threadIdx.x == 0 && count != iterations) atomicAdd(sink, 1);
@@ -41,8 +49,12 @@ __global__ void grid_barriers(int iterations, int* sink) {
 // Each cluster reads all `n` float4 of `weights` `passes` times, its blocks taking interleaved
 // parts; the sums go to `sink` so that nothing is optimised away.
 __global__ void stream_weights(const float4* weights, long long n, int passes, float* sink) {
+#ifndef PF_NO_CLUSTERS
   const unsigned blocks = cg::this_cluster().num_blocks();
   const unsigned rank = cg::this_cluster().block_rank();
+#else
+  const unsigned blocks = 1, rank = 0;
+#endif
   float sum = 0.0f;
   for (int p = 0; p < passes; ++p) {
     for (long long e = (long long)rank * blockDim.x + threadIdx.x; e < n;
@@ -75,27 +87,33 @@ float time_launch(void (*kernel)(Params...), unsigned blocks, unsigned cluster, 
   }
   config.attrs = &attribute;
   config.numAttrs = 1;
-  cudaEvent_t start, stop;
-  C10_CUDA_CHECK(cudaEventCreate(&start));
-  C10_CUDA_CHECK(cudaEventCreate(&stop));
+  struct Events {  // destroyed on every way out, a throwing launch too
+    cudaEvent_t start = nullptr, stop = nullptr;
+    ~Events() {
+      if (start != nullptr) cudaEventDestroy(start);
+      if (stop != nullptr) cudaEventDestroy(stop);
+    }
+  } events;
+  C10_CUDA_CHECK(cudaEventCreate(&events.start));
+  C10_CUDA_CHECK(cudaEventCreate(&events.stop));
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));  // warm-up
-  C10_CUDA_CHECK(cudaEventRecord(start, stream));
+  C10_CUDA_CHECK(cudaEventRecord(events.start, stream));
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
-  C10_CUDA_CHECK(cudaEventRecord(stop, stream));
-  C10_CUDA_CHECK(cudaEventSynchronize(stop));
+  C10_CUDA_CHECK(cudaEventRecord(events.stop, stream));
+  C10_CUDA_CHECK(cudaEventSynchronize(events.stop));
   float ms = 0;
-  C10_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  C10_CUDA_CHECK(cudaEventDestroy(start));
-  C10_CUDA_CHECK(cudaEventDestroy(stop));
+  C10_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.stop));
   return ms;
 }
 
 // [us per barrier of a cluster of 8, of 16 (-1 where the GPU refuses), of the whole grid; L2 read
 // bandwidth in TB/s with 16 clusters of 8 each streaming `megabytes` MB].
 std::vector<double> leads(int64_t iterations, int64_t megabytes) {
-  int device = 0, sms = 0;
+  int device = 0, sms = 0, major = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TORCH_CHECK(major >= 9, "gpu_leads: thread-block clusters need compute capability 9.0 or later");
   at::Tensor sink = at::zeros({1}, at::TensorOptions().device(at::kCUDA).dtype(at::kInt));
   const int n = static_cast<int>(iterations);
   std::vector<double> out;

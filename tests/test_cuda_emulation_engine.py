@@ -303,3 +303,36 @@ def test_engine_kernel_runs_a_row_conv_of_its_own_output_position_by_position(em
         assert_kernel_equals_cpu_engine(
             emulated, args, threads=32, schedule=schedule, seed=1, cluster_blocks=cluster_blocks, tile=tile
         )
+
+
+@pytest.mark.parametrize("adds", [7, 8, 9, 12])
+def test_engine_kernel_runs_every_op_of_a_long_chain_once(emulated, adds):
+    """A conv followed by more residual adds than its epilogue takes: the first ones run in the
+    conv's stage, the rest in their own, and none twice."""
+    from pixelfast.sampling.plan import PIXEL, PlanBuilder
+
+    levels = 4
+    generator = torch.Generator().manual_seed(5)
+    b = PlanBuilder(torch.float64, torch.device("cpu"))
+    b.buffer(1)
+    other = b.buffer(levels)  # a map finished before the conv: the adds' source
+    b.conv(other, 0, PIXEL, 1, [(-1, -1, torch.randn(levels, 1, 3, generator=generator, dtype=torch.float64))])
+    logits = b.buffer(levels)  # the pixel to the left: a pixel-phase conv, whose epilogue runs the adds
+    b.conv(logits, 0, PIXEL, 1, [(0, -1, torch.randn(levels, 1, 1, generator=generator, dtype=torch.float64))])
+    for _ in range(adds):
+        b.add(logits, other, 1)
+    b.sample(logits, 1)
+    image = torch.randint(0, levels, (3, 1, 3, 4), generator=generator)
+    args = (
+        b.plan.weights,
+        b.plan.flat_buffers(),
+        b.plan.program,
+        image,
+        torch.ones_like(image, dtype=torch.bool),
+        torch.zeros(image.shape, dtype=torch.float64),
+        None,
+        1.0,
+        levels,
+        True,
+    )
+    assert_kernel_equals_cpu_engine(emulated, args, threads=32, schedule="random", seed=2, cluster_blocks=2, tile=2)

@@ -94,3 +94,9 @@ def test_emulated_ops_check_their_arguments(emulated):
     gates, weight, _, _ = inputs(1, 3, 2, 2, 3, torch.float32, False, 0)
     with pytest.raises(ValueError, match="2 taps"):
         emulated.diagonal_lstm(gates, weight, None, 1, 32, 1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["row3", "diagonal"])
+def test_an_empty_batch_launches_nothing(emulated, kind):
+    """Batch 0: empty states and gradients, zero weight and bias gradients, as on the CPU."""
+    assert_emulated_matches_cpu(emulated, kind, (0, 1, 3, 3, 5), torch.float64, (32, 2, 1, 0, 0))

@@ -29,8 +29,8 @@ inline cudaLaunchAttribute cluster_attribute(unsigned blocks) {
   return attribute;
 }
 
-// Clusters of 8 blocks where the GPU has them (compute capability 9.0+), the kernel's loaded code
-// is sm_90's too (a kernel built for an older GPU and run from its PTX has no cluster barrier) and
+// Clusters of 8 blocks where the GPU has them (compute capability 9.0+), the kernel was compiled
+// for 9.0 or later (one built for an older GPU, even run from its PTX, has no cluster barrier) and
 // the driver can place them; one block per SM: each cluster streams the weights once per step for
 // its whole tile of images, so more clusters than SMs / 8 would only add weight traffic
 // (docs/gpu_engine.md). Otherwise clusters of one block, up to one per SM.
@@ -44,7 +44,7 @@ ClusterLayout cluster_layout(Kernel kernel, int64_t batch, int threads, size_t s
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
   unsigned blocks = 1;
   int64_t slots = std::max(sms, 1);
-  if (major >= 9 && attributes.binaryVersion >= 90) {
+  if (major >= 9 && attributes.ptxVersion >= 90) {
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(kClusterBlocks);
     config.blockDim = dim3(threads);
@@ -62,7 +62,7 @@ ClusterLayout cluster_layout(Kernel kernel, int64_t batch, int threads, size_t s
       slots = std::max<int64_t>(1, std::min<int64_t>(clusters, sms / kClusterBlocks));
     }
   }
-  const int64_t tile = (batch + slots - 1) / slots;
+  const int64_t tile = std::max<int64_t>(1, (batch + slots - 1) / slots);
   return ClusterLayout{blocks, tile, (batch + tile - 1) / tile};
 }
 

@@ -25,6 +25,7 @@ struct CudaBackend : ScanLaunches<CudaBackend> {
   }
   template <typename T>
   static void launch(void (*kernel)(ScanParams<T>), ScanParams<T>& a) {
+    if (a.step.batch == 0) return;  // no images: nothing to launch
     const ClusterLayout layout = cluster_layout(kernel, a.step.batch, kScanThreads, 0);
     a.tile = layout.tile;
     launch_clusters(kernel, layout, kScanThreads, 0, c10::cuda::getCurrentCUDAStream().stream(), a);

@@ -38,10 +38,11 @@ namespace sampler {
 // Threads per block on a GPU (the emulated tests launch other sizes too); one block per SM, so
 // the kernel may keep up to 255 registers per thread (154 float, 168 double on sm_90: no spills).
 constexpr int kEngineThreads = 256;
-constexpr int kTileImages = 4;     // images whose sums a thread keeps in registers
-constexpr int kChannelLanes = 32;  // a block's output channels per pass: one warp wide
-constexpr int kMaxSplits = 32;     // threads sharing one output's K
-constexpr int kWarp = 32;          // warpSize, as a constant the shuffle loops unroll over
+constexpr int kTileImages = 4;      // images whose sums a thread keeps in registers
+constexpr int kChannelLanes = 32;   // a block's output channels per pass: one warp wide
+constexpr int kMaxSplits = 32;      // threads sharing one output's K
+constexpr int kWarp = 32;           // warpSize, as a constant the shuffle loops unroll over
+constexpr int kMaxEpilogueOps = 8;  // the longest chain of ops a conv's epilogue runs
 
 template <typename T>
 PF_HD size_t engine_shared_bytes(int64_t threads) {
@@ -90,11 +91,11 @@ PF_HD bool carries_chain(const EngineView<T>& v, const Op& conv, const Op& next,
 // How many pixel ops after `conv` run in its epilogue (0 for any other op).
 template <typename T>
 PF_HD int64_t epilogue_ops(const EngineView<T>& v, const Op& conv) {
-  const int64_t o = &conv - v.pixel_ops;
-  if (conv.code != kConv || conv.phase != kPixelPhase || o < 0 || o >= v.num_pixel_ops) return 0;
+  if (conv.code != kConv || conv.phase != kPixelPhase) return 0;
+  const int64_t o = &conv - v.pixel_ops;  // a pixel-phase op: one of pixel_ops
   int32_t current = conv.dst;
   int64_t count = 0;
-  while (o + count + 1 < v.num_pixel_ops &&
+  while (count < kMaxEpilogueOps && o + count + 1 < v.num_pixel_ops &&
          carries_chain(v, conv, v.pixel_ops[o + count + 1], &current))
     ++count;
   return count;
@@ -103,11 +104,10 @@ PF_HD int64_t epilogue_ops(const EngineView<T>& v, const Op& conv) {
 // Whether pixel op `op` ran in the epilogue of a conv before it.
 template <typename T>
 PF_HD bool in_an_epilogue(const EngineView<T>& v, const Op& op) {
-  const int64_t o = &op - v.pixel_ops;
-  if (op.code == kConv || o < 1 || o >= v.num_pixel_ops) return false;
-  for (int64_t c = o - 1; c >= 0; --c) {  // back to the conv whose chain this would be
+  if (op.code == kConv || op.phase != kPixelPhase) return false;
+  const int64_t o = &op - v.pixel_ops;  // a pixel-phase op: one of pixel_ops
+  for (int64_t c = o - 1; c >= 0 && o - c <= kMaxEpilogueOps; --c) {  // back to its conv
     if (v.pixel_ops[c].code == kConv) return epilogue_ops(v, v.pixel_ops[c]) >= o - c;
-    if (o - c > 8) return false;  // chains are short
   }
   return false;
 }
@@ -385,7 +385,7 @@ __global__ void __launch_bounds__(kEngineThreads, 1)
   PF_DYNAMIC_SHARED(T, partial);
   const Team team = make_team(batch, tile);
   auto run_at = [&](const Op& op, int64_t r, const Columns& cols, int64_t g) {
-    if (op.phase == kPixelPhase && in_an_epilogue(v, op)) return;  // ran in a conv's stage
+    if (in_an_epilogue(v, op)) return;  // ran in a conv's stage
     // a conv with no centre tap changes nothing after sub-step 0 (unless its epilogue runs)
     if (op.code == kConv && g > 0 && op.centre == kNoCentre && epilogue_ops(v, op) == 0) return;
     if (op.code == kConv) {

@@ -20,8 +20,10 @@ from pixelfast.sampling.plan_format import check_library
 from pixelfast.sampling.precision import full_fp32
 
 # Images per engine call on the CPU: enough to keep the engine's matrix products efficient, few
-# enough that the progress bar moves on big jobs. On CUDA every image goes in one launch (one block
-# per image) when it fits in memory: chunks there would only serialise the GPU on a host sync each.
+# enough that the progress bar moves on big jobs (and that a thread's images' cached rows stay in
+# its cache: one call of 100 guided digits took 0.95-0.98 s against 0.86-0.92 s for 64 + 36). On
+# CUDA every image goes in one launch (clusters of blocks, each a tile of the images) when it fits
+# in memory: chunks there would only serialise the GPU on a host sync each.
 CHUNK = 64
 # The share of the GPU's free memory one engine call may plan to use.
 CUDA_MEMORY_SHARE = 0.5

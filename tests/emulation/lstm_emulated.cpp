@@ -31,6 +31,7 @@ struct EmulatedBackend : ScanLaunches<EmulatedBackend> {
   }
   template <typename T>
   static void launch(void (*kernel)(ScanParams<T>), ScanParams<T>& a) {
+    if (a.step.batch == 0) return;  // no images: nothing to launch
     LaunchShape& l = launch_shape;
     a.tile = l.tile;
     const int64_t clusters = (a.step.batch + l.tile - 1) / l.tile;
