@@ -11,8 +11,6 @@
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
@@ -101,28 +99,31 @@ at::Tensor centre_weight(const at::Tensor& weight, const Params& p, int64_t g, i
   return weight.narrow(0, g * group_out, group_out).narrow(1, 0, prefix).select(3, c).select(2, c);
 }
 
-// kHalf's mask [out, in, c + 1, k] (bool): false at the centre row's taps right of the centre, and
-// at the centre tap's input channels past each output group's prefix.
-at::Tensor half_block_mask(const at::Tensor& weight, const Params& p) {
+// Zeroes, in a kHalf-shaped tensor ([out, in, c + 1, k]: the weight's half block or its
+// gradient), the taps the mask leaves out, whatever they hold (a NaN there stays out): the centre
+// row right of the centre, and the centre tap's input channels past each output group's prefix.
+void zero_masked_taps(const at::Tensor& half, const Params& p) {
   const int64_t k = p.kernel_size, c = k / 2;
   const int64_t group_out = p.out_channels / p.color_groups;
-  at::Tensor mask =
-      at::ones({p.out_channels, p.in_channels, c + 1, k}, weight.options().dtype(at::kBool));
-  at::Tensor centre_row = mask.select(2, c);  // [out, in, k]
-  centre_row.narrow(2, c + 1, k - c - 1).fill_(false);
+  const at::Tensor centre_row = half.select(2, c);  // [out, in, k]
+  if (k - c - 1 > 0) centre_row.narrow(2, c + 1, k - c - 1).zero_();
   for (int64_t g = 0; g < p.color_groups; ++g) {
     const int64_t prefix = centre_prefix(p.in_channels, p.color_groups, p.mask_b, g);
+    if (prefix == p.in_channels) continue;
     centre_row.narrow(0, g * group_out, group_out)
         .narrow(1, prefix, p.in_channels - prefix)
         .select(2, c)
-        .fill_(false);
+        .zero_();
   }
-  return mask;
 }
 
-// kHalf's weight with the masked taps zeroed, whatever they hold (a NaN there stays out).
-at::Tensor half_block_weight(const at::Tensor& weight, const at::Tensor& mask) {
-  return at::where(mask, block_weight(weight, kHalf), 0);
+// kHalf's weight with the masked taps zeroed: a copy, or the weight itself where nothing is
+// masked (a dense 1x1).
+at::Tensor half_block_weight(const at::Tensor& weight, const Params& p) {
+  if (p.kernel_size == 1) return block_weight(weight, kHalf);  // single_block: one group, mask B
+  at::Tensor half = weight.narrow(2, 0, p.kernel_size / 2 + 1).clone(kChannelsLast);
+  zero_masked_taps(half, p);
+  return half;
 }
 
 at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
@@ -145,7 +146,7 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight,
   const at::Tensor x = x_in.contiguous(kChannelsLast);
   at::Tensor out;
   if (single_block(k, p.color_groups, p.mask_b)) {
-    const at::Tensor w = half_block_weight(weight, half_block_mask(weight, p));
+    const at::Tensor w = half_block_weight(weight, p);
     return valid_conv(padded(x, padding_of(kHalf, k)), w, bias).contiguous(kChannelsLast);
   }
   if (k > 1) {
@@ -208,18 +209,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
   if (single_block(k, p.color_groups, p.mask_b)) {
     const auto pad = padding_of(kHalf, k);
-    const at::Tensor mask = half_block_mask(weight, p);
-    const at::Tensor w = half_block_weight(weight, mask);
-    auto grads = at::convolution_backward(grad_out, padded(x, pad), w, std::nullopt, {1, 1}, {0, 0},
-                                          {1, 1}, false, {0, 0}, 1, want);
+    const at::Tensor w = half_block_weight(weight, p);
+    // The bias gradient too: the backend sums grad_out in the same pass (a separate sum over it
+    // cost as much again at 16 channels).
+    const int64_t bias_size = p.out_channels;
+    auto grads =
+        at::convolution_backward(grad_out, padded(x, pad), w, at::IntArrayRef(bias_size), {1, 1},
+                                 {0, 0}, {1, 1}, false, {0, 0}, 1, {want_x, want_w, true});
     grad_x = want_x ? padded(std::get<0>(grads), negated(pad)).contiguous(kChannelsLast)
                     : at::zeros_like(x, kChannelsLast);
     if (want_w) {
       // Only the used taps' gradients: the masked taps' stay exactly zero.
       const BlockShape b = block_shape(kHalf, k);
-      grad_weight.narrow(2, b.row0, b.rows).copy_(at::where(mask, std::get<1>(grads), 0));
+      const at::Tensor half = grad_weight.narrow(2, b.row0, b.rows);
+      half.copy_(std::get<1>(grads));
+      zero_masked_taps(half, p);
     }
-    return {grad_x, grad_weight, grad_out_in.sum({0, 2, 3})};
+    return {grad_x, grad_weight, std::get<2>(grads)};
   }
   if (k > 1 && (want_x || want_w)) {
     for (Block block : {kTop, kLeft}) {
