@@ -269,6 +269,13 @@ def test_engine_refuses_a_missing_or_misshapen_condition():
         run_engine(*args, torch.zeros(1, 6, 1, 3, 4))
 
 
+def teacher_forced_arguments(plan, image, levels):
+    """The engine op's arguments for a hand-built plan, every sub-pixel known, logits recorded."""
+    known = torch.ones_like(image, dtype=torch.bool)
+    uniforms = torch.zeros(image.shape, dtype=torch.float64)
+    return (plan.weights, plan.flat_buffers(), plan.program, image, known, uniforms, None, 1.0, levels, True)
+
+
 @pytest.mark.parametrize(("cluster_blocks", "tile"), [(1, 1), (3, 2)])
 def test_engine_kernel_runs_a_row_conv_of_its_own_output_position_by_position(emulated, cluster_blocks, tile):
     """out(j) = bias + w . out(j - 1) along the row: the kernel may not run this row-phase conv's
@@ -287,18 +294,7 @@ def test_engine_kernel_runs_a_row_conv_of_its_own_output_position_by_position(em
     b.add(logits, out, 1, copy=True)
     b.sample(logits, 1)
     image = torch.zeros(3, 1, 2, width, dtype=torch.long)
-    args = (
-        b.plan.weights,
-        b.plan.flat_buffers(),
-        b.plan.program,
-        image,
-        torch.ones_like(image, dtype=torch.bool),
-        torch.zeros(image.shape, dtype=torch.float64),
-        None,
-        1.0,
-        levels,
-        True,
-    )
+    args = teacher_forced_arguments(b.plan, image, levels)
     for schedule in SCHEDULES:
         assert_kernel_equals_cpu_engine(
             emulated, args, threads=32, schedule=schedule, seed=1, cluster_blocks=cluster_blocks, tile=tile
@@ -323,16 +319,5 @@ def test_engine_kernel_runs_every_op_of_a_long_chain_once(emulated, adds):
         b.add(logits, other, 1)
     b.sample(logits, 1)
     image = torch.randint(0, levels, (3, 1, 3, 4), generator=generator)
-    args = (
-        b.plan.weights,
-        b.plan.flat_buffers(),
-        b.plan.program,
-        image,
-        torch.ones_like(image, dtype=torch.bool),
-        torch.zeros(image.shape, dtype=torch.float64),
-        None,
-        1.0,
-        levels,
-        True,
-    )
+    args = teacher_forced_arguments(b.plan, image, levels)
     assert_kernel_equals_cpu_engine(emulated, args, threads=32, schedule="random", seed=2, cluster_blocks=2, tile=2)
