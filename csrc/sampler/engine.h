@@ -13,6 +13,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include "engine_ops.h"
+#include "epilogue.h"
 #include "plan.h"
 
 namespace pixelfast {
@@ -107,9 +108,13 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
   std::vector<const T*> weight_pointers;
   for (const auto& w : weights) weight_pointers.push_back(w.template const_data_ptr<T>());
   DeviceView<T> d;
-  d.keep = {bytes_on(p.plan.buffers, device), bytes_on(buffer_data<T>(p), device),
-            bytes_on(p.strides, device),      bytes_on(weight_pointers, device),
-            bytes_on(p.plan.row_ops, device), bytes_on(p.plan.pixel_ops, device)};
+  d.keep = {bytes_on(p.plan.buffers, device),
+            bytes_on(buffer_data<T>(p), device),
+            bytes_on(p.strides, device),
+            bytes_on(weight_pointers, device),
+            bytes_on(p.plan.row_ops, device),
+            bytes_on(p.plan.pixel_ops, device),
+            bytes_on(epilogue_table(p.plan.buffers, p.plan.pixel_ops), device)};
   const auto pointer = [&](size_t k) { return d.keep[k].const_data_ptr(); };
   d.view.buffers = static_cast<const Buffer*>(pointer(0));
   d.view.data = static_cast<T* const*>(pointer(1));
@@ -119,6 +124,7 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
   d.view.num_row_ops = static_cast<int64_t>(p.plan.row_ops.size());
   d.view.pixel_ops = static_cast<const Op*>(pointer(5));
   d.view.num_pixel_ops = static_cast<int64_t>(p.plan.pixel_ops.size());
+  d.view.epilogue = static_cast<const int32_t*>(pointer(6));
   d.view.io = io_of<T>(p);
   return d;
 }

@@ -315,9 +315,9 @@ struct CpuEngine {
   // taps on rows above go here (plan.py's PlanBuilder.conv), and the Gated PixelCNN's vertical
   // stack: one pass over their weights per row, not per pixel.
   // Not a conv of its own output (it would read the bias where the positions to its left were).
+  // (run_row_phase asks only for row-phase ops outside a right-to-left scan.)
   static bool whole_row(const Op& op) {
-    return op.code == kConv && op.phase == kRowPhase && !op.reverse && op.src != op.dst &&
-           (op.centre == kNoCentre || op.groups == 1);
+    return op.code == kConv && op.src != op.dst && (op.centre == kNoCentre || op.groups == 1);
   }
 
   void conv_row(const Op& op, int64_t r) const {
@@ -433,14 +433,12 @@ struct CpuEngine {
 
   void run_images() {
     run_raster(
-        v,
-        [&](const Op& op, int64_t r, int64_t j, int64_t g) {
-          if (!whole_row(op)) {
-            run(op, r, j, g);
-          } else if (j == op.col_residue && g == 0) {  // the row phase's first call for this op
-            conv_row(op, r);
-            if (team > 1 && !by_image) barrier->wait();
-          }
+        v, [&](const Op& op, int64_t r, int64_t j, int64_t g) { run(op, r, j, g); },
+        [&](const Op& op, int64_t r) {
+          if (!whole_row(op)) return false;
+          conv_row(op, r);
+          if (team > 1 && !by_image) barrier->wait();
+          return true;
         },
         [&](int64_t, int64_t j) { return keep_going(j == v.io.width - 1); });
   }

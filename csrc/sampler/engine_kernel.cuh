@@ -31,6 +31,7 @@
 #include "../common/cluster.cuh"
 #include "../common/host_device.h"
 #include "engine_ops.h"
+#include "epilogue.h"
 
 namespace pixelfast {
 namespace sampler {
@@ -38,82 +39,18 @@ namespace sampler {
 // Threads per block on a GPU (the emulated tests launch other sizes too); one block per SM, so
 // the kernel may keep up to 255 registers per thread (154 float, 168 double on sm_90: no spills).
 constexpr int kEngineThreads = 256;
-constexpr int kTileImages = 4;      // images whose sums a thread keeps in registers
-constexpr int kChannelLanes = 32;   // a block's output channels per pass: one warp wide
-constexpr int kMaxSplits = 32;      // threads sharing one output's K
-constexpr int kWarp = 32;           // warpSize, as a constant the shuffle loops unroll over
-constexpr int kMaxEpilogueOps = 8;  // the longest chain of ops a conv's epilogue runs
+constexpr int kTileImages = 4;     // images whose sums a thread keeps in registers
+constexpr int kChannelLanes = 32;  // a block's output channels per pass: one warp wide
+constexpr int kMaxSplits = 32;     // threads sharing one output's K
+constexpr int kWarp = 32;          // warpSize, as a constant the shuffle loops unroll over
 
 template <typename T>
 PF_HD size_t engine_shared_bytes(int64_t threads) {
   return static_cast<size_t>(threads) * kTileImages * sizeof(T);
 }
 
-// ---- the conv's epilogue: the pointwise ops right after a pixel-phase conv that only carry its
-// output on, channel by channel, run in the conv's stage, with no barrier of their own. The
-// thread that finishes channel t of the conv's output for colour group g applies them to it in
-// order and writes each result where the op would: a chain of ReLUs, ELUs, residual adds (of a
-// map finished before the conv) and class biases, as in the residual blocks of PixelCNN
-// (conv, add, relu) and the Gated PixelCNN (conv, add, class bias). The chain stops at an op
-// that reads other channels (a gate) or another position, or that writes the conv's source,
-// which other threads of the stage may still be reading.
-
-// Whether `next` carries the chain on from buffer `*current` (and moves *current to its output).
-template <typename T>
-PF_HD bool carries_chain(const EngineView<T>& v, const Op& conv, const Op& next, int32_t* current) {
-  const bool same_place = next.phase == kPixelPhase && next.period == conv.period &&
-                          next.row_residue == conv.row_residue &&
-                          next.col_residue == conv.col_residue && next.groups == conv.groups &&
-                          next.dst != conv.src &&
-                          v.buffers[next.dst].channels == v.buffers[conv.dst].channels;
-  if (!same_place) return false;
-  bool carries = false;
-  switch (next.code) {
-    case kRelu:
-    case kElu:
-      carries = next.src == *current;
-      break;
-    case kAdd:  // dst += another map (accumulate), or dst = the chain (a copy)
-      carries =
-          next.src_dy == 0 && (next.accumulate != 0 ? next.dst == *current && next.src != *current
-                                                    : next.src == *current);
-      break;
-    case kClassBias:
-      carries = next.dst == *current;
-      break;
-    default:
-      break;
-  }
-  if (carries) *current = next.dst;
-  return carries;
-}
-
-// How many pixel ops after `conv` run in its epilogue (0 for any other op).
-template <typename T>
-PF_HD int64_t epilogue_ops(const EngineView<T>& v, const Op& conv) {
-  if (conv.code != kConv || conv.phase != kPixelPhase) return 0;
-  const int64_t o = &conv - v.pixel_ops;  // a pixel-phase op: one of pixel_ops
-  int32_t current = conv.dst;
-  int64_t count = 0;
-  while (count < kMaxEpilogueOps && o + count + 1 < v.num_pixel_ops &&
-         carries_chain(v, conv, v.pixel_ops[o + count + 1], &current))
-    ++count;
-  return count;
-}
-
-// Whether pixel op `op` ran in the epilogue of a conv before it.
-template <typename T>
-PF_HD bool in_an_epilogue(const EngineView<T>& v, const Op& op) {
-  if (op.code == kConv || op.phase != kPixelPhase) return false;
-  const int64_t o = &op - v.pixel_ops;  // a pixel-phase op: one of pixel_ops
-  for (int64_t c = o - 1; c >= 0 && o - c <= kMaxEpilogueOps; --c) {  // back to its conv
-    if (v.pixel_ops[c].code == kConv) return epilogue_ops(v, v.pixel_ops[c]) >= o - c;
-  }
-  return false;
-}
-
-// Applies the epilogue's ops (those after `conv`, `count` of them) to `value`, channel `t` of
-// conv's output for image b at (i, j), writing each op's output.
+// Applies the epilogue's ops (epilogue.h: those after `conv`, `count` of them) to `value`, channel
+// `t` of conv's output for image b at (i, j), writing each op's output.
 template <typename T>
 PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T value, int64_t b,
                         int64_t i, int64_t j, int64_t t) {
@@ -139,10 +76,10 @@ PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T
   }
 }
 
-// One position of conv_op (below).
+// One position of conv_op (below); `epilogue`: the ops after it that run in its epilogue.
 template <typename T>
 __device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
-                        int64_t j, int64_t g, T* partial) {
+                        int64_t j, int64_t g, int64_t epilogue, T* partial) {
   const int64_t channels = v.buffers[op.dst].channels;
   const int64_t n = group_width(v, op);
   const int64_t begin = g == 0 ? 0 : g * n, end = g == 0 ? channels : (g + 1) * n;
@@ -153,7 +90,6 @@ __device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, 
   const T* bias = conv_bias(v, op);
   const bool accumulate = op.accumulate != 0;
   const int64_t src_stride = v.strides[op.src], dst_stride = v.strides[op.dst];
-  const int64_t epilogue = epilogue_ops(v, op);
   // Block-uniform loops (their barriers are met by every thread of the block): channel passes of
   // up to kChannelLanes (at most the block's threads), then image tiles.
   const int64_t pass = blockDim.x < kChannelLanes ? int64_t(blockDim.x) : int64_t(kChannelLanes);
@@ -214,8 +150,9 @@ struct Columns {
 // channels.
 template <typename T>
 __device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
-                        const Columns& cols, int64_t g, T* partial) {
-  for (int64_t j = cols.begin; j < cols.end; j += cols.step) conv_at(v, op, team, i, j, g, partial);
+                        const Columns& cols, int64_t g, int64_t epilogue, T* partial) {
+  for (int64_t j = cols.begin; j < cols.end; j += cols.step)
+    conv_at(v, op, team, i, j, g, epilogue, partial);
 }
 
 // Any pointwise op: the team strides over the columns, the cluster's images and the group's
@@ -340,44 +277,8 @@ __device__ void mixture_op(const EngineView<T>& v, const Op& op, const Team& tea
   }
 }
 
-// The row phase (plan.h's run_row_phase) with a row-phase op's whole row in one stage where its
-// positions do not read each other: not a right-to-left scan (column by column, each reading the
-// one to its right), not a conv of its own output (each position reads the one to its left), not
-// an LSTM cell (its previous cell state may lie on the same row).
-template <typename T, typename RunAt>
-__device__ void row_phase(const EngineView<T>& v, int64_t i, RunAt&& run_at) {
-  for (int64_t o = 0; o < v.num_row_ops;) {
-    const int64_t end = row_ops_end(v.row_ops, v.num_row_ops, o);
-    const Op& first = v.row_ops[o];
-    const int64_t r = i + first.row_offset;
-    if (r >= 0) {
-      if (first.reverse) {
-        for (int64_t j = v.io.width - 1; j >= 0; --j) {
-          for (int64_t q = o; q < end; ++q) {
-            for (int64_t g = 0; g < v.row_ops[q].groups; ++g)
-              run_at(v.row_ops[q], r, Columns{j, j + 1, 1}, g);
-          }
-        }
-      } else if (r % first.period == first.row_residue) {
-        const bool whole_row =
-            !(first.code == kConv && first.src == first.dst) && first.code != kLstmCell;
-        if (whole_row) {
-          for (int64_t g = 0; g < first.groups; ++g)
-            run_at(first, r, Columns{first.col_residue, v.io.width, first.period}, g);
-        } else {
-          for (int64_t j = first.col_residue; j < v.io.width; j += first.period) {
-            for (int64_t g = 0; g < first.groups; ++g) run_at(first, r, Columns{j, j + 1, 1}, g);
-          }
-        }
-      }
-    }
-    o = end;
-  }
-}
-
 // batch: the images of the call; tile: images per cluster (the grid has ceil(batch / tile)
-// clusters). The raster loop of engine_ops.h's run_raster, with the row phase above; every
-// stage ends at the cluster barrier.
+// clusters). The raster loop of engine_ops.h; every stage ends at the cluster barrier.
 template <typename T>
 __global__ void __launch_bounds__(kEngineThreads, 1)
     engine_kernel(EngineView<T> v, int64_t batch, int64_t tile, double* scratch,
@@ -385,11 +286,13 @@ __global__ void __launch_bounds__(kEngineThreads, 1)
   PF_DYNAMIC_SHARED(T, partial);
   const Team team = make_team(batch, tile);
   auto run_at = [&](const Op& op, int64_t r, const Columns& cols, int64_t g) {
-    if (in_an_epilogue(v, op)) return;  // ran in a conv's stage
+    // the ops after a pixel-phase conv that its epilogue runs (epilogue.h); -1: one of those
+    const int32_t epilogue = op.phase == kPixelPhase ? v.epilogue[&op - v.pixel_ops] : 0;
+    if (epilogue < 0) return;  // ran in a conv's stage
     // a conv with no centre tap changes nothing after sub-step 0 (unless its epilogue runs)
-    if (op.code == kConv && g > 0 && op.centre == kNoCentre && epilogue_ops(v, op) == 0) return;
+    if (op.code == kConv && g > 0 && op.centre == kNoCentre && epilogue == 0) return;
     if (op.code == kConv) {
-      conv_op(v, op, team, r, cols, g, partial);
+      conv_op(v, op, team, r, cols, g, epilogue, partial);
     } else if (op.code == kSample) {
       for (int64_t j = cols.begin; j < cols.end; j += cols.step)
         sample_op(v, op, team, r, j, g, scratch, scratch_stride, error);
@@ -401,17 +304,22 @@ __global__ void __launch_bounds__(kEngineThreads, 1)
     }
     cluster_sync();  // the next stage reads what this one wrote, in any block of the cluster
   };
-  for (int64_t i = 0; i < v.io.height; ++i) {
-    row_phase(v, i, run_at);
-    for (int64_t j = 0; j < v.io.width; ++j) {
-      for (int64_t g = 0; g < v.io.channels; ++g) {
-        for (int64_t o = 0; o < v.num_pixel_ops; ++o) {
-          const Op& op = v.pixel_ops[o];
-          if (g < op.groups && runs_at(op, i, j)) run_at(op, i, Columns{j, j + 1, 1}, g);
-        }
-      }
-    }
-  }
+  // A row-phase op runs its whole row in one stage where its positions do not read each other:
+  // not a conv of its own output (each position reads the one to its left), not an LSTM cell
+  // (its previous cell state may lie on the same row). run_row_phase runs right-to-left scans
+  // column by column itself.
+  run_raster(
+      v,
+      [&](const Op& op, int64_t r, int64_t j, int64_t g) {
+        run_at(op, r, Columns{j, j + 1, 1}, g);
+      },
+      [&](const Op& op, int64_t r) {
+        if ((op.code == kConv && op.src == op.dst) || op.code == kLstmCell) return false;
+        for (int64_t g = 0; g < op.groups; ++g)
+          run_at(op, r, Columns{op.col_residue, v.io.width, op.period}, g);
+        return true;
+      },
+      [](int64_t, int64_t) { return true; });
 }
 
 }  // namespace sampler

@@ -27,6 +27,7 @@ struct EngineView {
   int64_t num_row_ops;
   const Op* pixel_ops;
   int64_t num_pixel_ops;
+  const int32_t* epilogue;  // per pixel op: the CUDA engine's epilogue table (epilogue.h)
   EngineIO<T> io;
 
   PF_HD T* at(int64_t buffer, int64_t image, int64_t row, int64_t column) const {
@@ -37,17 +38,19 @@ struct EngineView {
 
 // ---- the raster loop
 
-// Image row by image row: the row phase (plan.h), then for every pixel and colour sub-step g
-// every pixel-phase op that runs there (runs_at); run(op, r, j, g) runs one op, after_pixel(i, j)
-// returns false to stop. An op of one group in an RGB plan runs once per pixel, at sub-step 0: it
-// does not read the pixel's colours (PixelCNN++'s network, whose colours meet in the mixture).
+// Image row by image row: the row phase (plan.h; run_row(op, r) as there), then for every pixel
+// and colour sub-step g every pixel-phase op that runs there (runs_at); run(op, r, j, g) runs one
+// op, after_pixel(i, j) returns false to stop. An op of one group in an RGB plan runs once per
+// pixel, at sub-step 0: it does not read the pixel's colours (PixelCNN++'s network, whose colours
+// meet in the mixture).
 #if defined(__CUDACC__)
 #pragma nv_exec_check_disable
 #endif
-template <typename T, typename Run, typename AfterPixel>
-PF_HD void run_raster(const EngineView<T>& v, Run&& run, AfterPixel&& after_pixel) {
+template <typename T, typename Run, typename RunRow, typename AfterPixel>
+PF_HD void run_raster(const EngineView<T>& v, Run&& run, RunRow&& run_row,
+                      AfterPixel&& after_pixel) {
   for (int64_t i = 0; i < v.io.height; ++i) {
-    run_row_phase(v.row_ops, v.num_row_ops, i, v.io.width, run);
+    run_row_phase(v.row_ops, v.num_row_ops, i, v.io.width, run, run_row);
     for (int64_t j = 0; j < v.io.width; ++j) {
       for (int64_t g = 0; g < v.io.channels; ++g) {
         for (int64_t o = 0; o < v.num_pixel_ops; ++o) {

@@ -142,12 +142,16 @@ PF_HD int64_t row_ops_end(const Op* ops, int64_t count, int64_t o) {
 }
 
 // The row phase of image row i, shared by the engines: every run of row-phase ops at its row
-// r = i + row_offset (skipped above the image), calling run(op, r, j, g) in the order above.
+// r = i + row_offset (skipped above the image), calling run(op, r, j, g) in the order above. An
+// op that is not part of a right-to-left scan goes to run_row(op, r) first: an engine that runs
+// such an op over its whole row at once does so and returns true; false has it run column by
+// column.
 #if defined(__CUDACC__)
 #pragma nv_exec_check_disable
 #endif
-template <typename Run>
-PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width, Run&& run) {
+template <typename Run, typename RunRow>
+PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width, Run&& run,
+                         RunRow&& run_row) {
   for (int64_t o = 0; o < count;) {
     const int64_t end = row_ops_end(ops, count, o);
     const Op& first = ops[o];
@@ -159,8 +163,9 @@ PF_HD void run_row_phase(const Op* ops, int64_t count, int64_t i, int64_t width,
             for (int64_t g = 0; g < ops[q].groups; ++g) run(ops[q], r, j, g);
           }
         }
-      } else if (r % first.period == first.row_residue) {  // every column of one op before the
-        for (int64_t j = first.col_residue; j < width; j += first.period) {  // next reads them
+      } else if (r % first.period == first.row_residue && !run_row(first, r)) {
+        // every column of one op before the next reads them
+        for (int64_t j = first.col_residue; j < width; j += first.period) {
           for (int64_t g = 0; g < first.groups; ++g) run(first, r, j, g);
         }
       }
