@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/ArrayRef.h>
 
 #include "engine_ops.h"
@@ -127,6 +128,27 @@ DeviceView<T> device_view(Prepared& p, const std::vector<at::Tensor>& weights) {
   d.view.epilogue = static_cast<const int32_t*>(pointer(6));
   d.view.io = io_of<T>(p);
   return d;
+}
+
+// What the CUDA kernel (engine_kernel.cuh) needs beside the view, on the call's device: scratch
+// for every image's draws and mixtures (Plan::scratch_doubles each, `stride` apart) and the flag
+// it raises on non-finite logits.
+struct KernelWorkspace {
+  at::Tensor scratch, error;
+  int64_t stride;
+};
+
+inline KernelWorkspace kernel_workspace(const Prepared& p) {
+  const int64_t stride = p.plan.scratch_doubles(p.levels);
+  const auto options = p.image.options();
+  return {at::empty({p.image.size(0), stride}, options.dtype(at::kDouble)),
+          at::zeros({1}, options.dtype(at::kInt)), stride};
+}
+
+// After the kernel: its non-finite flag as the op's error (reading it waits for the kernel).
+inline void check_kernel_error(const KernelWorkspace& w) {
+  TORCH_CHECK(w.error.cpu().item<int>() == 0,
+              "sample_cached: the model produced non-finite logits (NaN or inf)");
 }
 
 // How many CPU engine calls went on with one thread because other programs held the cores.

@@ -3,8 +3,6 @@
 // as many as fit on the GPU at once, each sampling a tile of the batch.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -30,9 +28,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   const c10::cuda::CUDAGuard guard(image.device());
   if (p.empty()) return {p.out, p.logits};
   const int64_t batch = p.image.size(0);
-  const int64_t scratch_stride = p.plan.scratch_doubles(levels);
-  at::Tensor scratch = at::empty({batch, scratch_stride}, image.options().dtype(at::kDouble));
-  at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
+  const KernelWorkspace work = kernel_workspace(p);
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
     const auto kernel = engine_kernel<scalar_t>;
@@ -40,12 +36,10 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     const ClusterLayout layout = cluster_layout(kernel, batch, kEngineThreads, shared_bytes);
     launch_clusters(kernel, layout, kEngineThreads, shared_bytes,
                     c10::cuda::getCurrentCUDAStream().stream(), d.view, batch, layout.tile,
-                    scratch.mutable_data_ptr<double>(), scratch_stride,
-                    error.mutable_data_ptr<int>());
+                    work.scratch.mutable_data_ptr<double>(), work.stride,
+                    work.error.mutable_data_ptr<int>());
   });
-  // Reading the flag waits for the kernel.
-  TORCH_CHECK(error.cpu().item<int>() == 0,
-              "sample_cached: the model produced non-finite logits (NaN or inf)");
+  check_kernel_error(work);
   return {p.out, p.logits};
 }
 

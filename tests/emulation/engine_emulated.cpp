@@ -4,7 +4,6 @@
 // schedule, and launches the kernel as engine_cuda.cu does.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "sampler/engine.h"
@@ -31,9 +30,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
                        levels, record_logits, condition);
   if (p.empty()) return {p.out, p.logits};
   const int64_t batch = p.image.size(0);
-  const int64_t scratch_stride = p.plan.scratch_doubles(levels);
-  at::Tensor scratch = at::empty({batch, scratch_stride}, image.options().dtype(at::kDouble));
-  at::Tensor error = at::zeros({1}, image.options().dtype(at::kInt));
+  const KernelWorkspace work = kernel_workspace(p);
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
     const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
     const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
@@ -43,10 +40,9 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
         dim3(static_cast<unsigned>(clusters * cluster_blocks)),
         dim3(static_cast<unsigned>(threads)), static_cast<unsigned>(cluster_blocks),
         engine_shared_bytes<scalar_t>(threads), engine_kernel<scalar_t>, d.view, batch, tile,
-        scratch.mutable_data_ptr<double>(), scratch_stride, error.mutable_data_ptr<int>());
+        work.scratch.mutable_data_ptr<double>(), work.stride, work.error.mutable_data_ptr<int>());
   });
-  TORCH_CHECK(error.item<int>() == 0,
-              "sample_cached: the model produced non-finite logits (NaN or inf)");
+  check_kernel_error(work);
   return {p.out, p.logits};
 }
 
