@@ -35,6 +35,7 @@ NO_RESULTS = (
 )
 TABLES = {  # table key: caption, in the README's order
     "sampling": "Sampling (`bench/bench_sampling.py`)",
+    "sampling bf16": 'Sampling with `precision="bf16"` (`bench/bench_sampling.py`)',
     "upscale": "Super-resolution (`bench/bench_upscale.py`)",
     "masked_conv2d forward": "Masked convolution, forward (`bench/bench_masked_conv.py`)",
     "masked_conv2d forward+backward": "Masked convolution, forward + backward (`bench/bench_masked_conv.py`)",

@@ -41,11 +41,12 @@ TORCH_LIBRARY(pixelfast, m) {
   // The incremental-cache sampler: runs a plan (pixelfast/sampling/plan.py) over the whole image.
   // Returns the levels [B, C, H, W] and, when record_logits, the logits [B, levels, C, H, W].
   // condition: a per-image input map [B, H, W, K] that the plan's condition ops add (for
-  // super-resolution, the conditioning network's logits).
+  // super-resolution, the conditioning network's logits). precision: "fp32", or "bf16" (the CPU
+  // engine: the convs' inputs and weights rounded to bf16, float32 sums).
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
-      "Tensor? condition=None) -> (Tensor, Tensor)");
+      "Tensor? condition=None, str precision=\"fp32\") -> (Tensor, Tensor)");
   // How many CPU engine calls went on with one thread because other programs held the cores
   // (csrc/sampler/engine_cpu.cpp, keep_going); lets a test see that the fallback ran.
   m.def("sampler_solo_runs() -> int", &pixelfast::sampler::sampler_solo_runs);

@@ -565,3 +565,14 @@ def test_sample_guidance_refusals(trained, tmp_path, capsys):
     one_error_line(capsys, code, "class_dropout")  # trained without a "no class" label
     code = cli.main(["sample", "--n", "10", "--guidance", "-1", "--out", out])
     assert code == 2 and "must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_sample_in_bf16(trained, tmp_path, capsys):
+    out = tmp_path / "bf16.png"
+    args = ["sample", "--checkpoint", str(trained), "--n", "10", "--size", "3", "3", "--no-progress"]
+    assert cli.main([*args, "--seed", "1", "--precision", "bf16", "--out", str(out)]) == 0
+    assert out.is_file() and "precision bf16" in capsys.readouterr().out
+    code = cli.main([*args, "--precision", "bf16", "--method", "naive", "--out", str(out)])
+    one_error_line(capsys, code, "precision='bf16' is the cached engine's")
+    code = cli.main([*args, "--precision", "fp16", "--out", str(out)])
+    one_error_line(capsys, code, "invalid choice: 'fp16'")

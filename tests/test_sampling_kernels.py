@@ -103,7 +103,7 @@ def test_float32_logits_are_bit_identical_whoever_computes_them(name, kernel, th
 
 
 def test_the_kernel_setting_refuses_unknown_kinds():
-    with pytest.raises(ValueError, match="auto, generic, avx2 or avx512, got 'sse'"):
+    with pytest.raises(ValueError, match="auto, generic, avx2, avx512 or amx, got 'sse'"):
         torch.ops.pixelfast.sampler_gemm_kernel("sse")
     before = torch.ops.pixelfast.sampler_gemm_kernel("generic")
     assert torch.ops.pixelfast.sampler_gemm_kernel(before) == "generic"

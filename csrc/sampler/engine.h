@@ -42,6 +42,21 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
 // pixelfast/sampling/plan_format.py checks its own tables against.
 std::string plan_format();
 
+// The precision of the convs' matrix products: float32 (or the weights' float64), or inputs and
+// weights rounded to bf16 with float32 sums (the CPU engine; small_gemm_bf16.h).
+enum class Precision { kFp32, kBf16 };
+
+// sample_cached's `precision` argument ("fp32" or "bf16"; bf16 needs float32 weights).
+inline Precision parse_precision(const std::string& precision, const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(precision == "fp32" || precision == "bf16",
+                    "sample_cached: precision must be 'fp32' or 'bf16', got '", precision, "'");
+  if (precision == "fp32") return Precision::kFp32;
+  TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat,
+                    "sample_cached: precision 'bf16' needs float32 weights, got ",
+                    weight.scalar_type());
+  return Precision::kBf16;
+}
+
 // One engine call's checked arguments, contiguous inputs, outputs, and zero-filled buffer storage
 // (the pad columns are the convolutions' zero padding).
 struct Prepared {
@@ -158,8 +173,9 @@ int64_t sampler_solo_runs();
 // default; 0 = after the first pixel) and returns the previous setting.
 int64_t sampler_solo_after(int64_t preemptions);
 
-// Sets the CPU engine's float32 matrix-product kernel (auto, generic, avx2 or avx512; small_gemm.h)
-// and returns the previous setting; ValueError for a kernel this CPU cannot run.
+// Sets the CPU engine's matrix-product kernel (auto, generic, avx2, avx512: float32, small_gemm.h;
+// amx: bf16, small_gemm_bf16.h) and returns the previous setting; ValueError for a kernel this CPU
+// cannot run. auto: the widest float32 kernel, and AMX for bf16 where the CPU has it.
 std::string sampler_gemm_kernel(const std::string& kind);
 
 // How many CPU engine calls split the batch by image (each thread its own images, no barriers).

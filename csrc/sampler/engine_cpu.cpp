@@ -8,7 +8,8 @@
 // computes only the new activations at (i, j) from the cached rows, as small matrix products over
 // the batch, straight on the buffers (no allocation, no tensor per step); a row-phase conv runs
 // once per row, as products whose rows are the row's positions. In float32 the products are
-// small_gemm.h's kernels on weights packed once per call; in float64, BLAS. The pointwise ops are
+// small_gemm.h's kernels on weights packed once per call (precision bf16: small_gemm_bf16.h's,
+// on AMX tiles where the CPU has them); in float64, BLAS. The pointwise ops are
 // the shared loops of engine_ops.h, which vectorise. Plan decoding and argument checks:
 // plan_decode.cpp.
 
@@ -40,6 +41,7 @@
 #include "engine.h"
 #include "engine_ops.h"
 #include "small_gemm.h"
+#include "small_gemm_bf16.h"
 
 // Fortran BLAS, as exported by libtorch (MKL or OpenBLAS, LP64).
 extern "C" {
@@ -106,7 +108,7 @@ std::atomic<int64_t> image_split_runs{0};
 // sampler_gemm_kernel (so that the tests run each on any machine that has it).
 std::atomic<int> gemm_kernel_setting{static_cast<int>(GemmKernel::kAuto)};
 
-constexpr const char* kGemmKernelNames[] = {"auto", "generic", "avx2", "avx512"};
+constexpr const char* kGemmKernelNames[] = {"auto", "generic", "avx2", "avx512", "amx"};
 
 // The barrier of the engine's thread team: one wait per op, a few hundred thousand per image, so it
 // spins (well under a microsecond when every thread has a core). A waiter that spins too long
@@ -158,7 +160,23 @@ struct PackedWeights {
   std::vector<const float*> segments, centres;
 };
 
-PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weights) {
+// How a weight's panels hold it: float32, float32 rounded to bf16, or bf16 pairs for AMX.
+enum class Packing { kFloat, kRounded, kVnni };
+
+// bf16 on AMX: the weights with enough rows as bf16 pairs, the others rounded (small_gemm_bf16.h).
+Packing packing(Precision precision, bool amx, int64_t rows) {
+  if (precision == Precision::kFp32) return Packing::kFloat;
+  return amx && rows >= kVnniMinRows ? Packing::kVnni : Packing::kRounded;
+}
+
+void pack(Packing how, const float* b, int64_t k, int64_t n, int64_t groups, float* out) {
+  if (how == Packing::kVnni) return pack_panels_vnni(b, k, n, groups, out);
+  if (how == Packing::kRounded) return pack_panels_rounded(b, k, n, groups, out);
+  pack_panels(b, k, n, groups, out);
+}
+
+PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weights,
+                           Precision precision, bool amx) {
   const int64_t count = static_cast<int64_t>(weights.size());
   std::vector<int64_t> segment_at(count, -1), centre_at(count, -1), centre_groups(count, 0);
   int64_t total = 0;
@@ -188,14 +206,15 @@ PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weig
   packed.centres.assign(count, nullptr);
   for (int64_t i = 0; i < count; ++i) {
     const at::Tensor& w = weights[i];
+    const Packing how = packing(precision, amx, w.size(0));
     if (segment_at[i] >= 0) {
-      pack_panels(w.const_data_ptr<float>(), w.size(0), w.size(1), 1, base + segment_at[i]);
+      pack(how, w.const_data_ptr<float>(), w.size(0), w.size(1), 1, base + segment_at[i]);
       packed.segments[i] = base + segment_at[i];
     }
     if (centre_at[i] >= 0) {
       const int64_t groups = centre_groups[i];
-      pack_panels(w.const_data_ptr<float>(), w.size(0), w.size(1) / groups, groups,
-                  base + centre_at[i]);
+      pack(how, w.const_data_ptr<float>(), w.size(0), w.size(1) / groups, groups,
+           base + centre_at[i]);
       packed.centres[i] = base + centre_at[i];
     }
   }
@@ -209,6 +228,11 @@ struct CpuEngine {
   // and the kernel that multiplies by them; float64 calls BLAS on the weights as they are.
   EngineView<scalar_t> segment_view, centre_view;
   GemmKernel kernel = GemmKernel::kGeneric;
+  // bf16: the products' inputs rounded (small_gemm_bf16.h), on AMX tiles where amx.
+  Precision precision = Precision::kFp32;
+  bool amx = false;
+  mutable std::vector<float> rounded;   // this thread's rounded copy of a product's A
+  mutable std::vector<uint16_t> tiles;  // this thread's bf16 copy of a product's A, for AMX
   // The thread team: every op's output channels are split over the team (each thread streams
   // its share of the weights once per position, with the whole batch as the rows of its matrix
   // products), and the team meets at a barrier after every op; or, with by_image, each thread
@@ -259,8 +283,24 @@ struct CpuEngine {
                const scalar_t* w, int64_t panel_stride, int64_t ldw, scalar_t* out,
                int64_t ldc) const {
     if constexpr (std::is_same_v<scalar_t, float>) {
-      gemm_packed(kernel, rows, c1 - c0, k, a, lda, w + c0 / kPanel * panel_stride, panel_stride,
-                  out + c0, ldc);
+      const float* panel = w + c0 / kPanel * panel_stride;
+      if (precision == Precision::kFp32) {
+        gemm_packed(kernel, rows, c1 - c0, k, a, lda, panel, panel_stride, out + c0, ldc);
+        return;
+      }
+      // The packed rows (panel_stride / kPanel) say how pack_weights packed this weight.
+#if defined(PF_HAVE_AMX)
+      if (packing(precision, amx, panel_stride / kPanel) == Packing::kVnni) {
+        tiles.resize(std::max<size_t>(tiles.size(), bf16_rows_size(rows, k)));
+        bf16_rows_amx(rows, k, a, lda, tiles.data());
+        gemm_amx(rows, c1 - c0, k, tiles.data(), reinterpret_cast<const uint16_t*>(panel),
+                 2 * panel_stride, out + c0, ldc);
+        return;
+      }
+#endif
+      rounded.resize(std::max<size_t>(rounded.size(), rows * k));
+      round_rows(rows, k, a, lda, rounded.data());
+      gemm_packed(kernel, rows, c1 - c0, k, rounded.data(), k, panel, panel_stride, out + c0, ldc);
     } else {
       gemm_rows(rows, c1 - c0, k, a, lda, w + c0, ldw, out + c0, ldc);
     }
@@ -445,19 +485,23 @@ struct CpuEngine {
 };
 
 // float32: the weights packed (kept alive by the result) and the kernel; float64: BLAS.
+// (bf16 needs float32 weights: parse_precision.)
 template <typename scalar_t>
-PackedWeights use_packed_weights(CpuEngine<scalar_t>&, const Plan&,
-                                 const std::vector<at::Tensor>&) {
+PackedWeights use_packed_weights(CpuEngine<scalar_t>&, const Plan&, const std::vector<at::Tensor>&,
+                                 Precision) {
   return {};
 }
 
 PackedWeights use_packed_weights(CpuEngine<float>& engine, const Plan& plan,
-                                 const std::vector<at::Tensor>& weights) {
-  PackedWeights packed = pack_weights(plan, weights);
+                                 const std::vector<at::Tensor>& weights, Precision precision) {
+  const auto setting = static_cast<GemmKernel>(gemm_kernel_setting.load());
+  const bool automatic = setting == GemmKernel::kAuto || setting == GemmKernel::kAmx;
+  engine.kernel = automatic ? best_kernel() : setting;
+  engine.precision = precision;
+  engine.amx = precision == Precision::kBf16 && automatic && amx_usable();
+  PackedWeights packed = pack_weights(plan, weights, precision, engine.amx);
   engine.segment_view.weights = packed.segments.data();
   engine.centre_view.weights = packed.centres.data();
-  const auto setting = static_cast<GemmKernel>(gemm_kernel_setting.load());
-  engine.kernel = setting == GemmKernel::kAuto ? best_kernel() : setting;
   return packed;
 }
 
@@ -515,9 +559,10 @@ std::string sampler_gemm_kernel(const std::string& kind) {
   for (int k = 0; k < static_cast<int>(std::size(kGemmKernelNames)); ++k)
     if (kind == kGemmKernelNames[k]) wanted = k;
   TORCH_CHECK_VALUE(wanted >= 0,
-                    "sampler_gemm_kernel: kind must be auto, generic, avx2 or avx512, got '", kind,
-                    "'");
-  TORCH_CHECK_VALUE(cpu_supports(static_cast<GemmKernel>(wanted)),
+                    "sampler_gemm_kernel: kind must be auto, generic, avx2, avx512 or amx, got '",
+                    kind, "'");
+  const auto chosen = static_cast<GemmKernel>(wanted);
+  TORCH_CHECK_VALUE(chosen == GemmKernel::kAmx ? amx_usable() : cpu_supports(chosen),
                     "sampler_gemm_kernel: this CPU cannot run the ", kind, " kernel");
   return kGemmKernelNames[gemm_kernel_setting.exchange(wanted)];
 }
@@ -539,14 +584,16 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition) {
+    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition,
+    const std::string& precision_name) {
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
                        levels, record_logits, condition);
+  const Precision precision = parse_precision(precision_name, weights[0]);
   if (p.empty()) return {p.out, p.logits};
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cpu", [&] {
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here
     CpuEngine<scalar_t> engine{view.view, view.view, view.view};
-    const PackedWeights packed = use_packed_weights(engine, p.plan, weights);
+    const PackedWeights packed = use_packed_weights(engine, p.plan, weights, precision);
     engine.batch = p.image.size(0);
     engine.b_hi = engine.batch;  // every image, until a team splits them
     engine.scratch_doubles = p.plan.scratch_doubles(levels);

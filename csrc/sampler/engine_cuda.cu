@@ -20,10 +20,14 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
     const std::vector<at::Tensor>& weights, c10::ArrayRef<int64_t> buffers,
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
-    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition) {
+    int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition,
+    const std::string& precision) {
   // The op's own checks first (a CPU tensor among CUDA ones gets its message), then the device.
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
                        levels, record_logits, condition);
+  TORCH_CHECK_VALUE(parse_precision(precision, weights[0]) == Precision::kFp32,
+                    "sample_cached: precision 'bf16' runs on the CPU engine only; the CUDA engine "
+                    "computes in float32 (its tensor-core products are not built yet)");
   TORCH_CHECK(image.is_cuda(), "sample_cached: the CUDA engine got tensors on ", image.device());
   const c10::cuda::CUDAGuard guard(image.device());
   if (p.empty()) return {p.out, p.logits};

@@ -41,7 +41,8 @@ inline void pack_panels(const float* b, int64_t k, int64_t n, int64_t groups, fl
   }
 }
 
-enum class GemmKernel : int { kAuto = 0, kGeneric = 1, kAvx2 = 2, kAvx512 = 3 };
+// kAmx: bf16 products only (small_gemm_bf16.h); float32 ones then take the widest of the others.
+enum class GemmKernel : int { kAuto = 0, kGeneric = 1, kAvx2 = 2, kAvx512 = 3, kAmx = 4 };
 
 // ---- plain C++: an MR x kPanel tile in an array the compiler keeps in vector registers
 

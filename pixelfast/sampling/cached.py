@@ -27,6 +27,22 @@ from pixelfast.sampling.precision import full_fp32
 CHUNK = 64
 # The share of the GPU's free memory one engine call may plan to use.
 CUDA_MEMORY_SHARE = 0.5
+# The engine's precisions: "fp32" computes in the weights' dtype (float32 or float64); "bf16" rounds
+# the convs' inputs and weights to bfloat16 and sums in float32 (the CPU engine; on AMX tiles where
+# the CPU has them, csrc/sampler/small_gemm_bf16.h).
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(caller: str, precision, device: torch.device | str | None = None) -> str:
+    """``precision`` checked: one of :data:`PRECISIONS`, and ``"bf16"`` only on the CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{caller}: precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and device is not None and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"{caller}: precision='bf16' runs on the CPU engine only; on {torch.device(device).type} "
+            "the engine computes in fp32"
+        )
+    return precision
 
 
 def engine_bytes_per_image(
@@ -69,9 +85,11 @@ def run_engine(
     levels: int,
     record_logits: bool,
     condition: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One engine call. ``condition``: logits ``[B, levels, C, H, W]`` that the plan's condition op
-    adds to the model's own (super-resolution's ``A(x)``), or None."""
+    adds to the model's own (super-resolution's ``A(x)``), or None; ``precision``: see
+    :data:`PRECISIONS`."""
     require_library()
     check_library()
     if condition is not None:  # the engine reads a position's values contiguously: [B, H, W, C * levels]
@@ -88,6 +106,7 @@ def run_engine(
         int(levels),
         record_logits,
         condition,
+        precision,
     )
 
 
@@ -101,14 +120,18 @@ def sample_cached(
     progress: bool = True,
     plan: Plan | None = None,
     condition: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Fill the sub-pixels of ``x`` (int64 ``[n, C, H, W]``) where ``known`` is False, with the engine.
 
     Same contract as :func:`pixelfast.sampling.naive.sample_naive`, and the same uniforms, so the
     same seed gives the same images as the naive sampler (up to float rounding of the logits).
     ``condition``: logits ``[n, levels, C, H, W]`` added to the model's before each draw (a
-    super-resolution model's ``A(x)``; see :func:`run_engine`).
+    super-resolution model's ``A(x)``; see :func:`run_engine`). ``precision``: ``"fp32"`` or
+    ``"bf16"`` (:data:`PRECISIONS`; then the images can differ from the naive sampler's where a
+    uniform falls near the edge between two levels).
     """
+    precision = check_precision("sample_cached", precision, x.device)
     plan = plan if plan is not None else lower(model)
     uniforms = draw_uniforms(x.shape, generator, x.device)
     n, channels, height, width = x.shape
@@ -129,6 +152,7 @@ def sample_cached(
                 model.levels,
                 False,
                 None if condition is None else condition[part],
+                precision,
             )
             out.append(images)
             bar.update(images.shape[0])
@@ -136,7 +160,12 @@ def sample_cached(
 
 
 def incremental_logits(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None, *, condition: torch.Tensor | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    condition: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """The logits the cached engine computes at every sub-pixel when fed ``x`` (teacher-forced).
 
@@ -144,17 +173,23 @@ def incremental_logits(
     correctness contract: it equals ``model(x, labels)`` up to float rounding, and for a
     super-resolution model ``model(x, condition)``, ``condition`` being the low-resolution image
     (its ``A(condition)`` is computed once and added inside the engine). Runs in full fp32 (TF32
-    off, restored afterwards; see :mod:`pixelfast.sampling.precision`).
+    off, restored afterwards; see :mod:`pixelfast.sampling.precision`). ``precision="bf16"``: the
+    logits of the engine's bf16 products (:data:`PRECISIONS`), within bf16's rounding of those.
     """
     with full_fp32(), torch.no_grad():
-        return _incremental_logits(model, x, labels, condition)
+        return _incremental_logits(model, x, labels, condition, precision)
 
 
 def _incremental_logits(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, condition: torch.Tensor | None
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    condition: torch.Tensor | None,
+    precision: str,
 ) -> torch.Tensor:
-    plan = lower(model)
     parameter = next(model.parameters())
+    precision = check_precision("incremental_logits", precision, parameter.device)
+    plan = lower(model)
     labels = _check_input(model, x, labels)  # shape, channels, level range, labels (as int64)
     if isinstance(model, SuperResolution):
         if condition is None:
@@ -166,7 +201,9 @@ def _incremental_logits(
     image = x.detach().to(parameter.device).round().long()
     known = torch.ones_like(image, dtype=torch.bool)
     uniforms = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
-    _, logits = run_engine(plan, image.contiguous(), known, uniforms, labels, 1.0, model.levels, True, condition)
+    _, logits = run_engine(
+        plan, image.contiguous(), known, uniforms, labels, 1.0, model.levels, True, condition, precision
+    )
     return logits
 
 

@@ -28,7 +28,7 @@ from pixelfast.sampling.api import (
     check_canvas,
     eval_no_grad,
 )
-from pixelfast.sampling.cached import sample_cached
+from pixelfast.sampling.cached import check_precision, sample_cached
 from pixelfast.sampling.categorical import categorical, draw_uniforms
 from pixelfast.sampling.naive import sample_naive
 from pixelfast.sampling.precision import full_fp32
@@ -43,6 +43,7 @@ def upscale(
     generator: torch.Generator | int | None = None,
     method: str = "auto",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """``n`` high-resolution samples per low-resolution image: ``uint8 [len(low) * n, C, H, W]``.
 
@@ -50,7 +51,8 @@ def upscale(
       whole numbers; ``H, W = scale * h, scale * w``. When the model records the size it was
       trained on (``image_size``), ``h, w`` must be that size divided by ``scale``.
     - Output image ``k * n + s`` is sample ``s`` of input ``k``.
-    - ``temperature``, ``generator``, ``method``, ``progress``: as in :func:`pixelfast.sample`.
+    - ``temperature``, ``generator``, ``method``, ``progress``, ``precision``: as in
+      :func:`pixelfast.sample` (``"bf16"`` needs the cached engine: a model with a prior).
 
     Runs under ``torch.no_grad()`` in eval mode and in full fp32, on the model's device; the
     model's training mode and the precision settings are restored afterwards.
@@ -65,7 +67,16 @@ def upscale(
         raise ValueError(f"upscale: method must be one of {METHODS}, got {method!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"upscale: progress must be True or False, got {progress!r}")
-    cached = model.prior is not None and _pick_method(method, model, "upscale") is sample_cached
+    precision = check_precision("upscale", precision, model_device(model))
+    if precision != "fp32" and (model.prior is None or method == "naive"):
+        raise ValueError(
+            f"upscale: precision={precision!r} is the cached engine's, which draws a model with a prior "
+            f"(this one: {'none' if model.prior is None else 'method naive'}); use precision='fp32'"
+        )
+    cached = (
+        model.prior is not None
+        and _pick_method("cached" if precision != "fp32" else method, model, "upscale") is sample_cached
+    )
     check_canvas(low.shape[0] * n, low.shape[1], model.scale * low.shape[2], model.scale * low.shape[3])
 
     device = model_device(model)
@@ -80,7 +91,9 @@ def upscale(
             out = _draw_independent(model.conditioning_logits(low).repeat_interleave(n, 0), temperature, generator)
         elif cached:  # one conditioning forward per input image, then the engine
             condition = model.conditioning_logits(low).repeat_interleave(n, 0)
-            out = sample_cached(model, high, known, None, temperature, generator, progress, condition=condition)
+            out = sample_cached(
+                model, high, known, None, temperature, generator, progress, condition=condition, precision=precision
+            )
         else:  # the model's second input is the low-resolution image
             out = sample_naive(model, high, known, low.repeat_interleave(n, 0), temperature, generator, progress)
     return out.to(torch.uint8)
