@@ -33,12 +33,12 @@ namespace pixelfast {
 namespace sampler {
 
 // float -> bf16 bits, round to nearest even; a NaN stays a (quiet) NaN.
+// Without branches, so that loops of it vectorise.
 inline uint16_t to_bf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
+  const uint32_t nan = (u >> 16) | 0x40u, rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
 inline float from_bf16(uint16_t bits) {
