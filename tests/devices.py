@@ -3,6 +3,8 @@ ops' inputs that several test files build."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -68,3 +70,18 @@ def lstm_inputs(batch, hidden, height, width, taps, dtype, bias=True, seed=0, de
     weight = torch.randn(4 * hidden, hidden, taps, generator=generator, dtype=dtype) * 0.5
     b = torch.randn(4 * hidden, generator=generator, dtype=dtype) if bias else None
     return gates.to(device), weight.to(device), b.to(device) if bias else None
+
+
+@contextlib.contextmanager
+def gemm_kernel(name: str):
+    """Makes the CPU engine use this matrix-product kernel (csrc/sampler/small_gemm*.h) inside the
+    block, then restores the one before; skips the test where the CPU cannot run it."""
+    try:
+        before = torch.ops.pixelfast.sampler_gemm_kernel(name)
+    except ValueError as error:
+        assert "cannot run" in str(error)
+        pytest.skip(f"this CPU cannot run the {name} kernel")
+    try:
+        yield name
+    finally:
+        assert torch.ops.pixelfast.sampler_gemm_kernel(before) == name

@@ -18,6 +18,7 @@ import importlib.resources
 
 import pytest
 import torch
+from devices import gemm_kernel
 from test_sampling_cached import jitter, random_image, random_labels
 from test_sampling_kernels import MODELS
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -38,13 +39,8 @@ CONV_MODELS = ["gated grey h33", "gated rgb h18", "pixelcnn grey h40", "pixelcnn
 @pytest.fixture(params=KERNELS)
 def kernel(request):
     """Makes the engine use this kernel (amx: bf16 on AMX; the others: rounded float32)."""
-    try:
-        before = torch.ops.pixelfast.sampler_gemm_kernel(request.param)
-    except ValueError as error:
-        assert "cannot run" in str(error)
-        pytest.skip(f"this CPU cannot run the {request.param} kernel")
-    yield request.param
-    assert torch.ops.pixelfast.sampler_gemm_kernel(before) == request.param
+    with gemm_kernel(request.param):
+        yield request.param
 
 
 def to_bf16(t: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from devices import gemm_kernel
 from test_sampling_cached import jitter, random_image, random_labels
 
 import pixelfast
@@ -27,13 +28,8 @@ KERNELS = ["generic", "avx2", "avx512"]
 @pytest.fixture(params=KERNELS)
 def kernel(request):
     """Makes the engine use this float32 kernel; skips one the CPU cannot run."""
-    try:
-        before = torch.ops.pixelfast.sampler_gemm_kernel(request.param)
-    except ValueError as error:
-        assert "cannot run" in str(error)
-        pytest.skip(f"this CPU cannot run the {request.param} kernel")
-    yield request.param
-    assert torch.ops.pixelfast.sampler_gemm_kernel(before) == request.param
+    with gemm_kernel(request.param):
+        yield request.param
 
 
 @pytest.fixture

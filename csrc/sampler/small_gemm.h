@@ -29,13 +29,17 @@ inline int64_t packed_size(int64_t k, int64_t n, int64_t groups) {
   return groups * panels(n) * k * kPanel;
 }
 
-inline void pack_panels(const float* b, int64_t k, int64_t n, int64_t groups, float* out) {
+// `value` maps each weight on its way in (the bf16 path rounds them: small_gemm_bf16.h).
+template <typename Value = float (*)(float)>
+inline void pack_panels(
+    const float* b, int64_t k, int64_t n, int64_t groups, float* out,
+    Value value = [](float x) { return x; }) {
   const int64_t ldb = groups * n;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t c0 = 0; c0 < n; c0 += kPanel) {
       for (int64_t q = 0; q < k; ++q) {
         const float* row = b + q * ldb + g * n;
-        for (int64_t t = 0; t < kPanel; ++t) *out++ = c0 + t < n ? row[c0 + t] : 0.0f;
+        for (int64_t t = 0; t < kPanel; ++t) *out++ = c0 + t < n ? value(row[c0 + t]) : 0.0f;
       }
     }
   }

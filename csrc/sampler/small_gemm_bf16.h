@@ -81,15 +81,7 @@ inline bool amx_usable() {
 
 // float32 panels (small_gemm.h's pack_panels) of B's values rounded to bf16.
 inline void pack_panels_rounded(const float* b, int64_t k, int64_t n, int64_t groups, float* out) {
-  const int64_t ldb = groups * n;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t c0 = 0; c0 < n; c0 += kPanel) {
-      for (int64_t q = 0; q < k; ++q) {
-        const float* row = b + q * ldb + g * n;
-        for (int64_t t = 0; t < kPanel; ++t) *out++ = c0 + t < n ? round_bf16(row[c0 + t]) : 0.0f;
-      }
-    }
-  }
+  pack_panels(b, k, n, groups, out, round_bf16);
 }
 
 // B's panels as bf16 pairs, in the float32 panels' places (`out` holds packed_size(k, n, groups)
