@@ -6,10 +6,12 @@
 // - AMX (Intel's tile unit, Sapphire Rapids and later): B packed as bf16 pairs ("VNNI": each 32-bit
 //   element holds rows 2q and 2q + 1 of one column), A rounded into a zero-padded bf16 copy, and
 //   TDPBF16PS on 16 x 16 float32 tiles (16 x 16 x 32 multiply-adds an instruction: a loop of them
-//   ran 3.4 TFLOP/s on one core of the project's Xeon, one of AVX-512 float32 FMAs 0.05).
+//   ran 3.4 TFLOP/s on one core of the project's Xeon, small_gemm.h's AVX-512 float32 kernel
+//   0.12-0.17 at the engine's shapes).
 // - Elsewhere (a CPU without AMX, or a weight with fewer than kVnniMinRows rows): B packed as
 //   float32 panels of bf16-rounded values, A rounded into a float32 copy, and small_gemm.h's
-//   kernel. Same results, no faster than float32.
+//   kernel. Same results (except for denormals, which the AMX path flushes to zero), no faster
+//   than float32.
 // A weight's bf16 panels sit where its float32 panels would (panel p of column group g at
 // (g panels(n) + p) k kPanel floats), so the engine's panel arithmetic is one for both.
 #pragma once
@@ -20,7 +22,9 @@
 
 #include "small_gemm.h"
 
-#if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 11 brought the AMX intrinsics (and 10 the AVX512-BF16 ones); older compilers build without.
+#if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 11
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
