@@ -53,7 +53,10 @@ def test_incremental_logits_equal_forward(channels, levels, nr_resnet, mix, clas
     with torch.no_grad():
         expected = model(x, labels)
     got = pixelfast.incremental_logits(model, x, labels)
-    torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-9)
+    # Summation order differs (the engine's products against the convolutions'); the jittered
+    # networks' activations reach ~1e5 and a logistic's scale can be e^-7, so float64 rounding moves
+    # a logit by up to ~1e-8 (seed=866 at 3x8x8, nr_resnet=2, mix=2: 3.8e-9). A bug moves it by far more.
+    torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-7)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
