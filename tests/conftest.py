@@ -11,11 +11,19 @@ comparisons' tolerances per dtype and device (``devices.py``).
 
 from __future__ import annotations
 
+import os
+
+import hypothesis
 import pytest
 import torch
 from devices import DEVICES
 
 from pixelfast.sampling.precision import full_fp32
+
+# HYPOTHESIS_PROFILE=ci (set by .ci/run): the same examples on every run, so that CI's verdict on a
+# commit does not depend on what a random search drew that time; locally the search goes on exploring.
+hypothesis.settings.register_profile("ci", derandomize=True)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(params=DEVICES)
