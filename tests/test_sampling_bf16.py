@@ -113,7 +113,7 @@ def test_the_shipped_model_in_bf16_keeps_its_probabilities():
 def test_masked_out_weights_are_never_multiplied_in(kernel):
     """The centre tap's masked-out weights (an output group's inputs of its own or later groups)
     play no part, whatever they hold: the AMX tiles read a product's rows in blocks of 32, past a
-    colour group's inputs, and 0 x inf there would be NaN."""
+    colour group's inputs, and 0 x inf there would be NaN (the packing zeroes those rows)."""
     model = jitter(PixelCNN(3, 4, hidden_channels=48, num_layers=1), scale=0.2)  # 16 a group
     x = random_image(model, 16, 3, 3, seed=1)  # 16 rows: AMX's tiles, where the CPU has them
     clean = pixelfast.incremental_logits(model, x, precision="bf16")

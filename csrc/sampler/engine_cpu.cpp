@@ -169,8 +169,10 @@ Packing packing(Precision precision, bool amx, int64_t rows) {
   return amx && rows >= kVnniMinRows ? Packing::kVnni : Packing::kRounded;
 }
 
-void pack(Packing how, const float* b, int64_t k, int64_t n, int64_t groups, float* out) {
-  if (how == Packing::kVnni) return pack_panels_vnni(b, k, n, groups, out);
+// `live`: per column group, the rows its products read (a centre tap's), or null for all.
+void pack(Packing how, const float* b, int64_t k, int64_t n, int64_t groups, float* out,
+          const int64_t* live = nullptr) {
+  if (how == Packing::kVnni) return pack_panels_vnni(b, k, n, groups, out, live);
   if (how == Packing::kRounded) return pack_panels_rounded(b, k, n, groups, out);
   pack_panels(b, k, n, groups, out);
 }
@@ -179,6 +181,7 @@ PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weig
                            Precision precision, bool amx) {
   const int64_t count = static_cast<int64_t>(weights.size());
   std::vector<int64_t> segment_at(count, -1), centre_at(count, -1), centre_groups(count, 0);
+  std::vector<std::vector<int64_t>> centre_rows(count);  // per group, the most rows a conv reads
   int64_t total = 0;
   const auto place = [&](int64_t index, int64_t groups, std::vector<int64_t>& at) {
     if (at[index] >= 0) return;
@@ -196,6 +199,11 @@ PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weig
                   w, " is the centre tap of convs with ", centre_groups[w], " and ", op.groups,
                   " groups");
       centre_groups[w] = op.groups;
+      centre_rows[w].resize(op.groups, 0);
+      for (int64_t g = 0; g < op.groups; ++g) {
+        centre_rows[w][g] =
+            std::max(centre_rows[w][g], centre_prefix(weights[w].size(0), op.groups, op.centre, g));
+      }
       place(w, op.groups, centre_at);
     }
   }
@@ -214,7 +222,7 @@ PackedWeights pack_weights(const Plan& plan, const std::vector<at::Tensor>& weig
     if (centre_at[i] >= 0) {
       const int64_t groups = centre_groups[i];
       pack(how, w.const_data_ptr<float>(), w.size(0), w.size(1) / groups, groups,
-           base + centre_at[i]);
+           base + centre_at[i], centre_rows[i].data());
       packed.centres[i] = base + centre_at[i];
     }
   }

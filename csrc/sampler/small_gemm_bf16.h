@@ -90,18 +90,22 @@ inline void pack_panels_rounded(const float* b, int64_t k, int64_t n, int64_t gr
 
 // B's panels as bf16 pairs, in the float32 panels' places (`out` holds packed_size(k, n, groups)
 // floats; needs k >= kVnniMinRows). Panel element (q, t, e) = B[2q + e][t], q < round_up(k, 32) /
-// 2, zero past row k and column n.
-inline void pack_panels_vnni(const float* b, int64_t k, int64_t n, int64_t groups, float* out) {
+// 2, zero past row k and column n, and past row live[g] of column group g where `live` is given:
+// the tiles read a product's rows in blocks of 32, past the rows it uses (a centre tap's colour
+// group's inputs), where a masked-out inf times A's zero padding would be NaN.
+inline void pack_panels_vnni(const float* b, int64_t k, int64_t n, int64_t groups, float* out,
+                             const int64_t* live = nullptr) {
   const int64_t ldb = groups * n, rows = round_up(k, kTileK);
   uint16_t* base = reinterpret_cast<uint16_t*>(out);
   const int64_t slot = 2 * k * kPanel;  // bf16 values per float32 panel
   for (int64_t g = 0; g < groups; ++g) {
+    const int64_t used = live != nullptr ? std::min(live[g], k) : k;
     for (int64_t p = 0; p < panels(n); ++p) {
       uint16_t* panel = base + (g * panels(n) + p) * slot;
       for (int64_t q = 0; q < rows; ++q) {
         for (int64_t t = 0; t < kPanel; ++t) {
           const int64_t column = p * kPanel + t;
-          const bool inside = q < k && column < n;
+          const bool inside = q < used && column < n;
           panel[(q / 2 * kPanel + t) * 2 + q % 2] =
               inside ? to_bf16(b[q * ldb + g * n + column]) : 0;
         }

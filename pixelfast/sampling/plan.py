@@ -34,25 +34,11 @@ from pixelfast.nn.head import OutputHead
 from pixelfast.nn.lstm import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, _ClassGates
 from pixelfast.nn.masked_conv import MaskedConv2d
 from pixelfast.nn.residual import ResidualBlock
-from pixelfast.ops.masked_conv import centre_prefix
 from pixelfast.sampling.guidance import Guided
 from pixelfast.sampling.plan_format import CENTRES, MAX_SEGMENTS, PHASES, encode_op
 
 ROW, PIXEL = PHASES["row"], PHASES["pixel"]
 NO_CENTRE, CENTRE_A, CENTRE_B = CENTRES["none"], CENTRES["a"], CENTRES["b"]
-
-
-def _masked_centre(centre: torch.Tensor, groups: int, mask: int) -> torch.Tensor:
-    """The centre tap ``[out, in]`` with its masked-out weights zero. The engine's float32 kernels
-    never read them, but its bf16 tiles read a product's rows in blocks of 32, past a colour
-    group's inputs (times zero inputs: 0 x inf would be NaN)."""
-    out_channels, in_channels = centre.shape
-    keep = torch.zeros(centre.shape, dtype=torch.bool, device=centre.device)
-    per_group = out_channels // groups
-    for g in range(groups):
-        prefix = centre_prefix(in_channels, groups, "A" if mask == CENTRE_A else "B", g)
-        keep[g * per_group : (g + 1) * per_group, :prefix] = True
-    return torch.where(keep, centre, torch.zeros((), dtype=centre.dtype, device=centre.device))
 
 
 class UnsupportedModelError(ValueError):
@@ -177,9 +163,7 @@ class PlanBuilder:
             self._reads(src, dy, dx, cols, row_offset)
             packed = w.permute(2, 1, 0).reshape(cols * w.shape[1], w.shape[0])  # [(tap, in), out]
             segments.append((dy, dx, cols, self.weight(packed)))
-        centre_index = -1
-        if centre is not None and mask != NO_CENTRE:
-            centre_index = self.weight(_masked_centre(centre, groups, mask).t())
+        centre_index = self.weight(centre.t()) if centre is not None and mask != NO_CENTRE else -1
         bias_index = self.weight(bias) if bias is not None else -1
         if hoist:  # after the row-phase ops written so far, which include what writes src's rows
             above = [segment for segment in segments if segment[0] < 0]
