@@ -144,8 +144,9 @@ class TeamBarrier {
   std::atomic<int> sleepers_{0};
 };
 
-// The pointwise ops over a channel range [t0, t1) (engine_ops.h), compiled for the baseline ISA
-// and for AVX2 + FMA (common/cpu_isa.h): the gate and LSTM cell are dominated by exp and division.
+// The pointwise ops over a channel range [t0, t1) (engine_ops.h), compiled for the baseline ISA,
+// AVX2 + FMA and AVX-512 (common/cpu_isa.h): the gate and LSTM cell are dominated by exp and
+// division.
 template <typename Args>
 PF_ALWAYS_INLINE void pointwise_loop_impl(const Args& p, int64_t t0, int64_t t1) {
   pointwise_elements(p, t0, t1, 1);

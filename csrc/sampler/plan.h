@@ -63,6 +63,10 @@ struct Buffer {
   int64_t channels;
   int64_t rows;  // ring length
   int64_t pad;   // zero columns on each side
+  // 1: the buffer holds one position (decode_plan sets it where only pixel-phase ops touch the
+  // buffer, each at the pixel being drawn): the same few cache lines at every pixel, not a new
+  // part of a row that was last touched a row ago.
+  int64_t local = 0;
 };
 
 // X(type, field), in wire order. A run of `cols` consecutive taps of one kernel row: input row
@@ -184,10 +188,12 @@ PF_HD int64_t centre_prefix(int64_t in_channels, int64_t groups, int32_t centre,
 
 // Offset of position (row, column) of one image in a buffer; `row` must be >= 0.
 PF_HD int64_t position_offset(const Buffer& b, int64_t width, int64_t row, int64_t column) {
+  if (b.local != 0) return 0;
   return ((row % b.rows) * (width + 2 * b.pad) + column + b.pad) * b.channels;
 }
 
 PF_HD int64_t image_stride(const Buffer& b, int64_t width) {
+  if (b.local != 0) return b.channels;
   return b.rows * (width + 2 * b.pad) * b.channels;
 }
 

@@ -94,6 +94,34 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
   }
 }
 
+// Buffer.local: a buffer of one row and no padding that no row-phase op touches, that every op
+// touching it touches at every pixel (period 1), and that no op reads at another position (the
+// off-centre taps of a conv, an add from an earlier row, an LSTM cell's previous state).
+void mark_local_buffers(Plan& plan) {
+  std::vector<bool> local(plan.buffers.size(), true);
+  local[kInputBuffer] = false;  // the image: the draws write it, the network reads it everywhere
+  auto touch = [&](int64_t b, bool keep) {
+    if (b >= 0 && !keep) local[b] = false;
+  };
+  for (const Op& op : plan.row_ops) {
+    touch(op.src, false);
+    touch(op.dst, false);
+    touch(op.cell, false);
+  }
+  for (const Op& op : plan.pixel_ops) {
+    const bool every_pixel = op.period == 1;
+    const bool reads_here = !(op.code == kConv && op.num_segments > 0) &&
+                            !(op.code == kAdd && op.src_dy != 0) && op.code != kLstmCell;
+    touch(op.src, every_pixel && reads_here);
+    touch(op.dst, every_pixel);
+    touch(op.cell, every_pixel && op.code != kLstmCell);
+  }
+  for (size_t b = 0; b < plan.buffers.size(); ++b) {
+    Buffer& buffer = plan.buffers[b];
+    if (local[b] && buffer.rows == 1 && buffer.pad == 0) buffer.local = 1;
+  }
+}
+
 }  // namespace
 
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
@@ -273,6 +301,7 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     at += length;
   }
   TORCH_CHECK(samples, "sample_cached: the program never samples");
+  mark_local_buffers(plan);
   return plan;
 }
 
