@@ -153,6 +153,38 @@ PF_ALWAYS_INLINE void pointwise_loop_impl(const Args& p, int64_t t0, int64_t t1)
 }
 PF_ISA_DISPATCH(pointwise_loop)
 
+// The draws of images [b0, b1) at one sub-pixel: each draws (or takes the known value), records
+// the logits if asked, and writes the level. Compiled per ISA like the pointwise loops: the
+// draw's exponentials vectorise (pointwise.h, categorical).
+template <typename T>
+struct Draws {
+  const EngineView<T>* v;
+  const Op* op;
+  int64_t i, j, g;
+  double* scratch;
+  std::atomic<bool>* non_finite;
+};
+
+template <typename Args>
+PF_ALWAYS_INLINE void draw_loop_impl(const Args& d, int64_t b0, int64_t b1) {
+  const auto& v = *d.v;
+  const Op& op = *d.op;
+  const int64_t stride = record_stride(v.io);
+  for (int64_t b = b0; b < b1; ++b) {
+    int64_t level = draw_level(v, op, b, d.i, d.j, d.g, d.scratch);
+    if (level < 0) {  // reported after the loop: a throw here would strand the team at a barrier
+      d.non_finite->store(true, std::memory_order_relaxed);
+      level = 0;
+    }
+    store_level(v, op, b, d.i, d.j, d.g, level);
+    if (auto* record = logits_record(v.io, b, d.g, d.i, d.j)) {
+      const auto* logits = sample_logits(v, op, b, d.i, d.j, d.g);
+      for (int64_t l = 0; l < v.io.levels; ++l) record[l * stride] = logits[l];
+    }
+  }
+}
+PF_ISA_DISPATCH(draw_loop)
+
 // The float32 conv weights packed into panels (small_gemm.h), once per engine call: per weight
 // index, its panels as a segment weight (one column group) and as a centre weight (its conv's
 // colour groups), or null where the plan uses it otherwise.
@@ -417,19 +449,7 @@ struct CpuEngine {
   // asked, and writes the level.
   void sample(const Op& op, int64_t i, int64_t j, int64_t g) const {
     const auto [b0, b1] = draw_images();
-    const int64_t stride = record_stride(v.io);
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t level = draw_level(v, op, b, i, j, g, scratch.data());
-      if (level < 0) {  // reported after the loop: a throw here would strand the team at a barrier
-        non_finite->store(true, std::memory_order_relaxed);
-        level = 0;
-      }
-      store_level(v, op, b, i, j, g, level);
-      if (scalar_t* record = logits_record(v.io, b, g, i, j)) {
-        const scalar_t* logits = sample_logits(v, op, b, i, j, g);
-        for (int64_t l = 0; l < v.io.levels; ++l) record[l * stride] = logits[l];
-      }
-    }
+    draw_loop(Draws<scalar_t>{&v, &op, i, j, g, scratch.data(), non_finite}, b0, b1);
   }
 
   // The team splits the images: each thread computes its images' logits of colour g.

@@ -286,8 +286,8 @@ PF_HD int64_t record_stride(const EngineIO<T>& io) {
 // The level: the known one, or the inverse-CDF draw from the logits (-1: non-finite logits).
 // `scratch`: `levels` doubles or null (see categorical).
 template <typename T>
-PF_HD int64_t draw_level(const EngineView<T>& v, const Op& op, int64_t b, int64_t i, int64_t j,
-                         int64_t g, double* scratch) {
+PF_HD_INLINE int64_t draw_level(const EngineView<T>& v, const Op& op, int64_t b, int64_t i,
+                                int64_t j, int64_t g, double* scratch) {
   const int64_t index = sub_pixel_index(v.io, b, g, i, j);
   if (v.io.known[index]) return v.io.image_in[index];
   return categorical(sample_logits(v, op, b, i, j, g), v.io.levels, 1, v.io.temperature,

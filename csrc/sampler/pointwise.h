@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "../common/activations.h"
 #include "../common/host_device.h"
@@ -43,28 +44,89 @@ PF_HD_INLINE T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
   return c;
 }
 
+PF_HD_INLINE int64_t double_to_bits(double d) {
+#if defined(__CUDA_ARCH__)
+  return __double_as_longlong(d);
+#else
+  int64_t bits;
+  std::memcpy(&bits, &d, sizeof(bits));
+  return bits;
+#endif
+}
+
+PF_HD_INLINE double bits_to_double(int64_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(bits);
+#else
+  double d;
+  std::memcpy(&d, &bits, sizeof(d));
+  return d;
+#endif
+}
+
+// exp(x) for x <= 0 in double, branch-free so that the loop over the levels vectorises (libm's
+// exp is a scalar call; it was the largest cost of the draw): Cephes' range reduction and rational
+// approximation, within about 1 ulp of exp. Below -708 the result is 0 (exp would be subnormal:
+// nothing next to the largest level's 1); NaN stays NaN.
+PF_HD_INLINE double exp_nonpositive(double x) {
+  const double c = x > -708.0 ? x : -708.0;
+  const double shifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const double t = c * 1.4426950408889634073599 + shifter;
+  const double n = t - shifter;  // x / ln 2 rounded, in -1021 .. 0
+  const double r = (c - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6;
+  const double rr = r * r;
+  const double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr +
+                        9.99999999999999999910e-1);
+  const double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr +
+                    2.27265548208155028766e-1) *
+                       rr +
+                   2.00000000000000000009e0;
+  const double e = 1.0 + 2.0 * p / (q - p);  // exp(r)
+  const int64_t n_int = double_to_bits(t) - double_to_bits(shifter);
+  const double scale = bits_to_double((n_int + 1023) << 52);  // 2^n
+  const double result = x > -708.0 ? e * scale : 0.0;
+  return x != x ? x : result;
+}
+
 // Level for a uniform draw u in [0, 1) from softmax(logits / temperature): the smallest level whose
 // cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double
 // so the result does not depend on float rounding of a long sum; pixelfast/sampling/categorical.py
-// is its Python twin. `scratch` (levels doubles, or nullptr) keeps the exponentials of the first
-// pass for the second: the same values in the same order, so the same level either way.
+// is its Python twin. `scratch` (levels doubles, or nullptr) keeps the exponentials: computed in
+// one loop that vectorises, then summed in order, so the same level either way.
 template <typename T>
-PF_HD int64_t categorical(const T* logits, int64_t levels, int64_t stride, double temperature,
-                          double u, double* scratch = nullptr) {
-  double top = double(logits[0]);
-  for (int64_t l = 1; l < levels; ++l) top = fmax(top, double(logits[l * stride]));
+PF_HD_INLINE int64_t categorical(const T* logits, int64_t levels, int64_t stride,
+                                 double temperature, double u, double* scratch = nullptr) {
+  // The largest logit, from 8 running maxima (a chain of dependent compares otherwise). A NaN
+  // logit is skipped here, and gives NaN below.
+  double tops[8];
+  for (int k = 0; k < 8; ++k) tops[k] = double(logits[0]);
+  int64_t l = 0;
+  for (; l + 8 <= levels; l += 8) {
+    for (int k = 0; k < 8; ++k) {
+      const double x = double(logits[(l + k) * stride]);
+      tops[k] = x > tops[k] ? x : tops[k];
+    }
+  }
+  for (; l < levels; ++l)
+    tops[0] = double(logits[l * stride]) > tops[0] ? double(logits[l * stride]) : tops[0];
+  double top = tops[0];
+  for (int k = 1; k < 8; ++k) top = tops[k] > top ? tops[k] : top;
   double total = 0.0;
-  for (int64_t l = 0; l < levels; ++l) {
-    const double e = exp((double(logits[l * stride]) - top) / temperature);
-    if (scratch != nullptr) scratch[l] = e;
-    total += e;
+  if (scratch != nullptr) {
+    for (l = 0; l < levels; ++l)
+      scratch[l] = exp_nonpositive((double(logits[l * stride]) - top) / temperature);
+    for (l = 0; l < levels; ++l) total += scratch[l];
+  } else {
+    for (l = 0; l < levels; ++l)
+      total += exp_nonpositive((double(logits[l * stride]) - top) / temperature);
   }
   if (!(total < INFINITY) || !(top == top)) return -1;  // NaN or inf logits: the caller reports it
   const double target = u * total;
   double cumulative = 0.0;
-  for (int64_t l = 0; l < levels; ++l) {
-    cumulative +=
-        scratch != nullptr ? scratch[l] : exp((double(logits[l * stride]) - top) / temperature);
+  for (l = 0; l < levels; ++l) {
+    cumulative += scratch != nullptr
+                      ? scratch[l]
+                      : exp_nonpositive((double(logits[l * stride]) - top) / temperature);
     if (cumulative > target) return l;
   }
   return levels - 1;  // u * total rounded up to total
