@@ -1,8 +1,8 @@
 """The engine's categorical draw (``csrc/sampler/pointwise.h``: its own vectorised exponential, a
 running maximum in 8 lanes, the sum in level order) against the inverse CDF computed here with
 Python's exact-to-rounding ``math.exp`` and ``math.fsum``: uniforms placed a relative 1e-9 below and
-above a level's cumulative probability must draw that level and the next one. A draw that rounds
-its exponentials worse than about 1e-10 would land on the wrong side of some of them."""
+above a level's cumulative probability must draw that level and the next one. A draw whose
+exponentials are off by more than about 1e-9 (relative) lands on the wrong side of some of them."""
 
 from __future__ import annotations
 

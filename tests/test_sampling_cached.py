@@ -19,6 +19,7 @@ from pixelfast.nn import HorizontalConv2d, MaskedConv2d, VerticalConv2d
 from pixelfast.ops import masked_conv2d_ref
 from pixelfast.sampling.cached import run_engine
 from pixelfast.sampling.plan import PlanBuilder, UnsupportedModelError, lower
+from pixelfast.sampling.plan_format import OP_CODES, OP_FIELDS
 
 
 def jitter(model: nn.Module, scale: float = 0.2, seed: int = 0) -> nn.Module:
@@ -522,6 +523,26 @@ def test_engine_rejects_a_corrupt_plan():
         run_engine(plan, x, *args)
     with pytest.raises(RuntimeError, match="temperature"):
         run_engine(lower(model), x, args[0], args[1], None, 0.0, 4, False)
+
+
+def test_engine_ignores_the_fields_an_op_does_not_use():
+    # A hand-written plan may leave any in-range value in a field its op does not read (a conv's
+    # `cell`): the engine draws as with the -1 that PlanBuilder writes, and never indexes by it.
+    model = PixelCNN(1, 4, hidden_channels=3, num_layers=2)
+    x = torch.zeros(2, 1, 3, 3, dtype=torch.long)
+    args = (torch.zeros(2, 1, 3, 3, dtype=torch.bool), torch.rand(2, 1, 3, 3, dtype=torch.float64), None, 1.0, 4, True)
+    plan = lower(model)
+    expected = run_engine(plan, x, *args)
+    cell = 1 + list(OP_FIELDS).index("cell")  # after the record's length
+    at, changed = 0, 0
+    while at < len(plan.program):
+        if plan.program[at + 1] != OP_CODES["lstm_cell"] and plan.program[at + 1] != OP_CODES["cat"]:
+            plan.program[at + cell] = 2**24 - 1 - changed
+            changed += 1
+        at += plan.program[at]
+    assert changed > 2
+    for got, want in zip(run_engine(plan, x, *args), expected, strict=True):
+        assert torch.equal(got, want)
 
 
 def test_engine_reports_non_finite_logits(device):

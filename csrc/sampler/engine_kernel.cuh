@@ -170,9 +170,10 @@ __device__ void pointwise_op(const EngineView<T>& v, const Op& op, const Team& t
 }
 
 // The draw of one image by one warp: categorical() (pointwise.h) with the levels split into 32
-// contiguous runs, one per lane, and the sums done as warp reductions and a warp prefix sum. The
-// same level as categorical() up to the order of the sums (a level can differ only where u lands
-// within rounding of a boundary between two levels). -1 for non-finite logits.
+// contiguous runs, one per lane, and the sums done as warp reductions and a warp prefix sum (the
+// same exponentials). The same level as categorical() up to the order of the sums (a level can
+// differ only where u lands within rounding of a boundary between two levels). -1 for non-finite
+// logits.
 template <typename T>
 __device__ int64_t warp_categorical(const T* logits, int64_t levels, double temperature, double u,
                                     double* exps, int64_t lane) {
@@ -185,7 +186,7 @@ __device__ int64_t warp_categorical(const T* logits, int64_t levels, double temp
     top = fmax(top, __shfl_xor_sync(0xffffffffu, top, offset));
   double own = 0.0;
   for (int64_t l = first; l < last; ++l) {
-    exps[l] = exp((double(logits[l]) - top) / temperature);
+    exps[l] = exp_nonpositive((double(logits[l]) - top) / temperature);
     own += exps[l];
   }
   double total = own;  // the same on every lane: each step adds the same two values

@@ -5,7 +5,8 @@
 // [image][ring row][pad + W + pad columns][channels]. Pad columns stay zero (the convolutions'
 // zero padding); rows above the image are never read (their segments are skipped). So the cache is
 //     sum over buffers of  rows x (W + 2 pad) x channels   values per image,
-// i.e. O(layers x kernel rows x width x channels), independent of the image height.
+// i.e. O(layers x kernel rows x width x channels), independent of the image height (less where the
+// decoder finds one-position buffers: Buffer::local).
 //
 // Ops run at one position (r, j) for one channel group g. Row-phase ops run once per image row i,
 // before the row's pixels, for every column and group, at row r = i + row_offset (the Gated

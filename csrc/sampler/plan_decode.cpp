@@ -100,8 +100,11 @@ void check_conv(const Op& op, const Plan& plan, const std::vector<at::Tensor>& w
 void mark_local_buffers(Plan& plan) {
   std::vector<bool> local(plan.buffers.size(), true);
   local[kInputBuffer] = false;  // the image: the draws write it, the network reads it everywhere
+  // Fields an op does not use (a class bias's src, a relu's cell) are not range-checked: skip any
+  // value outside the buffers.
+  const int64_t count = static_cast<int64_t>(local.size());
   auto touch = [&](int64_t b, bool keep) {
-    if (b >= 0 && !keep) local[b] = false;
+    if (b >= 0 && b < count && !keep) local[b] = false;
   };
   for (const Op& op : plan.row_ops) {
     touch(op.src, false);

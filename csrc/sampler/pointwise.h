@@ -66,8 +66,8 @@ PF_HD_INLINE double bits_to_double(int64_t bits) {
 
 // exp(x) for x <= 0 in double, branch-free so that the loop over the levels vectorises (libm's
 // exp is a scalar call; it was the largest cost of the draw): Cephes' range reduction and rational
-// approximation, within about 1 ulp of exp. Below -708 the result is 0 (exp would be subnormal:
-// nothing next to the largest level's 1); NaN stays NaN.
+// approximation, within 2 ulp of exp. Below -708 the result is 0 (exp would be subnormal:
+// nothing next to the largest level's 1: only a uniform of exactly 0 could tell); NaN stays NaN.
 PF_HD_INLINE double exp_nonpositive(double x) {
   const double c = x > -708.0 ? x : -708.0;
   const double shifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer

@@ -55,7 +55,8 @@ class Plan:
         return [value for buffer in self.buffers for value in buffer]
 
     def cache_values_per_image(self, width: int) -> int:
-        """The engine's cache size: sum over buffers of rows x (W + 2 pad) x channels."""
+        """The engine's cache size: sum over buffers of rows x (W + 2 pad) x channels (an upper bound:
+        the engine keeps one position of a buffer that only the pixel being drawn reads)."""
         return sum(rows * (width + 2 * pad) * channels for channels, rows, pad in self.buffers)
 
 
