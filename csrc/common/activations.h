@@ -17,25 +17,18 @@ namespace pixelfast {
 // NaN. float64, everywhere: the exact functions (the reference precision).
 namespace detail {
 
-PF_HD_INLINE float bits_to_float(int32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __int_as_float(bits);
-#else
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-#endif
+// The same bits as another type of the same size, on the host and the device (a memcpy of one
+// register's worth compiles to a move on both).
+template <typename To, typename From>
+PF_HD_INLINE To bit_cast(From from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast: the sizes differ");
+  To to;
+  memcpy(&to, &from, sizeof(to));
+  return to;
 }
 
-PF_HD_INLINE int32_t float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_int(f);
-#else
-  int32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return bits;
-#endif
-}
+PF_HD_INLINE float bits_to_float(int32_t bits) { return bit_cast<float>(bits); }
+PF_HD_INLINE int32_t float_to_bits(float f) { return bit_cast<int32_t>(f); }
 
 // exp(-|x|), |x| capped at 87 (e^-87 ~ 1.6e-38, still a normal float).
 PF_HD_INLINE float exp_minus_abs(float x) {

@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "../common/activations.h"
 #include "../common/host_device.h"
@@ -44,26 +43,6 @@ PF_HD_INLINE T lstm_cell(const T* gates, int64_t m, T c_prev, T* h) {
   return c;
 }
 
-PF_HD_INLINE int64_t double_to_bits(double d) {
-#if defined(__CUDA_ARCH__)
-  return __double_as_longlong(d);
-#else
-  int64_t bits;
-  std::memcpy(&bits, &d, sizeof(bits));
-  return bits;
-#endif
-}
-
-PF_HD_INLINE double bits_to_double(int64_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(bits);
-#else
-  double d;
-  std::memcpy(&d, &bits, sizeof(d));
-  return d;
-#endif
-}
-
 // exp(x) for x <= 0 in double, branch-free so that the loop over the levels vectorises (libm's
 // exp is a scalar call; it was the largest cost of the draw): Cephes' range reduction and rational
 // approximation, within 2 ulp of exp. Below -708 the result is 0 (exp would be subnormal:
@@ -82,8 +61,8 @@ PF_HD_INLINE double exp_nonpositive(double x) {
                        rr +
                    2.00000000000000000009e0;
   const double e = 1.0 + 2.0 * p / (q - p);  // exp(r)
-  const int64_t n_int = double_to_bits(t) - double_to_bits(shifter);
-  const double scale = bits_to_double((n_int + 1023) << 52);  // 2^n
+  const int64_t n_int = detail::bit_cast<int64_t>(t) - detail::bit_cast<int64_t>(shifter);
+  const double scale = detail::bit_cast<double>((n_int + 1023) << 52);  // 2^n
   const double result = x > -708.0 ? e * scale : 0.0;
   return x != x ? x : result;
 }
