@@ -284,7 +284,7 @@ PF_HD int64_t record_stride(const EngineIO<T>& io) {
 }
 
 // The level: the known one, or the inverse-CDF draw from the logits (-1: non-finite logits).
-// `scratch`: `levels` doubles or null (see categorical).
+// `scratch`: `levels` doubles (see categorical).
 template <typename T>
 PF_HD_INLINE int64_t draw_level(const EngineView<T>& v, const Op& op, int64_t b, int64_t i,
                                 int64_t j, int64_t g, double* scratch) {

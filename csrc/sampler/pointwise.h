@@ -70,11 +70,11 @@ PF_HD_INLINE double exp_nonpositive(double x) {
 // Level for a uniform draw u in [0, 1) from softmax(logits / temperature): the smallest level whose
 // cumulative probability exceeds u (inverse CDF); -1 for non-finite logits. Accumulates in double
 // so the result does not depend on float rounding of a long sum; pixelfast/sampling/categorical.py
-// is its Python twin. `scratch` (levels doubles, or nullptr) keeps the exponentials: computed in
-// one loop that vectorises, then summed in order, so the same level either way.
+// is its Python twin. `scratch` (levels doubles) keeps the exponentials: computed in one loop that
+// vectorises, then summed in order.
 template <typename T>
 PF_HD_INLINE int64_t categorical(const T* logits, int64_t levels, int64_t stride,
-                                 double temperature, double u, double* scratch = nullptr) {
+                                 double temperature, double u, double* scratch) {
   // The largest logit, from 8 running maxima (a chain of dependent compares otherwise). A NaN
   // logit is skipped here, and gives NaN below.
   double tops[8];
@@ -86,26 +86,21 @@ PF_HD_INLINE int64_t categorical(const T* logits, int64_t levels, int64_t stride
       tops[k] = x > tops[k] ? x : tops[k];
     }
   }
-  for (; l < levels; ++l)
-    tops[0] = double(logits[l * stride]) > tops[0] ? double(logits[l * stride]) : tops[0];
+  for (; l < levels; ++l) {
+    const double x = double(logits[l * stride]);
+    tops[0] = x > tops[0] ? x : tops[0];
+  }
   double top = tops[0];
   for (int k = 1; k < 8; ++k) top = tops[k] > top ? tops[k] : top;
+  for (l = 0; l < levels; ++l)
+    scratch[l] = exp_nonpositive((double(logits[l * stride]) - top) / temperature);
   double total = 0.0;
-  if (scratch != nullptr) {
-    for (l = 0; l < levels; ++l)
-      scratch[l] = exp_nonpositive((double(logits[l * stride]) - top) / temperature);
-    for (l = 0; l < levels; ++l) total += scratch[l];
-  } else {
-    for (l = 0; l < levels; ++l)
-      total += exp_nonpositive((double(logits[l * stride]) - top) / temperature);
-  }
+  for (l = 0; l < levels; ++l) total += scratch[l];
   if (!(total < INFINITY) || !(top == top)) return -1;  // NaN or inf logits: the caller reports it
   const double target = u * total;
   double cumulative = 0.0;
   for (l = 0; l < levels; ++l) {
-    cumulative += scratch != nullptr
-                      ? scratch[l]
-                      : exp_nonpositive((double(logits[l * stride]) - top) / temperature);
+    cumulative += scratch[l];
     if (cumulative > target) return l;
   }
   return levels - 1;  // u * total rounded up to total
