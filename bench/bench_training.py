@@ -6,7 +6,8 @@ Sides of every comparison:
 * pixelfast: the library's model (``pixelfast.models``): fused masked convolutions
   (``masked_conv2d``: a 3x3 or dense 1x1 kernel as one convolution over the rows the mask reads,
   larger ones as blocks of used taps), the vertical and horizontal stacks' cropped kernels, the
-  fused gate (``gated_activation``: one pass each way) and channels-last activations throughout;
+  fused gate (``gated_activation``: one pass each way), the PixelCNN's residual block as one op
+  (``residual_block``) and channels-last activations throughout;
 * plain PyTorch: the same network, tap for tap and weight for weight (checked by
   ``tests/test_bench_plain_models.py``), written as most PixelCNN code is: square kernels times a 0/1
   mask at every call, ``F.conv2d`` with 'same' padding, ``torch.tanh(a) * torch.sigmoid(b)``.

@@ -20,6 +20,17 @@ TORCH_LIBRARY(pixelfast, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, str mask_type, "
       "int color_groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The PixelCNN residual block (csrc/masked_conv/residual_block.cpp):
+  // x + W_out . relu(conv_k(relu(W_in . relu(x) + b_in)) + b + image_bias) + b_out, returning
+  // (out, relu(x), hidden_in, hidden), channels-last; only out is differentiable, the others are
+  // kept for the backward (hidden has k / 2 spare rows: residual_block_op.h).
+  m.def(
+      "residual_block(Tensor x, Tensor w_in, Tensor? b_in, Tensor w, Tensor? b, Tensor w_out, "
+      "Tensor? b_out, Tensor? image_bias, int color_groups) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "residual_block_backward(Tensor grad_out, Tensor relu_x, Tensor hidden_in, Tensor hidden, "
+      "Tensor w_in, Tensor w, Tensor w_out, bool image_bias, int color_groups) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The Gated PixelCNN's gate (csrc/gate): [B, 2n, H, W] -> tanh(a) * sigmoid(b), [B, n, H, W],
   // colour group by colour group, in the input's memory format.
   m.def("gated_activation(Tensor x, int color_groups) -> Tensor");

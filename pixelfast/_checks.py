@@ -64,16 +64,16 @@ def check_divisible(owner: str, color_groups: int, **channels: int) -> None:
 # --- the compiled ops: what only Python sees ---------------------------------------------------
 
 
-def check_op_types(op: str, tensors: dict, color_groups) -> None:
+def check_op_types(op: str, tensors: dict, color_groups, optional: tuple[str, ...] = ("bias",)) -> None:
     """Before an op call, what C++ never sees as such; the op checks everything else itself.
 
     A non-tensor would meet the schema's RuntimeError ("Expected a value of type 'Tensor' ...");
-    this names the argument in a TypeError instead (``bias`` may be None). A bool ``color_groups``
-    would reach C++ as 1 or 0: refused here by the colour-group rule.
+    this names the argument in a TypeError instead (the ``optional`` ones may be None). A bool
+    ``color_groups`` would reach C++ as 1 or 0: refused here by the colour-group rule.
     """
     for name, value in tensors.items():
-        if not isinstance(value, torch.Tensor) and not (name == "bias" and value is None):
-            allowed = "a torch.Tensor or None" if name == "bias" else "a torch.Tensor"
+        if not isinstance(value, torch.Tensor) and not (name in optional and value is None):
+            allowed = "a torch.Tensor or None" if name in optional else "a torch.Tensor"
             raise TypeError(f"{op}: {name} must be {allowed}, got {type(value).__name__}")
     if isinstance(color_groups, bool):
         check_color_groups(op, color_groups)

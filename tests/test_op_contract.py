@@ -4,7 +4,7 @@ forward and backward ops, torch.compile without graph breaks, kernels registered
 as built, CUDA, and the rebuild message when the library is missing.
 
 Each op's own behaviour (shapes, layouts, dtypes, many sizes, bad input) is tested in its own file:
-test_masked_conv.py, test_lstm.py, test_gate.py.
+test_masked_conv.py, test_lstm.py, test_gate.py, test_residual_block.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pixelfast.ops import (
     gated_activation_ref,
     masked_conv2d,
     masked_conv2d_ref,
+    residual_block,
+    residual_block_ref,
     row_lstm,
     row_lstm_ref,
 )
@@ -52,6 +54,12 @@ def _lstm_backward_args(args, out, grad):
     return (grad, weight.detach(), h, c, acts, groups)
 
 
+def _block_backward_args(args, out, grad):
+    _, w_in, _, w, _, w_out, _, image_bias, groups = args
+    _, relu_x, hidden_in, hidden = out
+    return (grad, relu_x, hidden_in, hidden, w_in.detach(), w.detach(), w_out.detach(), image_bias is not None, groups)
+
+
 def _gate_backward_args(args, out, grad):
     x, groups = args
     return (grad, x.detach(), groups)
@@ -62,6 +70,7 @@ OPS = {
     "gated_activation": Op("gated_activation", gated_activation, gated_activation_ref, _gate_backward_args),
     "row_lstm": Op("row_lstm", row_lstm, row_lstm_ref, _lstm_backward_args),
     "diagonal_lstm": Op("diagonal_lstm", diagonal_lstm, diagonal_lstm_ref, _lstm_backward_args),
+    "residual_block": Op("residual_block", residual_block, residual_block_ref, _block_backward_args),
 }
 
 
@@ -95,6 +104,31 @@ def _lstm(taps, bias=True):
     return lambda dtype, device: lstm_inputs(2, 3, 4, 3, taps, dtype, bias, device=device)
 
 
+def _block(k, groups, bias=True, image_bias=False):
+    """``residual_block``'s 8 tensors (absent ones None) for 2 images of 3x4 pixels, 6 channels,
+    3 * groups hidden ones."""
+
+    def make(dtype, device):
+        g = torch.Generator().manual_seed(k)
+        hidden = 3 * groups
+
+        def randn(*shape, present=True):
+            return torch.randn(*shape, generator=g, dtype=dtype).to(device) * 0.5 if present else None
+
+        return (
+            randn(2, 6, 3, 4),
+            randn(hidden, 6, 1, 1),
+            randn(hidden, present=bias),
+            randn(hidden, hidden, k, k),
+            randn(hidden, present=bias),
+            randn(6, hidden, 1, 1),
+            randn(6, present=bias),
+            randn(2, hidden, present=image_bias),
+        )
+
+    return make
+
+
 def _gate(batch, channels, height, width, spare=0):
     """``spare`` > 0: the input is a channel slice of a channels-last tensor with ``spare`` more
     channels (strided: neither layout)."""
@@ -120,6 +154,10 @@ SAMPLES = [
     Sample("masked_conv2d", _conv(1), ("A", 1)),
     Sample("masked_conv2d", _conv(5, bias=False), ("B", 1)),
     Sample("masked_conv2d", _conv(1), ("B", 3)),
+    Sample("residual_block", _block(3, 1), (1,)),
+    Sample("residual_block", _block(3, 3, image_bias=True), (3,), channels_last=True),
+    Sample("residual_block", _block(5, 1, bias=False, image_bias=True), (1,)),
+    Sample("residual_block", _block(1, 3, bias=False), (3,)),
     Sample("row_lstm", _lstm(3), (3,)),
     Sample("row_lstm", _lstm(1, bias=False), (1,)),
     Sample("row_lstm", _lstm(1, bias=False), (3,)),

@@ -87,11 +87,6 @@ at::Tensor block_weight(const at::Tensor& weight, Block block) {
   return weight.narrow(2, b.row0, b.rows).narrow(3, b.col0, b.cols).contiguous(kChannelsLast);
 }
 
-// A channels-last [B, C, H, W] tensor seen as the matrix [B * H * W, C] (a view).
-at::Tensor pixel_matrix(const at::Tensor& t) {
-  return t.permute({0, 2, 3, 1}).view({-1, t.size(1)});
-}
-
 // Centre tap of output group g over its input prefix: [group_out, prefix].
 at::Tensor centre_weight(const at::Tensor& weight, const Params& p, int64_t g, int64_t prefix) {
   const int64_t c = p.kernel_size / 2;
@@ -121,9 +116,12 @@ void zero_masked_taps(const at::Tensor& half, const Params& p) {
 // masked (a dense 1x1).
 at::Tensor half_block_weight(const at::Tensor& weight, const Params& p) {
   if (p.kernel_size == 1) return block_weight(weight, kHalf);  // single_block: one group, mask B
-  at::Tensor half = weight.narrow(2, 0, p.kernel_size / 2 + 1).clone(kChannelsLast);
-  zero_masked_taps(half, p);
-  return half;
+  return half_weight(weight, p.color_groups, p.mask_b);
+}
+
+// Params of the weight alone (no input shapes): what the tap rules need.
+Params weight_params(const at::Tensor& weight, int64_t color_groups, bool mask_b) {
+  return Params{0, weight.size(1), weight.size(0), 0, 0, weight.size(3), color_groups, mask_b};
 }
 
 at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
@@ -132,6 +130,16 @@ at::Tensor valid_conv(const at::Tensor& x, const at::Tensor& weight,
 }
 
 }  // namespace
+
+at::Tensor half_weight(const at::Tensor& weight, int64_t color_groups, bool mask_b) {
+  at::Tensor half = weight.narrow(2, 0, weight.size(2) / 2 + 1).clone(kChannelsLast);
+  zero_masked_taps(half, weight_params(weight, color_groups, mask_b));
+  return half;
+}
+
+void zero_half_masked_taps(const at::Tensor& half, int64_t color_groups, bool mask_b) {
+  zero_masked_taps(half, weight_params(half, color_groups, mask_b));
+}
 
 // The blocks run in channels-last layout: oneDNN (and cuDNN) are markedly faster there, above all
 // backward, and the centre tap becomes a plain strided GEMM over [pixels, channels] with no copy.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pixelfast.nn.masked_conv import MaskedConv2d
+from pixelfast.ops.residual_block import residual_block
 
 
 class ResidualBlock(nn.Module):
@@ -46,9 +46,21 @@ class ResidualBlock(nn.Module):
             nn.init.zeros_(self.class_bias.weight)  # start as the unconditional block
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.conv(F.relu(self.conv_in(F.relu(x))))
+        image_bias = None
         if self.class_bias is not None:
             if labels is None:
                 raise ValueError("ResidualBlock: this block is class-conditional; pass labels")
-            y = y + self.class_bias(labels)[:, :, None, None]
-        return x + self.conv_out(F.relu(y))
+            image_bias = self.class_bias(labels)
+        # One fused op (pixelfast.ops.residual_block): the three convolutions, ReLUs, class bias
+        # and sum above as one autograd node.
+        return residual_block(
+            x,
+            self.conv_in.weight,
+            self.conv_in.bias,
+            self.conv.weight,
+            self.conv.bias,
+            self.conv_out.weight,
+            self.conv_out.bias,
+            image_bias,
+            self.color_groups,
+        )

@@ -15,6 +15,7 @@ from pixelfast.ops.masked_conv import (
     masked_conv2d,
     masked_conv2d_ref,
 )
+from pixelfast.ops.residual_block import residual_block, residual_block_ref
 
 __all__ = [
     "LOADED",
@@ -26,6 +27,8 @@ __all__ = [
     "masked_conv2d_ref",
     "make_mask",
     "centre_prefix",
+    "residual_block",
+    "residual_block_ref",
     "row_lstm",
     "row_lstm_ref",
     "diagonal_lstm",
