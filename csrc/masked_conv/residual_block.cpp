@@ -89,9 +89,12 @@ Params make_params(const at::Tensor& x, const at::Tensor& w_in,
 
 using masked_conv::pixel_matrix;
 
-// The matrix [B * H * W, C] seen as the channels-last tensor [B, C, H, W] (a view).
-at::Tensor image_tensor(const at::Tensor& m, const Params& p) {
-  return m.view({p.batch, p.height, p.width, m.size(1)}).permute({0, 3, 1, 2});
+// A new channels-last [B, channels, H, W] tensor. The op's outputs are such tensors, written
+// through their pixel matrices, never views of a matrix: autograd would treat a view as one and
+// refuse in-place changes of the block's output.
+at::Tensor new_image(const at::Tensor& like, const Params& p, int64_t channels) {
+  return at::empty({p.batch, channels, p.height, p.width},
+                   like.options().memory_format(kChannelsLast));
 }
 
 // Zeroes the entries of a 1x1 mask-B weight matrix [out, in] (or its gradient) that the colour
@@ -119,12 +122,6 @@ at::Tensor pointwise_matrix(const at::Tensor& weight, int64_t color_groups) {
 at::Tensor pointwise_grad(at::Tensor m, int64_t color_groups) {
   if (color_groups > 1) zero_masked(m, color_groups);
   return m.view({m.size(0), m.size(1), 1, 1});
-}
-
-// (relu(x), x + shift): the first ReLU's output and the sum's accumulator.
-std::pair<at::Tensor, at::Tensor> relu_and_shift(const at::Tensor& x,
-                                                 const std::optional<at::Tensor>& shift) {
-  return {at::relu(x), shift ? at::add(x, *shift) : x.clone(at::MemoryFormat::Contiguous)};
 }
 
 // m = relu(m + bias + image_bias[image]) in place, m [images * rows_per_image, n].
@@ -171,11 +168,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     int64_t color_groups) {
   const Params p = make_params(x_in, w_in, b_in, w, b, w_out, b_out, image_bias, color_groups);
   const int64_t c = p.kernel_size / 2, pixels = p.height * p.width;
-  const at::Tensor x = pixel_matrix(x_in.contiguous(kChannelsLast));
-  auto [relu_x, out] = relu_and_shift(x, b_out);  // out = x + b_out, then += hidden . W_out^T
-  at::Tensor hidden_in = at::mm(relu_x, pointwise_matrix(w_in, color_groups).t());
+  const at::Tensor x_image = x_in.contiguous(kChannelsLast);
+  const at::Tensor x = pixel_matrix(x_image);
+  const at::Tensor relu_x_image = at::relu(x_image);
+  const at::Tensor relu_x = pixel_matrix(relu_x_image);
+  // out = x + b_out, then the last product accumulates into it.
+  at::Tensor out_image = new_image(x, p, p.channels);
+  at::Tensor out = pixel_matrix(out_image);
+  if (b_out) {
+    at::add_out(out, x, *b_out);
+  } else {
+    out.copy_(x);
+  }
+  const at::Tensor hidden_in_image = new_image(x, p, p.hidden);
+  at::Tensor hidden_in = pixel_matrix(hidden_in_image);
+  at::mm_out(hidden_in, relu_x, pointwise_matrix(w_in, color_groups).t());
   bias_relu_(hidden_in, b_in, std::nullopt, pixels);
-  const at::Tensor hidden_in_image = image_tensor(hidden_in, p);
   // hidden: [B, hidden, H + c, W]; its rows past H are the padded convolution's spare rows.
   at::Tensor hidden =
       half_conv(hidden_in_image, masked_conv::half_weight(w, color_groups, true), c);
@@ -185,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   out.view({p.batch, pixels, p.channels})
       .baddbmm_(image_rows(hidden).narrow(1, 0, pixels),
                 w_out_t.expand({p.batch, p.hidden, p.channels}));
-  return {image_tensor(out, p), image_tensor(relu_x, p), hidden_in_image, hidden};
+  return {out_image, relu_x_image, hidden_in_image, hidden};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -246,11 +254,13 @@ backward(const at::Tensor& grad_out_arg, const at::Tensor& relu_x_arg,
                              relu_x.view({p.batch, pixels, p.channels}))
                          .sum(0),
                      color_groups);
-  at::Tensor grad_x = at::mm(grad_hidden_in, pointwise_matrix(w_in, color_groups));
+  at::Tensor grad_x_image = new_image(grad_out, p, p.channels);
+  at::Tensor grad_x = pixel_matrix(grad_x_image);
+  at::mm_out(grad_x, grad_hidden_in, pointwise_matrix(w_in, color_groups));
   relu_backward_(grad_x, relu_x);
   grad_x.add_(grad_out);
-  return {image_tensor(grad_x, p), grad_w_in, grad_b_in, grad_w, grad_b, grad_w_out, grad_b_out,
-          grad_image_bias};
+  return {grad_x_image, grad_w_in,  grad_b_in,  grad_w,
+          grad_b,       grad_w_out, grad_b_out, grad_image_bias};
 }
 
 }  // namespace residual_block

@@ -73,6 +73,10 @@ if LOADED:
         torch._check_value(
             x.dim() == 4, lambda: f"residual_block: input must be a 4-D tensor [B, C, H, W], got {list(x.shape)}"
         )
+        torch._check_value(
+            w.dim() == 4,
+            lambda: f"residual_block: w must be [hidden, hidden, k, k] with hidden >= 1, got {list(w.shape)}",
+        )
         given = {"input": x, "w_in": w_in, "b_in": b_in, "w": w, "b": b, "w_out": w_out, "b_out": b_out}
         check_one_device("residual_block", {**given, "image_bias": image_bias})
         batch, _, height, width = x.shape
