@@ -58,6 +58,7 @@ MODELS = {
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_each_kernel_gives_the_forward_pass_logits(name, split, kernel, threads):
     build, batch, height, width = MODELS[name]
+    torch.manual_seed(0)  # the layers' initial weights, under jitter's: not the test order's
     model = jitter(build(), scale=0.3)
     x = random_image(model, batch, height, width, seed=1)
     labels = random_labels(model, batch, seed=2)
@@ -72,7 +73,10 @@ def test_each_kernel_gives_the_forward_pass_logits(name, split, kernel, threads)
         torch.ops.pixelfast.sampler_split_images_below(limit)
     if name == "pixelcnn++":  # its far-tail logits jump with float rounding: compare probabilities
         got, expected = got.softmax(1), expected.softmax(1)
-    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    # float32 sums err in proportion to their size: these logits reach 372 (pixelcnn grey h40),
+    # where 2e-4 is 5e-7 of the largest; a wrong product is off by far more than either bound.
+    atol = max(2e-4, 2e-6 * expected.abs().max().item())
+    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["pixelcnn grey h40", "gated rgb h18", "diagonal grey h17"])
