@@ -6,11 +6,11 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <string>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
+#include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
 
@@ -43,7 +43,7 @@ inline void check_floating(const char* op, const Named& t) {
 // Every given tensor in the first one's dtype and on its device. The message names all of
 // `tensors` ("input, weight and bias") and lists the given ones ("got input on cpu, weight on
 // meta").
-inline void check_one_dtype_and_device(const char* op, std::initializer_list<Named> tensors) {
+inline void check_one_dtype_and_device(const char* op, c10::ArrayRef<Named> tensors) {
   const at::Tensor& first = *tensors.begin()->tensor;
   std::string names, dtypes, devices;
   bool one_dtype = true, one_device = true;
@@ -65,7 +65,7 @@ inline void check_one_dtype_and_device(const char* op, std::initializer_list<Nam
 // The CUDA kernels' own rule: every given tensor a CUDA tensor, on the first one's device. A CUDA
 // registration checks it before its device guard, so a tensor elsewhere gets the op's message
 // rather than c10's "Expected a CUDA device".
-inline void check_cuda_tensors(const char* op, std::initializer_list<Named> tensors) {
+inline void check_cuda_tensors(const char* op, c10::ArrayRef<Named> tensors) {
   const Named& first = *tensors.begin();
   TORCH_CHECK(first.tensor->is_cuda(), op, ": ", first.name, " is on ", first.tensor->device(),
               ", but this is the op's CUDA kernel: every tensor must be a CUDA tensor on one "

@@ -47,15 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const at::Tensor& w, const std::optional<at::Tensor>& b, const at::Tensor& w_out,
     const std::optional<at::Tensor>& b_out, const std::optional<at::Tensor>& image_bias,
     int64_t color_groups) {
-  const auto opt = [](const std::optional<at::Tensor>& t) { return t ? &*t : nullptr; };
-  check_cuda_tensors("residual_block", {{"input", &x},
-                                        {"w_in", &w_in},
-                                        {"b_in", opt(b_in)},
-                                        {"w", &w},
-                                        {"b", opt(b)},
-                                        {"w_out", &w_out},
-                                        {"b_out", opt(b_out)},
-                                        {"image_bias", opt(image_bias)}});
+  check_cuda_tensors("residual_block",
+                     named_arguments(x, w_in, b_in, w, b, w_out, b_out, image_bias));
   check_arguments(x, w_in, b_in, w, b, w_out, b_out, image_bias, color_groups);
   const c10::cuda::CUDAGuard guard(x.device());
   return forward(x, w_in, b_in, w, b, w_out, b_out, image_bias, color_groups);

@@ -57,15 +57,7 @@ Params make_params(const at::Tensor& x, const at::Tensor& w_in,
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": input must be a 4-D tensor [B, C, H, W], got ", x.sizes());
   check_color_groups(op, color_groups);
   check_floating(op, {"input", &x});
-  const auto opt = [](const std::optional<at::Tensor>& t) { return t ? &*t : nullptr; };
-  check_one_dtype_and_device(op, {{"input", &x},
-                                  {"w_in", &w_in},
-                                  {"b_in", opt(b_in)},
-                                  {"w", &w},
-                                  {"b", opt(b)},
-                                  {"w_out", &w_out},
-                                  {"b_out", opt(b_out)},
-                                  {"image_bias", opt(image_bias)}});
+  check_one_dtype_and_device(op, named_arguments(x, w_in, b_in, w, b, w_out, b_out, image_bias));
   TORCH_CHECK_VALUE(
       w.dim() == 4 && w.size(0) >= 1 && w.size(0) == w.size(1) && w.size(2) == w.size(3), op,
       ": w must be [hidden, hidden, k, k] with hidden >= 1, got ", w.sizes());
@@ -97,31 +89,20 @@ at::Tensor new_image(const at::Tensor& like, const Params& p, int64_t channels) 
                    like.options().memory_format(kChannelsLast));
 }
 
-// Zeroes the entries of a 1x1 mask-B weight matrix [out, in] (or its gradient) that the colour
-// groups mask: output group g reads the input groups <= g.
-void zero_masked(at::Tensor m, int64_t color_groups) {
-  const int64_t out = m.size(0), in = m.size(1), group_out = out / color_groups;
-  for (int64_t g = 0; g < color_groups; ++g) {
-    const int64_t prefix = masked_conv::centre_prefix(in, color_groups, true, g);
-    if (prefix < in) m.narrow(0, g * group_out, group_out).narrow(1, prefix, in - prefix).zero_();
-  }
-}
-
 // A 1x1 mask-B weight [out, in, 1, 1] as the matrix [out, in] it multiplies with: a view for one
-// colour group (nothing masked), else a copy with the masked entries zeroed (a NaN there stays
-// out).
+// colour group (nothing masked), else masked_conv's half weight (for a 1x1, the whole kernel) with
+// the colour groups' masked entries zeroed, a copy (a NaN there stays out).
 at::Tensor pointwise_matrix(const at::Tensor& weight, int64_t color_groups) {
-  at::Tensor m = weight.reshape({weight.size(0), weight.size(1)});
-  if (color_groups == 1) return m;
-  m = m.clone(at::MemoryFormat::Contiguous);
-  zero_masked(m, color_groups);
-  return m;
+  const at::Tensor m =
+      color_groups == 1 ? weight : masked_conv::half_weight(weight, color_groups, true);
+  return m.reshape({weight.size(0), weight.size(1)});
 }
 
 // The gradient of a 1x1 mask-B weight, [out, in] -> [out, in, 1, 1], masked entries exactly zero.
-at::Tensor pointwise_grad(at::Tensor m, int64_t color_groups) {
-  if (color_groups > 1) zero_masked(m, color_groups);
-  return m.view({m.size(0), m.size(1), 1, 1});
+at::Tensor pointwise_grad(const at::Tensor& m, int64_t color_groups) {
+  at::Tensor grad = m.view({m.size(0), m.size(1), 1, 1});
+  if (color_groups > 1) masked_conv::zero_half_masked_taps(grad, color_groups, true);
+  return grad;
 }
 
 // m = relu(m + bias + image_bias[image]) in place, m [images * rows_per_image, n].
@@ -148,7 +129,7 @@ at::Tensor half_conv(const at::Tensor& x, const at::Tensor& half, int64_t c) {
 
 // A channels-last [B, C, rows, W] tensor as [B, rows * W, C] (a view).
 at::Tensor image_rows(const at::Tensor& t) {
-  return t.permute({0, 2, 3, 1}).view({t.size(0), t.size(2) * t.size(3), t.size(1)});
+  return pixel_matrix(t).view({t.size(0), -1, t.size(1)});
 }
 
 }  // namespace

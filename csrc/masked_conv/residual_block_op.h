@@ -2,13 +2,35 @@
 // these (residual_block.cpp, masked_conv_cuda.cu).
 #pragma once
 
+#include <array>
 #include <optional>
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
 
+#include "../common/checks.h"
+
 namespace pixelfast {
 namespace residual_block {
+
+// The forward's tensor arguments with their names in messages (null: an absent optional one), for
+// the checks that list them (the op's own and the CUDA registration's).
+inline std::array<Named, 8> named_arguments(const at::Tensor& x, const at::Tensor& w_in,
+                                            const std::optional<at::Tensor>& b_in,
+                                            const at::Tensor& w, const std::optional<at::Tensor>& b,
+                                            const at::Tensor& w_out,
+                                            const std::optional<at::Tensor>& b_out,
+                                            const std::optional<at::Tensor>& image_bias) {
+  const auto opt = [](const std::optional<at::Tensor>& t) { return t ? &*t : nullptr; };
+  return {{{"input", &x},
+           {"w_in", &w_in},
+           {"b_in", opt(b_in)},
+           {"w", &w},
+           {"b", opt(b)},
+           {"w_out", &w_out},
+           {"b_out", opt(b_out)},
+           {"image_bias", opt(image_bias)}}};
+}
 
 // The op's argument checks (shapes, dtypes, devices, colour groups), in the words of the Python
 // API.

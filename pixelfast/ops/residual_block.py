@@ -22,6 +22,20 @@ from pixelfast.ops.masked_conv import masked_conv2d_ref
 _OPTIONAL = ("b_in", "b", "b_out", "image_bias")
 
 
+def _named(x, w_in, b_in, w, b, w_out, b_out, image_bias) -> dict:
+    """The tensor arguments by their names in messages (as the op's own: residual_block_op.h)."""
+    return {
+        "input": x,
+        "w_in": w_in,
+        "b_in": b_in,
+        "w": w,
+        "b": b,
+        "w_out": w_out,
+        "b_out": b_out,
+        "image_bias": image_bias,
+    }
+
+
 def residual_block(
     x: torch.Tensor,
     w_in: torch.Tensor,
@@ -40,8 +54,7 @@ def residual_block(
     exactly zero); biases ``[hidden]``, ``[hidden]``, ``[channels]`` or None. Under
     ``torch.autocast`` it computes in float32. The op checks its arguments itself.
     """
-    tensors = {"input": x, "w_in": w_in, "b_in": b_in, "w": w, "b": b, "w_out": w_out, "b_out": b_out}
-    check_op_types("residual_block", {**tensors, "image_bias": image_bias}, color_groups, _OPTIONAL)
+    check_op_types("residual_block", _named(x, w_in, b_in, w, b, w_out, b_out, image_bias), color_groups, _OPTIONAL)
     require_library()
     return torch.ops.pixelfast.residual_block(x, w_in, b_in, w, b, w_out, b_out, image_bias, color_groups)[0]
 
@@ -77,8 +90,7 @@ if LOADED:
             w.dim() == 4,
             lambda: f"residual_block: w must be [hidden, hidden, k, k] with hidden >= 1, got {list(w.shape)}",
         )
-        given = {"input": x, "w_in": w_in, "b_in": b_in, "w": w, "b": b, "w_out": w_out, "b_out": b_out}
-        check_one_device("residual_block", {**given, "image_bias": image_bias})
+        check_one_device("residual_block", _named(x, w_in, b_in, w, b, w_out, b_out, image_bias))
         batch, _, height, width = x.shape
         hidden = w.shape[0]
 
