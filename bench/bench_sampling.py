@@ -16,10 +16,11 @@ and at least 3 rounds:
   first checks that it draws what ``method="naive"`` draws. Not for PixelCNN++, whose U-net reaches
   every row above (the crop would only drop the rows below).
 
-On the CPU, a second comparison per case for ``precision="bf16"`` (the engine's convolutions in
-bfloat16 with float32 sums, on AMX tiles where the CPU has them): cached bf16 against cached fp32
-and against one forward pass under ``torch.autocast("cpu", torch.bfloat16)``, the bf16 floor (oneDNN
-runs its convolutions on the same tiles).
+A second comparison per case for ``precision="bf16"`` (the engine's convolutions in bfloat16 with
+float32 sums: on AMX tiles where the CPU has them, on tensor cores on a GPU) and on a GPU also
+``"tf32"``: cached bf16 (tf32) against cached fp32 and against one forward pass under
+``torch.autocast(device, torch.bfloat16)``, the bf16 floor (oneDNN runs its convolutions on the
+same tiles, cuDNN on the same tensor cores).
 
 Then: cached sampling time at 16x16, 32x32 and 64x64 (its growth exponent), and the CPU engine at
 1, 2, 4, 8, 16 threads (always on the CPU).
@@ -142,17 +143,18 @@ def bench_one_forward_pass(benchmark, case):
         )
 
 
-def bf16_case(case):
-    """The bf16 comparison's group and info (CPU only: the CUDA engine computes in fp32)."""
+def precision_case(case, precision):
+    """The reduced-precision comparison's group and info: bf16 on the CPU (AMX where the CPU has it)
+    and on a GPU (tensor cores), tf32 on a GPU only."""
     group, info, model, n, size = case
-    if DEVICE.type != "cpu":
-        pytest.skip("precision='bf16' is the CPU engine's")
+    if precision == "tf32" and DEVICE.type != "cuda":
+        pytest.skip("precision='tf32' is the CUDA engine's")
     return f"{group}, bf16", {**info, "table": "sampling bf16"}, model, n, size
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
 def bench_cached_sampling_precision(benchmark, case, precision):
-    group, info, model, n, size = bf16_case(case)
+    group, info, model, n, size = precision_case(case, precision)
     benchmark.group = group
     labels = labels_for(model, n)
     timed(
@@ -161,17 +163,17 @@ def bench_cached_sampling_precision(benchmark, case, precision):
             model, n, size=size, labels=labels, generator=0, method="cached", progress=False, precision=precision
         ),
         impl=f"cached {precision}",
-        role="fast" if precision == "bf16" else "baseline",
+        role="baseline" if precision == "fp32" else "fast",
         **info,
     )
 
 
 def bench_one_forward_pass_bf16(benchmark, case):
-    group, info, model, n, size = bf16_case(case)
+    group, info, model, n, size = precision_case(case, "bf16")
     benchmark.group = group
     x = torch.randint(0, model.levels, (n, model.in_channels, *size), device=DEVICE)
     labels = labels_for(model, n)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         timed(benchmark, lambda: model(x, labels), impl="one forward pass, bf16 autocast", role="floor", **info)
 
 

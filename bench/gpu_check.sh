@@ -99,14 +99,14 @@ grep -E "^(FAILED|ERROR) " "$WORK/tests.log" | head -n 20 | clean
 #    step stopped at its time limit loses only what it had not measured yet.
 BENCH=("${PYTEST[@]}" --benchmark-columns=min,median,rounds --benchmark-sort=name)
 export PIXELFAST_BENCH_DEVICE=cuda PIXELFAST_BENCH_RESULTS=$WORK/results.jsonl
-PIXELFAST_BENCH_BATCHES=16,256 run_step "sampling: cached vs naive vs one forward pass, batch 16 and 256" 100 \
+PIXELFAST_BENCH_BATCHES=16,256 run_step "sampling: cached (fp32, bf16, tf32) vs naive vs one forward pass, batch 16 and 256" 120 \
     "$WORK/sampling.log" "${BENCH[@]}" bench/bench_sampling.py -k "(PixelCNN or shipped) and not scaling and not threads"
 run_step "masked conv" 25 "$WORK/masked_conv.log" "${BENCH[@]}" bench/bench_masked_conv.py
 run_step "LSTM scans" 35 "$WORK/lstm.log" "${BENCH[@]}" bench/bench_lstm.py -k "scan or state_products"
 # The leads of docs/gpu_engine.md: cluster and grid barriers, L2 bandwidth (a small build of its own).
-run_step "leads: barriers and L2" 45 "$WORK/leads.log" "$PY" bench/gpu_leads.py
+run_step "leads: barriers and L2" 35 "$WORK/leads.log" "$PY" bench/gpu_leads.py
 PIXELFAST_BENCH_DEVICE=cpu PIXELFAST_BENCH_THREADS=${PIXELFAST_BENCH_THREADS:-1,2,4,8,16} \
-    run_step "CPU engine threads" 25 "$WORK/threads.log" "${BENCH[@]}" bench/bench_sampling.py -k "threads"
+    run_step "CPU engine threads" 15 "$WORK/threads.log" "${BENCH[@]}" bench/bench_sampling.py -k "threads"
 
 echo
 echo "gpu_check: results ($(($(date +%s) - START)) s in all)"

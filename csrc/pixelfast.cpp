@@ -52,8 +52,9 @@ TORCH_LIBRARY(pixelfast, m) {
   // The incremental-cache sampler: runs a plan (pixelfast/sampling/plan.py) over the whole image.
   // Returns the levels [B, C, H, W] and, when record_logits, the logits [B, levels, C, H, W].
   // condition: a per-image input map [B, H, W, K] that the plan's condition ops add (for
-  // super-resolution, the conditioning network's logits). precision: "fp32", or "bf16" (the CPU
-  // engine: the convs' inputs and weights rounded to bf16, float32 sums).
+  // super-resolution, the conditioning network's logits). precision: "fp32", "bf16" (the convs'
+  // inputs and weights rounded to bf16, float32 sums) or "tf32" (the same rounded to tf32: the
+  // CUDA engine only).
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "

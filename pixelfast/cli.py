@@ -187,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16"],
-        help="bf16: the CPU engine's convolutions in bfloat16 with fp32 sums (fast on CPUs with AMX; "
-        "default: fp32, the naive sampler's images)",
+        choices=["fp32", "bf16", "tf32"],
+        help="bf16: the engine's convolutions in bfloat16 with fp32 sums (fast on CPUs with AMX; on a "
+        "GPU, tensor cores); tf32: the same in tf32 (GPU only); default: fp32, the naive sampler's images",
     )
     p.add_argument("--size", type=_int_at_least(1), nargs=2, metavar=("H", "W"), default=None)
     p.add_argument("--device", default=None)

@@ -1,5 +1,7 @@
 """The CUDA emulation itself (tests/emulation/cuda_emulation.h): the schedules expose a missing
-barrier, shuffles and dynamic shared memory act as on a GPU, a divergent barrier is an error."""
+barrier, shuffles and dynamic shared memory act as on a GPU, a divergent barrier is an error; the
+emulated tensor cores (wmma_emulation.h) multiply rounded inputs, expose a missing __syncwarp and
+refuse a misaligned tile or a warp that is not whole."""
 
 from __future__ import annotations
 
@@ -85,3 +87,80 @@ def test_a_full_mask_shuffle_without_its_whole_warp_is_an_error(emulated, thread
         emulated.broken_shuffle(threads, mode)
     if mode == 2:
         emulated.broken_shuffle(64, 2)  # whole warps: fine
+
+
+def round_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 -> tf32 (10 explicit mantissa bits), round to nearest, ties away from zero - by
+    frexp, independent of the bit arithmetic of the kernels and the emulation."""
+    mantissa, exponent = torch.frexp(t.double())  # |mantissa| in [0.5, 1): 11 significant bits
+    scaled = mantissa * 2.0**11
+    rounded = torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)
+    return torch.ldexp(rounded / 2.0**11, exponent).to(t.dtype)
+
+
+def round_bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+ROUNDINGS = {"bf16": (round_bf16, 16), "tf32": (round_tf32, 8)}
+
+
+def wmma_operands(precision, seed=0):
+    _, k = ROUNDINGS[precision]
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(16, k, generator=generator), torch.randn(k, 16, generator=generator)
+
+
+@pytest.mark.parametrize("precision", list(ROUNDINGS))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_wmma_product_is_the_product_of_the_rounded_inputs(emulated, precision, schedule):
+    rounding, _ = ROUNDINGS[precision]
+    a, b = wmma_operands(precision)
+    got = emulated.wmma_product(a, b, precision, True, 0, 32, 32, SCHEDULES[schedule], 3)
+    expected = rounding(a).double() @ rounding(b).double()
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-6)  # float32 sums
+    unrounded = a.double() @ b.double()
+    assert (got.double() - unrounded).abs().max() > 1e-4  # the inputs were rounded
+
+
+@pytest.mark.parametrize("precision", list(ROUNDINGS))
+def test_wmma_rounds_ties_as_the_device_does(emulated, precision):
+    """bf16 ties go to the even value, tf32 ties away from zero (cvt.rna): 1 + half a step, and
+    1 + 3 halves, times 1."""
+    rounding, k = ROUNDINGS[precision]
+    step = 2.0**-7 if precision == "bf16" else 2.0**-10
+    a = torch.zeros(16, k)
+    a[0, 0], a[1, 0], a[2, 0] = 1 + step / 2, 1 + 3 * step / 2, -(1 + step / 2)
+    b = torch.zeros(k, 16)
+    b[0, 0] = 1
+    got = emulated.wmma_product(a, b, precision, True, 0, 32, 32, 0, 0)[:3, 0].tolist()
+    if precision == "bf16":
+        assert got == [1.0, 1 + 2 * step, -1.0]
+    else:
+        assert got == [1 + step, 1 + 2 * step, -(1 + step)]
+    assert got == rounding(a[:3, 0]).tolist()  # the test's own rounding agrees
+
+
+def test_wmma_without_syncwarp_reads_tiles_lanes_have_not_filled(emulated):
+    a, b = wmma_operands("bf16")
+    expected = emulated.wmma_product(a, b, "bf16", True, 0, 32, 32, 0, 0)
+    wrong = [
+        not torch.equal(emulated.wmma_product(a, b, "bf16", False, 0, 32, 32, SCHEDULES[s], 1), expected)
+        for s in SCHEDULES
+    ]
+    assert wrong[SCHEDULES["forward"]]  # lane 0 loads before lane 1 has written its share
+
+
+@pytest.mark.parametrize("misalign", [4, 16])
+def test_a_misaligned_wmma_tile_is_an_error(emulated, misalign):
+    a, b = wmma_operands("tf32")
+    with pytest.raises(RuntimeError, match="not 256-bit aligned"):
+        emulated.wmma_product(a, b, "tf32", True, misalign, 32, 32, 0, 0)
+    emulated.wmma_product(a, b, "tf32", True, 32, 32, 32, 0, 0)  # 32 bytes: fine
+
+
+@pytest.mark.parametrize(("threads", "active"), [(32, 16), (16, 16)], ids=["lanes exited", "a partial warp"])
+def test_wmma_without_its_whole_warp_is_an_error(emulated, threads, active):
+    a, b = wmma_operands("bf16")
+    with pytest.raises(RuntimeError, match="warp"):
+        emulated.wmma_product(a, b, "bf16", True, 0, threads, active, 0, 0)

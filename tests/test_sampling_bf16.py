@@ -48,14 +48,14 @@ def to_bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).to(t.dtype)
 
 
-def rounded_residual_block(x, w_in, b_in, w, b, w_out, b_out, image_bias, groups):
+def rounded_residual_block(x, w_in, b_in, w, b, w_out, b_out, image_bias, groups, rounding=to_bf16):
     """The residual block op's output, its three convolutions' inputs and weights rounded (the op
     runs its products inside, out of the mode's reach). Only the first output is read (the op's
     Python face returns it alone)."""
 
     def conv(t, weight, bias):
         return torch.ops.pixelfast.masked_conv2d(
-            to_bf16(t.float()).double(), to_bf16(weight.float()).double(), bias, "B", groups
+            rounding(t.float()).double(), rounding(weight.float()).double(), bias, "B", groups
         )
 
     y = conv(torch.relu(conv(torch.relu(x), w_in, b_in)), w, b)
@@ -66,13 +66,19 @@ def rounded_residual_block(x, w_in, b_in, w, b, w_out, b_out, image_bias, groups
 
 
 class RoundConvolutions(TorchDispatchMode):
-    """Every convolution's input and weight rounded to bf16 before it runs (in float64 after)."""
+    """Every convolution's input and weight rounded to float32 and then by ``rounding`` (bf16 by
+    default) before it runs (in float64 after)."""
+
+    def __init__(self, rounding=to_bf16):
+        super().__init__()
+        self.rounding = rounding
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.pixelfast.residual_block.default:
-            return rounded_residual_block(*args)
+            return rounded_residual_block(*args, rounding=self.rounding)
         if func in (torch.ops.aten.convolution.default, torch.ops.pixelfast.masked_conv2d.default):
-            args = (to_bf16(args[0].float()).double(), to_bf16(args[1].float()).double(), *args[2:])
+            round_ = self.rounding
+            args = (round_(args[0].float()).double(), round_(args[1].float()).double(), *args[2:])
         return func(*args, **(kwargs or {}))
 
 
@@ -161,8 +167,8 @@ def test_bf16_and_the_amx_kernel_are_refused_where_they_cannot_run():
         pixelfast.sample(model, 1, size=4, progress=False, precision="fp16")
     with pytest.raises(ValueError, match="method='naive' computes in fp32"):
         pixelfast.sample(model, 1, size=4, progress=False, precision="bf16", method="naive")
-    with pytest.raises(ValueError, match="runs on the CPU engine only"):
-        check_precision("sample", "bf16", "cuda")
+    with pytest.raises(ValueError, match="runs on the CUDA engine only"):
+        check_precision("sample", "tf32", "cpu")
     vae = ConvVAE(in_channels=1, levels=4, image_size=(8, 8))
     with pytest.raises(ValueError, match="draws whole images"):
         pixelfast.sample(vae, 1, progress=False, precision="bf16")

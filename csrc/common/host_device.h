@@ -27,11 +27,12 @@
 #define PF_RESTRICT __restrict__
 #endif
 
-// Dynamic shared memory of a kernel (the launch's shared-memory bytes) as `type* name`; under the
-// test-only CUDA emulation (tests/emulation/cuda_emulation.h) a per-block host buffer.
+// Dynamic shared memory of a kernel (the launch's shared-memory bytes) as `type* name`, aligned
+// to 128 bytes (wmma's tiles need 32); under the test-only CUDA emulation
+// (tests/emulation/cuda_emulation.h) a per-block host buffer, aligned alike.
 #if defined(__CUDACC__)
-#define PF_DYNAMIC_SHARED(type, name)                                 \
-  extern __shared__ __align__(16) unsigned char pf_dynamic_shared_[]; \
+#define PF_DYNAMIC_SHARED(type, name)                                  \
+  extern __shared__ __align__(128) unsigned char pf_dynamic_shared_[]; \
   type* name = reinterpret_cast<type*>(pf_dynamic_shared_)
 #else  // only kernels use it: on the host they exist only under the emulation
 #define PF_DYNAMIC_SHARED(type, name) \

@@ -43,18 +43,20 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
 std::string plan_format();
 
 // The precision of the convs' matrix products: float32 (or the weights' float64), or inputs and
-// weights rounded to bf16 with float32 sums (the CPU engine; small_gemm_bf16.h).
-enum class Precision { kFp32, kBf16 };
+// weights rounded to bf16 (both engines: the CPU's small_gemm_bf16.h, CUDA's tensor cores in
+// engine_mma.cuh) or to tf32 (CUDA's tensor cores only), with float32 sums.
+enum class Precision { kFp32, kBf16, kTf32 };
 
-// sample_cached's `precision` argument ("fp32" or "bf16"; bf16 needs float32 weights).
+// sample_cached's `precision` argument ("fp32", "bf16" or "tf32"; the last two need float32
+// weights).
 inline Precision parse_precision(const std::string& precision, const at::Tensor& weight) {
-  TORCH_CHECK_VALUE(precision == "fp32" || precision == "bf16",
-                    "sample_cached: precision must be 'fp32' or 'bf16', got '", precision, "'");
+  TORCH_CHECK_VALUE(precision == "fp32" || precision == "bf16" || precision == "tf32",
+                    "sample_cached: precision must be 'fp32', 'bf16' or 'tf32', got '", precision,
+                    "'");
   if (precision == "fp32") return Precision::kFp32;
-  TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat,
-                    "sample_cached: precision 'bf16' needs float32 weights, got ",
-                    weight.scalar_type());
-  return Precision::kBf16;
+  TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat, "sample_cached: precision '", precision,
+                    "' needs float32 weights, got ", weight.scalar_type());
+  return precision == "bf16" ? Precision::kBf16 : Precision::kTf32;
 }
 
 // One engine call's checked arguments, contiguous inputs, outputs, and zero-filled buffer storage

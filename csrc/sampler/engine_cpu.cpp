@@ -636,6 +636,9 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
                        levels, record_logits, condition);
   const Precision precision = parse_precision(precision_name, weights[0]);
+  TORCH_CHECK_VALUE(precision != Precision::kTf32,
+                    "sample_cached: precision 'tf32' is the CUDA engine's (tensor cores); the CPU "
+                    "engine computes in 'fp32' or 'bf16'");
   if (p.empty()) return {p.out, p.logits};
   AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cpu", [&] {
     const DeviceView<scalar_t> view = device_view<scalar_t>(p, weights);  // host pointers here

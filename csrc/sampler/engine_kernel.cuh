@@ -30,6 +30,7 @@
 
 #include "../common/cluster.cuh"
 #include "../common/host_device.h"
+#include "engine_mma.cuh"
 #include "engine_ops.h"
 #include "epilogue.h"
 
@@ -44,8 +45,10 @@ constexpr int kChannelLanes = 32;  // a block's output channels per pass: one wa
 constexpr int kMaxSplits = 32;     // threads sharing one output's K
 constexpr int kWarp = 32;          // warpSize, as a constant the shuffle loops unroll over
 
+// The float path's split sums, or the tensor-core path's per-warp tiles (engine_mma.cuh).
 template <typename T>
-PF_HD size_t engine_shared_bytes(int64_t threads) {
+PF_HD size_t engine_shared_bytes(int64_t threads, int precision = kFmaProducts) {
+  if (precision != kFmaProducts) return static_cast<size_t>(threads / kWarp) * kMmaWarpBytes;
   return static_cast<size_t>(threads) * kTileImages * sizeof(T);
 }
 
@@ -76,20 +79,55 @@ PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T
   }
 }
 
+// Finishes outputs c0 + c (c < lanes) of images b + m (m < count) at (i, j), sub-step g, from
+// add_products(c, m, sum), which adds this stage's products to sum: at sub-step 0 to the bias (and
+// dst's value when accumulating), later to dst's value; then the epilogue's ops for group g's
+// channels. One thread per (channel, image).
+template <typename T, typename Products>
+__device__ void finish_outputs(const EngineView<T>& v, const Op& op, int64_t b, int64_t i,
+                               int64_t j, int64_t g, int64_t epilogue, int64_t c0, int64_t lanes,
+                               int64_t count, Products&& add_products) {
+  const int64_t n = group_width(v, op);
+  const T* bias = conv_bias(v, op);
+  const bool accumulate = op.accumulate != 0;
+  for (int64_t e = threadIdx.x; e < lanes * count; e += blockDim.x) {
+    const int64_t c = e % lanes, m = e / lanes;
+    const int64_t channel = c0 + c;
+    T* out = v.at(op.dst, b, i, j) + m * v.strides[op.dst];
+    T sum = g == 0 ? (accumulate ? out[channel] : T(0)) + (bias != nullptr ? bias[channel] : T(0))
+                   : out[channel];
+    sum = add_products(c, m, sum);
+    out[channel] = sum;
+    if (epilogue > 0 && channel >= g * n && channel < (g + 1) * n)
+      run_epilogue(v, op, epilogue, sum, b + m, i, j, channel);
+  }
+}
+
+// The channels of op's output that change at sub-step g, and this block's slice of them.
+struct ChannelSlice {
+  int64_t begin, end;
+};
+
+template <typename T>
+__device__ ChannelSlice block_slice(const EngineView<T>& v, const Op& op, const Team& team,
+                                    int64_t g) {
+  const int64_t channels = v.buffers[op.dst].channels;
+  const int64_t n = group_width(v, op);
+  const int64_t begin = g == 0 ? 0 : g * n, end = g == 0 ? channels : (g + 1) * n;
+  const int64_t per_block = (end - begin + team.blocks - 1) / team.blocks;
+  const int64_t slice_begin = begin + team.block * per_block;
+  return ChannelSlice{slice_begin, slice_begin + per_block < end ? slice_begin + per_block : end};
+}
+
 // One position of conv_op (below); `epilogue`: the ops after it that run in its epilogue.
 template <typename T>
 __device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
                         int64_t j, int64_t g, int64_t epilogue, T* partial) {
   const int64_t channels = v.buffers[op.dst].channels;
   const int64_t n = group_width(v, op);
-  const int64_t begin = g == 0 ? 0 : g * n, end = g == 0 ? channels : (g + 1) * n;
-  // this block's slice of the channels that change
-  const int64_t per_block = (end - begin + team.blocks - 1) / team.blocks;
-  const int64_t slice_begin = begin + team.block * per_block;
-  const int64_t slice_end = slice_begin + per_block < end ? slice_begin + per_block : end;
-  const T* bias = conv_bias(v, op);
-  const bool accumulate = op.accumulate != 0;
-  const int64_t src_stride = v.strides[op.src], dst_stride = v.strides[op.dst];
+  const ChannelSlice slice = block_slice(v, op, team, g);
+  const int64_t slice_begin = slice.begin, slice_end = slice.end;
+  const int64_t src_stride = v.strides[op.src];
   // Block-uniform loops (their barriers are met by every thread of the block): channel passes of
   // up to kChannelLanes (at most the block's threads), then image tiles.
   const int64_t pass = blockDim.x < kChannelLanes ? int64_t(blockDim.x) : int64_t(kChannelLanes);
@@ -120,20 +158,51 @@ __device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, 
       }
       for (int m = 0; m < kTileImages; ++m) partial[threadIdx.x * kTileImages + m] = acc[m];
       __syncthreads();
-      // one thread per (channel, image) adds the splits' sums, in split order
-      for (int64_t e = threadIdx.x; e < lanes * count; e += blockDim.x) {
-        const int64_t c = e % lanes, m = e / lanes;
-        const int64_t channel = c0 + c;
-        T* out = v.at(op.dst, b, i, j) + m * dst_stride;
-        T sum = g == 0
-                    ? (accumulate ? out[channel] : T(0)) + (bias != nullptr ? bias[channel] : T(0))
-                    : out[channel];
-        for (int64_t s = 0; s < splits; ++s) sum += partial[(s * lanes + c) * kTileImages + m];
-        out[channel] = sum;
-        if (epilogue > 0 && channel >= g * n && channel < (g + 1) * n)
-          run_epilogue(v, op, epilogue, sum, b + m, i, j, channel);
-      }
+      finish_outputs(v, op, b, i, j, g, epilogue, c0, lanes, count,
+                     [&](int64_t c, int64_t m, T sum) {  // the splits' sums, in split order
+                       for (int64_t s = 0; s < splits; ++s)
+                         sum += partial[(s * lanes + c) * kTileImages + m];
+                       return sum;
+                     });
       __syncthreads();  // partial is rewritten next
+    }
+  }
+}
+
+// conv_at on tensor cores (precision P: engine_mma.cuh), float32 only: tiles of 16 channels of
+// the block's slice by 16 images of the cluster's, the block's warps splitting each tile's K.
+// Needs whole warps (the launchers check).
+template <int P>
+__device__ void conv_at_mma(const EngineView<float>& v, const Op& op, const Team& team, int64_t i,
+                            int64_t j, int64_t g, int64_t epilogue, unsigned char* shared) {
+  const int64_t channels = v.buffers[op.dst].channels;
+  const int64_t n = group_width(v, op);
+  const ChannelSlice slice = block_slice(v, op, team, g);
+  const int64_t src_stride = v.strides[op.src];
+  const int warps = int(blockDim.x) / kWarp;
+  for (int64_t c0 = slice.begin; c0 < slice.end; c0 += kMmaChannels) {
+    const int64_t lanes = slice.end - c0 < kMmaChannels ? slice.end - c0 : kMmaChannels;
+    for (int64_t m0 = 0; m0 < team.images; m0 += kMmaImages) {
+      const int64_t b = team.first_image + m0;
+      const int64_t count = team.images - m0 < kMmaImages ? team.images - m0 : kMmaImages;
+      MmaTile<P> tile(shared, int(threadIdx.x) / kWarp, warps, int(threadIdx.x) % kWarp);
+      // a product reaches the tile's columns in [lo, hi) only
+      auto product_to = [&](int64_t lo, int64_t hi) {
+        lo = lo > c0 ? lo : c0;
+        hi = hi < c0 + lanes ? hi : c0 + lanes;
+        return [&tile, lo, hi, b, count, src_stride, channels, c0](const float* a, const float* w,
+                                                                   int64_t k) {
+          if (lo < hi) tile.add(a, src_stride, count, w, channels, c0, lo, hi, k);
+        };
+      };
+      if (g == 0) off_centre_products(v, op, b, i, j, product_to(0, channels));
+      centre_product(v, op, b, i, j, g, product_to(g * n, (g + 1) * n));
+      tile.store();
+      __syncthreads();
+      finish_outputs(
+          v, op, b, i, j, g, epilogue, c0, lanes, count,
+          [&](int64_t c, int64_t m, float sum) { return sum + mma_tile_sum(shared, warps, m, c); });
+      __syncthreads();  // the warps' tiles are rewritten next
     }
   }
 }
@@ -148,11 +217,21 @@ struct Columns {
 // every output channel to its bias (added to dst when accumulating) plus the off-centre taps, and
 // group 0's channels get their centre tap; sub-step g > 0 adds group g's centre tap to group g's
 // channels.
-template <typename T>
+// P: the products' precision (engine_mma.cuh; not kFmaProducts only for float32).
+template <int P, typename T>
 __device__ void conv_op(const EngineView<T>& v, const Op& op, const Team& team, int64_t i,
                         const Columns& cols, int64_t g, int64_t epilogue, T* partial) {
-  for (int64_t j = cols.begin; j < cols.end; j += cols.step)
-    conv_at(v, op, team, i, j, g, epilogue, partial);
+  for (int64_t j = cols.begin; j < cols.end; j += cols.step) {
+    if constexpr (P == kFmaProducts) {
+      conv_at(v, op, team, i, j, g, epilogue, partial);
+    } else {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+      conv_at_mma<P>(v, op, team, i, j, g, epilogue, reinterpret_cast<unsigned char*>(partial));
+#else
+      __trap();  // bf16 / tf32 tensor cores need sm_80: the launcher refuses older GPUs
+#endif
+    }
+  }
 }
 
 // Any pointwise op: the team strides over the columns, the cluster's images and the group's
@@ -279,8 +358,10 @@ __device__ void mixture_op(const EngineView<T>& v, const Op& op, const Team& tea
 }
 
 // batch: the images of the call; tile: images per cluster (the grid has ceil(batch / tile)
-// clusters). The raster loop of engine_ops.h; every stage ends at the cluster barrier.
-template <typename T>
+// clusters); P: the convolutions' products (engine_mma.cuh; other than kFmaProducts only for
+// float32, with whole warps and engine_shared_bytes(threads, P)). The raster loop of engine_ops.h;
+// every stage ends at the cluster barrier.
+template <typename T, int P = kFmaProducts>
 __global__ void __launch_bounds__(kEngineThreads, 1)
     engine_kernel(EngineView<T> v, int64_t batch, int64_t tile, double* scratch,
                   int64_t scratch_stride, int* error) {
@@ -293,7 +374,7 @@ __global__ void __launch_bounds__(kEngineThreads, 1)
     // a conv with no centre tap changes nothing after sub-step 0 (unless its epilogue runs)
     if (op.code == kConv && g > 0 && op.centre == kNoCentre && epilogue == 0) return;
     if (op.code == kConv) {
-      conv_op(v, op, team, r, cols, g, epilogue, partial);
+      conv_op<P>(v, op, team, r, cols, g, epilogue, partial);
     } else if (op.code == kSample) {
       for (int64_t j = cols.begin; j < cols.end; j += cols.step)
         sample_op(v, op, team, r, j, g, scratch, scratch_stride, error);

@@ -99,11 +99,12 @@ def sample(
       ``softmax(((1 + w) * l_label - w * l_no_class) / temperature)``, for a model trained with
       ``class_dropout``. 0 (the default) draws from the model itself.
     - ``precision``: ``"fp32"`` (the default: the same images as the naive sampler, up to float
-      rounding) or ``"bf16"``: the cached engine on the CPU rounds its convolutions' inputs and
-      weights to bfloat16 and sums in fp32, on the AMX tile unit where the CPU has one (Intel Xeon
-      since Sapphire Rapids), several times faster there; the logits move by bf16's rounding, so an
-      image can differ from the fp32 one where a draw falls near the edge between two levels.
-      Elsewhere bf16 gives the same kind of images no faster.
+      rounding), ``"bf16"`` or ``"tf32"``: the cached engine rounds its convolutions' inputs and
+      weights to bfloat16 (or tf32, CUDA only) and sums in fp32. On the CPU bf16 runs on the AMX
+      tile unit where the CPU has one (Intel Xeon since Sapphire Rapids), several times faster
+      there, and elsewhere gives the same kind of images no faster; on a GPU (compute capability
+      8.0 or later) both run on tensor cores. The logits move by the rounding, so an image can
+      differ from the fp32 one where a draw falls near the edge between two levels.
 
     At most :data:`MAX_SUB_PIXELS` sub-pixels (``n * C * H * W``) per call. Runs under
     ``torch.no_grad()`` in eval mode and in full fp32 (TF32 off, see

@@ -28,19 +28,21 @@ CHUNK = 64
 # The share of the GPU's free memory one engine call may plan to use.
 CUDA_MEMORY_SHARE = 0.5
 # The engine's precisions: "fp32" computes in the weights' dtype (float32 or float64); "bf16" rounds
-# the convs' inputs and weights to bfloat16 and sums in float32 (the CPU engine; on AMX tiles where
-# the CPU has them, csrc/sampler/small_gemm_bf16.h).
-PRECISIONS = ("fp32", "bf16")
+# the convs' inputs and weights to bfloat16 and sums in float32 (the CPU engine, on AMX tiles where
+# the CPU has them: csrc/sampler/small_gemm_bf16.h; the CUDA engine on tensor cores:
+# csrc/sampler/engine_mma.cuh); "tf32" rounds them to tf32 (10-bit mantissa) and sums in float32
+# (the CUDA engine's tensor cores only).
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 def check_precision(caller: str, precision, device: torch.device | str | None = None) -> str:
-    """``precision`` checked: one of :data:`PRECISIONS`, and ``"bf16"`` only on the CPU."""
+    """``precision`` checked: one of :data:`PRECISIONS`, and ``"tf32"`` only on CUDA."""
     if precision not in PRECISIONS:
         raise ValueError(f"{caller}: precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and device is not None and torch.device(device).type != "cpu":
+    if precision == "tf32" and device is not None and torch.device(device).type != "cuda":
         raise ValueError(
-            f"{caller}: precision='bf16' runs on the CPU engine only; on {torch.device(device).type} "
-            "the engine computes in fp32"
+            f"{caller}: precision='tf32' runs on the CUDA engine only (tensor cores); on "
+            f"{torch.device(device).type} use 'fp32' or 'bf16'"
         )
     return precision
 

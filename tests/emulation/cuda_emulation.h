@@ -19,7 +19,8 @@
 // Built-ins: threadIdx, blockIdx, blockDim, gridDim (x, y, z), __syncthreads, __shared__
 // (a static variable: blocks run one at a time), dynamic shared memory (PF_DYNAMIC_SHARED in
 // csrc/common/host_device.h), atomicAdd / atomicExch / atomicMax / atomicCAS, __shfl_sync /
-// __shfl_down_sync / __shfl_xor_sync (lanes of a warp meet like a barrier), __ldg.
+// __shfl_down_sync / __shfl_xor_sync and __syncwarp (lanes of a warp meet like a barrier), __ldg,
+// and the tensor-core subset the engine uses (wmma_emulation.h: bf16 and tf32 fragments).
 //
 // What it does not model: the memory model (every write is visible at once to every later
 // fiber, so a missing __threadfence or volatile goes unseen), timing of any kind (warp divergence,
@@ -132,7 +133,13 @@ inline uint3 thread_idx() { return run().current->index; }
 inline uint3 block_idx() { return run().block_index[run().current->block]; }
 inline uint3 block_dim() { return run().block_dim; }
 inline uint3 grid_dim() { return run().grid_dim; }
-inline unsigned char* dynamic_shared() { return run().dynamic_shared[run().current->block].data(); }
+// Aligned to 128 bytes, as a GPU's shared memory is at least (wmma's loads need 32).
+constexpr size_t kSharedAlign = 128;
+inline unsigned char* dynamic_shared() {
+  unsigned char* raw = run().dynamic_shared[run().current->block].data();
+  const uintptr_t address = reinterpret_cast<uintptr_t>(raw);
+  return raw + (kSharedAlign - address % kSharedAlign) % kSharedAlign;
+}
 inline unsigned cluster_rank() { return static_cast<unsigned>(run().current->block); }
 inline unsigned cluster_blocks() { return static_cast<unsigned>(run().cluster_blocks); }
 
@@ -222,7 +229,7 @@ inline void run_cluster(Run& r, std::mt19937_64& random) {
   r.shuffle_slots.assign(static_cast<size_t>(total), 0);
   r.dynamic_shared.assign(
       static_cast<size_t>(r.cluster_blocks),
-      std::vector<unsigned char>(r.shared_bytes, 0xA5));  // garbage, as on a GPU
+      std::vector<unsigned char>(r.shared_bytes + kSharedAlign, 0xA5));  // garbage, as on a GPU
   for (int64_t q = 0; q < total; ++q) {
     Fiber& f = r.fibers[q];
     const int64_t t = q % n;
@@ -340,6 +347,17 @@ T shuffle(T value, int64_t source_in_warp) {
   return out;
 }
 
+// A warp-collective call (__syncwarp, wmma's loads, stores and products): all 32 lanes of a whole
+// warp meet here, as at a shuffle; one that some lanes miss is reported by the launch.
+inline void warp_meet() { park(State::kAtWarp); }
+
+// A misuse the device would fault on or compute garbage from (e.g. a misaligned wmma load):
+// recorded, and thrown by the launch when the kernel has finished (never thrown across fibers).
+inline void fail(const std::string& what) {
+  Run& r = run();
+  if (r.error.empty()) r.error = "cuda emulation: " + what;
+}
+
 }  // namespace pf_emu
 
 #define threadIdx (::pf_emu::thread_idx())
@@ -349,6 +367,7 @@ T shuffle(T value, int64_t source_in_warp) {
 #define warpSize (::pf_emu::kWarpSize)
 
 inline void __syncthreads() { ::pf_emu::park(::pf_emu::State::kAtBarrier); }
+inline void __syncwarp(unsigned = 0xffffffffu) { ::pf_emu::warp_meet(); }
 
 namespace pf_emu {
 // The cluster barrier (cooperative_groups::this_cluster().sync() on a GPU).
@@ -410,3 +429,5 @@ template <typename T>
 T __ldg(const T* address) {
   return *address;
 }
+
+#include "wmma_emulation.h"

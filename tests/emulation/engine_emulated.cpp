@@ -1,7 +1,8 @@
 // The sampling engine's CUDA kernel (csrc/sampler/engine_kernel.cuh), run on the CPU under the
 // CUDA emulation: the op pixelfast_emulated::sample_cached takes the CPU op's arguments plus the
-// launch shape (threads per block, blocks per cluster, images per cluster) and the emulated
-// schedule, and launches the kernel as engine_cuda.cu does.
+// launch shape (threads per block, blocks per cluster, images per cluster), the emulated schedule
+// and the products' precision ("fp32", or "bf16" / "tf32" on emulated tensor cores), and launches
+// the kernel as engine_cuda.cu does.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -21,27 +22,45 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
     c10::ArrayRef<int64_t> program, const at::Tensor& image, const at::Tensor& known,
     const at::Tensor& uniforms, const std::optional<at::Tensor>& labels, double temperature,
     int64_t levels, bool record_logits, const std::optional<at::Tensor>& condition, int64_t threads,
-    int64_t cluster_blocks, int64_t tile, int64_t schedule, int64_t seed) {
+    int64_t cluster_blocks, int64_t tile, int64_t schedule, int64_t seed,
+    const std::string& precision_name) {
   TORCH_CHECK(threads >= 1 && threads <= 1024, "threads must be in 1..1024, got ", threads);
   TORCH_CHECK(cluster_blocks >= 1 && cluster_blocks <= 16, "cluster_blocks must be in 1..16, got ",
               cluster_blocks);
   TORCH_CHECK(tile >= 1, "tile must be >= 1, got ", tile);
+  const Precision precision = parse_precision(precision_name, weights[0]);
+  TORCH_CHECK(precision == Precision::kFp32 || threads % 32 == 0, "precision '", precision_name,
+              "' runs on tensor cores: threads must be whole warps, got ", threads);
   Prepared p = prepare(weights, buffers, program, image, known, uniforms, labels, temperature,
                        levels, record_logits, condition);
   if (p.empty()) return {p.out, p.logits};
   const int64_t batch = p.image.size(0);
   const KernelWorkspace work = kernel_workspace(p);
-  AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
-    const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
-    const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
-                                      static_cast<uint64_t>(seed));
-    const int64_t clusters = (batch + tile - 1) / tile;
-    pf_emu::launch_clusters(
-        dim3(static_cast<unsigned>(clusters * cluster_blocks)),
-        dim3(static_cast<unsigned>(threads)), static_cast<unsigned>(cluster_blocks),
-        engine_shared_bytes<scalar_t>(threads), engine_kernel<scalar_t>, d.view, batch, tile,
-        work.scratch.mutable_data_ptr<double>(), work.stride, work.error.mutable_data_ptr<int>());
-  });
+  const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
+                                    static_cast<uint64_t>(seed));
+  const int64_t clusters = (batch + tile - 1) / tile;
+  auto launch = [&](auto kernel, const auto& view, size_t shared_bytes) {
+    pf_emu::launch_clusters(dim3(static_cast<unsigned>(clusters * cluster_blocks)),
+                            dim3(static_cast<unsigned>(threads)),
+                            static_cast<unsigned>(cluster_blocks), shared_bytes, kernel, view,
+                            batch, tile, work.scratch.mutable_data_ptr<double>(), work.stride,
+                            work.error.mutable_data_ptr<int>());
+  };
+  if (precision == Precision::kFp32) {
+    AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
+      const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
+      launch(engine_kernel<scalar_t>, d.view, engine_shared_bytes<scalar_t>(threads));
+    });
+  } else {  // float32 weights (parse_precision)
+    const DeviceView<float> d = device_view<float>(p, weights);
+    if (precision == Precision::kBf16) {
+      launch(engine_kernel<float, kBf16Products>, d.view,
+             engine_shared_bytes<float>(threads, kBf16Products));
+    } else {
+      launch(engine_kernel<float, kTf32Products>, d.view,
+             engine_shared_bytes<float>(threads, kTf32Products));
+    }
+  }
   check_kernel_error(work);
   return {p.out, p.logits};
 }
@@ -54,7 +73,7 @@ TORCH_LIBRARY_FRAGMENT(pixelfast_emulated, m) {
   m.def(
       "sample_cached(Tensor[] weights, int[] buffers, int[] program, Tensor image, Tensor known, "
       "Tensor uniforms, Tensor? labels, float temperature, int levels, bool record_logits, "
-      "Tensor? condition, int threads, int cluster_blocks, int tile, int schedule, int seed) -> "
-      "(Tensor, Tensor)");
+      "Tensor? condition, int threads, int cluster_blocks, int tile, int schedule, int seed, "
+      "str precision=\"fp32\") -> (Tensor, Tensor)");
   m.impl("sample_cached", c10::DispatchKey::CPU, &pixelfast::sampler::sample_cached_emulated);
 }
