@@ -24,6 +24,12 @@
 
 #include "../common/host_device.h"
 
+// wmma's bf16 and tf32 exist from sm_80 on: a device pass for an older target compiles without
+// them (the kernel's tensor-core path traps there, and the launcher refuses such a GPU).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define PF_TENSOR_CORES 1
+#endif
+
 namespace pixelfast {
 namespace sampler {
 
@@ -35,6 +41,8 @@ constexpr int kMmaImages = 16;       // a tile's rows (wmma's M)
 constexpr int kMmaChannels = 16;     // a tile's columns (wmma's N)
 constexpr int kMmaWarpBytes = 2048;  // a warp's shared memory: A and B tiles (512 bytes each),
                                      // then its 16 x 16 float32 sums (1,024 bytes)
+
+#if defined(PF_TENSOR_CORES)
 
 template <int P>
 struct MmaInputs;
@@ -66,7 +74,7 @@ struct MmaTile {
   Stored* b;    // [kChunk][kMmaChannels]
   float* sums;  // [kMmaImages][kMmaChannels]
   int warp, warps, lane;
-  int64_t chunk = 0;  // the tile's chunks numbered so far
+  int chunk = 0;  // the tile's chunks numbered so far
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kMmaImages, kMmaChannels, kChunk, float> acc;
 
   __device__ MmaTile(unsigned char* shared, int warp_, int warps_, int lane_)
@@ -123,6 +131,8 @@ __device__ inline float mma_tile_sum(const unsigned char* shared, int warps, int
     sum += reinterpret_cast<const float*>(shared + w * kMmaWarpBytes + 1024)[m * kMmaChannels + c];
   return sum;
 }
+
+#endif  // PF_TENSOR_CORES
 
 }  // namespace sampler
 }  // namespace pixelfast
