@@ -11,7 +11,7 @@
 
 #include "../common/cluster_launch.h"
 #include "engine.h"
-#include "engine_kernel.cuh"
+#include "engine_launch.h"
 
 namespace pixelfast {
 namespace sampler {
@@ -52,30 +52,16 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   const int64_t batch = p.image.size(0);
   const KernelWorkspace work = kernel_workspace(p);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  auto launch = [&](auto kernel, const auto& view, size_t shared_bytes) {
-    const ClusterLayout layout = cluster_layout(kernel, batch, kEngineThreads, shared_bytes);
-    launch_clusters(kernel, layout, kEngineThreads, shared_bytes, stream, view, batch, layout.tile,
-                    work.scratch.mutable_data_ptr<double>(), work.stride,
-                    work.error.mutable_data_ptr<int>());
-  };
-  if (precision == Precision::kFp32) {
-    AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_cuda", [&] {
-      const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
-      launch(engine_kernel<scalar_t>, d.view, engine_shared_bytes<scalar_t>(kEngineThreads));
-    });
-  } else {  // float32 weights (parse_precision)
-    const auto kernel = precision == Precision::kBf16 ? engine_kernel<float, kBf16Products>
-                                                      : engine_kernel<float, kTf32Products>;
-    check_tensor_cores(kernel, precision_name);
-    const DeviceView<float> d = device_view<float>(p, weights);
-    if (precision == Precision::kBf16) {
-      launch(engine_kernel<float, kBf16Products>, d.view,
-             engine_shared_bytes<float>(kEngineThreads, kBf16Products));
-    } else {
-      launch(engine_kernel<float, kTf32Products>, d.view,
-             engine_shared_bytes<float>(kEngineThreads, kTf32Products));
-    }
-  }
+  with_engine_kernel(p, weights, precision, kEngineThreads,
+                     [&](auto kernel, const auto& view, size_t shared_bytes) {
+                       if (precision != Precision::kFp32)
+                         check_tensor_cores(kernel, precision_name);
+                       const ClusterLayout layout =
+                           cluster_layout(kernel, batch, kEngineThreads, shared_bytes);
+                       launch_clusters(kernel, layout, kEngineThreads, shared_bytes, stream, view,
+                                       batch, layout.tile, work.scratch.mutable_data_ptr<double>(),
+                                       work.stride, work.error.mutable_data_ptr<int>());
+                     });
   check_kernel_error(work);
   return {p.out, p.logits};
 }

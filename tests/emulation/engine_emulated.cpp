@@ -11,7 +11,7 @@
 
 // After every torch header: the emulation defines the CUDA built-ins as macros.
 #include "cuda_emulation.h"
-#include "sampler/engine_kernel.cuh"
+#include "sampler/engine_launch.h"
 
 namespace pixelfast {
 namespace sampler {
@@ -39,28 +39,14 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_emulated(
   const pf_emu::ScheduleScope scope(static_cast<pf_emu::Schedule>(schedule),
                                     static_cast<uint64_t>(seed));
   const int64_t clusters = (batch + tile - 1) / tile;
-  auto launch = [&](auto kernel, const auto& view, size_t shared_bytes) {
-    pf_emu::launch_clusters(dim3(static_cast<unsigned>(clusters * cluster_blocks)),
-                            dim3(static_cast<unsigned>(threads)),
-                            static_cast<unsigned>(cluster_blocks), shared_bytes, kernel, view,
-                            batch, tile, work.scratch.mutable_data_ptr<double>(), work.stride,
-                            work.error.mutable_data_ptr<int>());
-  };
-  if (precision == Precision::kFp32) {
-    AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "sample_cached_emulated", [&] {
-      const DeviceView<scalar_t> d = device_view<scalar_t>(p, weights);
-      launch(engine_kernel<scalar_t>, d.view, engine_shared_bytes<scalar_t>(threads));
-    });
-  } else {  // float32 weights (parse_precision)
-    const DeviceView<float> d = device_view<float>(p, weights);
-    if (precision == Precision::kBf16) {
-      launch(engine_kernel<float, kBf16Products>, d.view,
-             engine_shared_bytes<float>(threads, kBf16Products));
-    } else {
-      launch(engine_kernel<float, kTf32Products>, d.view,
-             engine_shared_bytes<float>(threads, kTf32Products));
-    }
-  }
+  with_engine_kernel(
+      p, weights, precision, threads, [&](auto kernel, const auto& view, size_t shared_bytes) {
+        pf_emu::launch_clusters(dim3(static_cast<unsigned>(clusters * cluster_blocks)),
+                                dim3(static_cast<unsigned>(threads)),
+                                static_cast<unsigned>(cluster_blocks), shared_bytes, kernel, view,
+                                batch, tile, work.scratch.mutable_data_ptr<double>(), work.stride,
+                                work.error.mutable_data_ptr<int>());
+      });
   check_kernel_error(work);
   return {p.out, p.logits};
 }
