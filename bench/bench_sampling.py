@@ -17,10 +17,10 @@ and at least 3 rounds:
   every row above (the crop would only drop the rows below).
 
 A second comparison per case for ``precision="bf16"`` (the engine's convolutions in bfloat16 with
-float32 sums: on AMX tiles where the CPU has them, on tensor cores on a GPU) and on a GPU also
-``"tf32"``: cached bf16 (tf32) against cached fp32 and against one forward pass under
-``torch.autocast(device, torch.bfloat16)``, the bf16 floor (oneDNN runs its convolutions on the
-same tiles, cuDNN on the same tensor cores).
+float32 sums: on AMX tiles where the CPU has them, on tensor cores on a GPU): cached bf16 against
+cached fp32 and against one forward pass under ``torch.autocast(device, torch.bfloat16)``, the
+bf16 floor (oneDNN runs its convolutions on the same tiles, cuDNN on the same tensor cores). On a
+GPU a third for ``"tf32"``: cached tf32 against cached fp32.
 
 Then: cached sampling time at 16x16, 32x32 and 64x64 (its growth exponent), and the CPU engine at
 1, 2, 4, 8, 16 threads (always on the CPU).
@@ -143,18 +143,22 @@ def bench_one_forward_pass(benchmark, case):
         )
 
 
-def precision_case(case, precision):
-    """The reduced-precision comparison's group and info: bf16 on the CPU (AMX where the CPU has it)
-    and on a GPU (tensor cores), tf32 on a GPU only."""
+def precision_case(case, reduced):
+    """The comparison of precision ``reduced`` against fp32: its group and info. bf16 on the CPU
+    (AMX where the CPU has it) and on a GPU (tensor cores), tf32 on a GPU only."""
     group, info, model, n, size = case
-    if precision == "tf32" and DEVICE.type != "cuda":
+    if reduced == "tf32" and DEVICE.type != "cuda":
         pytest.skip("precision='tf32' is the CUDA engine's")
-    return f"{group}, bf16", {**info, "table": "sampling bf16"}, model, n, size
+    return f"{group}, {reduced}", {**info, "table": f"sampling {reduced}"}, model, n, size
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
-def bench_cached_sampling_precision(benchmark, case, precision):
-    group, info, model, n, size = precision_case(case, precision)
+# (the comparison, the side's precision): fp32 is each comparison's baseline
+PRECISION_SIDES = [("bf16", "fp32"), ("bf16", "bf16"), ("tf32", "fp32"), ("tf32", "tf32")]
+
+
+@pytest.mark.parametrize(("reduced", "precision"), PRECISION_SIDES, ids=[f"{r}-{p}" for r, p in PRECISION_SIDES])
+def bench_cached_sampling_precision(benchmark, case, reduced, precision):
+    group, info, model, n, size = precision_case(case, reduced)
     benchmark.group = group
     labels = labels_for(model, n)
     timed(
