@@ -18,9 +18,9 @@ and at least 3 rounds:
 
 A second comparison per case for ``precision="bf16"`` (the engine's convolutions in bfloat16 with
 float32 sums: on AMX tiles where the CPU has them, on tensor cores on a GPU): cached bf16 against
-cached fp32 and against one forward pass under ``torch.autocast(device, torch.bfloat16)``, the
-bf16 floor (oneDNN runs its convolutions on the same tiles, cuDNN on the same tensor cores). On a
-GPU a third for ``"tf32"``: cached tf32 against cached fp32.
+cached fp32 and against one forward pass under ``torch.autocast(device, torch.bfloat16)`` (where
+pixelfast's own ops compute in float32, their registered autocast behaviour, so it is about the
+fp32 forward pass). On a GPU a third for ``"tf32"``: cached tf32 against cached fp32.
 
 Then: cached sampling time at 16x16, 32x32 and 64x64 (its growth exponent), and the CPU engine at
 1, 2, 4, 8, 16 threads (always on the CPU).

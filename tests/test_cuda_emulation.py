@@ -103,6 +103,8 @@ def round_bf16(t: torch.Tensor) -> torch.Tensor:
 
 
 ROUNDINGS = {"bf16": (round_bf16, 16), "tf32": (round_tf32, 8)}
+BEFORE_LOADS, AFTER_STORE = 1, 2  # wmma_product's __syncwarps (bits of its `sync`)
+BOTH = BEFORE_LOADS | AFTER_STORE
 
 
 def wmma_operands(precision, seed=0):
@@ -116,7 +118,7 @@ def wmma_operands(precision, seed=0):
 def test_wmma_product_is_the_product_of_the_rounded_inputs(emulated, precision, schedule):
     rounding, _ = ROUNDINGS[precision]
     a, b = wmma_operands(precision)
-    got = emulated.wmma_product(a, b, precision, True, 0, 32, 32, SCHEDULES[schedule], 3)
+    got = emulated.wmma_product(a, b, precision, BOTH, 0, 32, 32, SCHEDULES[schedule], 3)
     expected = rounding(a).double() @ rounding(b).double()
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-6)  # float32 sums
     unrounded = a.double() @ b.double()
@@ -133,7 +135,7 @@ def test_wmma_rounds_ties_as_the_device_does(emulated, precision):
     a[0, 0], a[1, 0], a[2, 0] = 1 + step / 2, 1 + 3 * step / 2, -(1 + step / 2)
     b = torch.zeros(k, 16)
     b[0, 0] = 1
-    got = emulated.wmma_product(a, b, precision, True, 0, 32, 32, 0, 0)[:3, 0].tolist()
+    got = emulated.wmma_product(a, b, precision, BOTH, 0, 32, 32, 0, 0)[:3, 0].tolist()
     if precision == "bf16":
         assert got == [1.0, 1 + 2 * step, -1.0]
     else:
@@ -141,26 +143,24 @@ def test_wmma_rounds_ties_as_the_device_does(emulated, precision):
     assert got == rounding(a[:3, 0]).tolist()  # the test's own rounding agrees
 
 
-def test_wmma_without_syncwarp_reads_tiles_lanes_have_not_filled(emulated):
+@pytest.mark.parametrize("left_out", [BEFORE_LOADS, AFTER_STORE], ids=["before the loads", "after the store"])
+def test_wmma_without_a_syncwarp_reads_what_other_lanes_have_not_written(emulated, left_out):
     a, b = wmma_operands("bf16")
-    expected = emulated.wmma_product(a, b, "bf16", True, 0, 32, 32, 0, 0)
-    wrong = [
-        not torch.equal(emulated.wmma_product(a, b, "bf16", False, 0, 32, 32, SCHEDULES[s], 1), expected)
-        for s in SCHEDULES
-    ]
-    assert wrong[SCHEDULES["forward"]]  # lane 0 loads before lane 1 has written its share
+    expected = emulated.wmma_product(a, b, "bf16", BOTH, 0, 32, 32, 0, 0)
+    got = emulated.wmma_product(a, b, "bf16", BOTH & ~left_out, 0, 32, 32, SCHEDULES["forward"], 1)
+    assert not torch.equal(got, expected)  # lane 0 reads before lane 1 has written its share
 
 
 @pytest.mark.parametrize("misalign", [4, 16])
 def test_a_misaligned_wmma_tile_is_an_error(emulated, misalign):
     a, b = wmma_operands("tf32")
     with pytest.raises(RuntimeError, match="not 256-bit aligned"):
-        emulated.wmma_product(a, b, "tf32", True, misalign, 32, 32, 0, 0)
-    emulated.wmma_product(a, b, "tf32", True, 32, 32, 32, 0, 0)  # 32 bytes: fine
+        emulated.wmma_product(a, b, "tf32", BOTH, misalign, 32, 32, 0, 0)
+    emulated.wmma_product(a, b, "tf32", BOTH, 32, 32, 32, 0, 0)  # 32 bytes: fine
 
 
 @pytest.mark.parametrize(("threads", "active"), [(32, 16), (16, 16)], ids=["lanes exited", "a partial warp"])
 def test_wmma_without_its_whole_warp_is_an_error(emulated, threads, active):
     a, b = wmma_operands("bf16")
     with pytest.raises(RuntimeError, match="warp"):
-        emulated.wmma_product(a, b, "bf16", True, 0, threads, active, 0, 0)
+        emulated.wmma_product(a, b, "bf16", BOTH, 0, threads, active, 0, 0)

@@ -12,8 +12,9 @@ to be several times nearer the reference than the fp32 engine is, and for every 
 a flip's reach. Each precision's logits also miss the other's reference by far more (a kernel that
 rounded the wrong way, or not at all, fails).
 
-The draws of the bf16 kernel are the CPU bf16 engine's (the same rounding, sums in another order)
-for every model kind, odd cluster shapes, tiles of more than 16 images and every emulated schedule.
+The bf16 kernel's logits and draws are the CPU bf16 engine's (the same rounding, sums in another
+order) for every model kind, odd cluster shapes and tiles of more than 16 images; the logits are
+bit for bit the same under every emulated schedule.
 """
 
 from __future__ import annotations
@@ -103,16 +104,20 @@ def assert_bf16_kernel_draws_like_the_cpu_engine(emulated, args, threads, cluste
         *args, None, threads, cluster_blocks, tile, SCHEDULES[schedule], seed, "bf16"
     )
     assert torch.equal(images, expected_images)
-    if args[-1]:  # logits recorded: equal up to the sums' order (and rare flips)
-        assert (per_image_error(logits.double(), expected_logits.double()) < 1e-2).all()
+    if args[-1]:  # logits recorded: equal up to the sums' order, but for a rare flip's image
+        error = per_image_error(logits.double(), expected_logits.double())
+        assert (error < 1e-6).float().mean() >= 0.5  # an unrounded kernel misses by 1e-3 or more
+        assert error.max() < 1e-2
     return images, logits
 
 
 @pytest.mark.parametrize("kind", [*KINDS, *USER_MODELS])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_bf16_kernel_draws_like_the_cpu_bf16_engine_for_every_model_kind(emulated, kind, channels):
-    args = engine_arguments(kind, channels, 40, 3, torch.float32, 5, 3, 4, seed=2, teacher_forced=False)
-    assert_bf16_kernel_draws_like_the_cpu_engine(emulated, args, 64, 2, 3, "random", seed=4)
+    """Teacher-forced (the logits) and free (the draws)."""
+    for teacher_forced in (True, False):
+        args = engine_arguments(kind, channels, 40, 3, torch.float32, 5, 3, 4, seed=2, teacher_forced=teacher_forced)
+        assert_bf16_kernel_draws_like_the_cpu_engine(emulated, args, 64, 2, 3, "random", seed=4)
 
 
 SHAPES = {  # threads, cluster blocks, tile

@@ -48,14 +48,17 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cuda(
   const Precision precision = parse_precision(precision_name, weights[0]);
   TORCH_CHECK(image.is_cuda(), "sample_cached: the CUDA engine got tensors on ", image.device());
   const c10::cuda::CUDAGuard guard(image.device());
+  if (precision != Precision::kFp32) {
+    check_tensor_cores(precision == Precision::kBf16 ? engine_kernel<float, kBf16Products>
+                                                     : engine_kernel<float, kTf32Products>,
+                       precision_name);
+  }
   if (p.empty()) return {p.out, p.logits};
   const int64_t batch = p.image.size(0);
   const KernelWorkspace work = kernel_workspace(p);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   with_engine_kernel(p, weights, precision, kEngineThreads,
                      [&](auto kernel, const auto& view, size_t shared_bytes) {
-                       if (precision != Precision::kFp32)
-                         check_tensor_cores(kernel, precision_name);
                        const ClusterLayout layout =
                            cluster_layout(kernel, batch, kEngineThreads, shared_bytes);
                        launch_clusters(kernel, layout, kEngineThreads, shared_bytes, stream, view,

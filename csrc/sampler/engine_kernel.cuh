@@ -171,10 +171,8 @@ __device__ void conv_at(const EngineView<T>& v, const Op& op, const Team& team, 
 
 #if defined(PF_TENSOR_CORES)
 // conv_at on tensor cores (precision P: engine_mma.cuh), float32 only: tiles of 16 channels of
-// the block's slice by 16 images of the cluster's, the block's warps splitting each tile's K. At
-// sub-step 0 a tile ends at a colour group's end, so that the centre tap (group 0's channels only)
-// never multiplies into another group's columns (0 x inf would make them NaN where the float path
-// leaves them alone). Needs whole warps (the launchers check).
+// the block's slice by 16 images of the cluster's, the block's warps splitting each tile's K.
+// Needs whole warps (the launchers check).
 template <int P>
 __device__ void conv_at_mma(const EngineView<float>& v, const Op& op, const Team& team, int64_t i,
                             int64_t j, int64_t g, int64_t epilogue, unsigned char* shared) {
@@ -183,10 +181,8 @@ __device__ void conv_at_mma(const EngineView<float>& v, const Op& op, const Team
   const ChannelSlice slice = block_slice(v, op, team, g);
   const int64_t src_stride = v.strides[op.src];
   const int warps = int(blockDim.x) / kWarp;
-  for (int64_t c0 = slice.begin, lanes = 0; c0 < slice.end; c0 += lanes) {
-    const int64_t stop = g == 0 ? (c0 / n + 1) * n : slice.end;  // the end of c0's group at g = 0
-    const int64_t end = stop < slice.end ? stop : slice.end;
-    lanes = end - c0 < kMmaChannels ? end - c0 : kMmaChannels;
+  for (int64_t c0 = slice.begin; c0 < slice.end; c0 += kMmaChannels) {
+    const int64_t lanes = slice.end - c0 < kMmaChannels ? slice.end - c0 : kMmaChannels;
     for (int64_t m0 = 0; m0 < team.images; m0 += kMmaImages) {
       const int64_t b = team.first_image + m0;
       const int64_t count = team.images - m0 < kMmaImages ? team.images - m0 : kMmaImages;

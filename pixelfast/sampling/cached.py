@@ -129,9 +129,9 @@ def sample_cached(
     Same contract as :func:`pixelfast.sampling.naive.sample_naive`, and the same uniforms, so the
     same seed gives the same images as the naive sampler (up to float rounding of the logits).
     ``condition``: logits ``[n, levels, C, H, W]`` added to the model's before each draw (a
-    super-resolution model's ``A(x)``; see :func:`run_engine`). ``precision``: ``"fp32"`` or
-    ``"bf16"`` (:data:`PRECISIONS`; then the images can differ from the naive sampler's where a
-    uniform falls near the edge between two levels).
+    super-resolution model's ``A(x)``; see :func:`run_engine`). ``precision``: ``"fp32"``, ``"bf16"``
+    or (CUDA only) ``"tf32"`` (:data:`PRECISIONS`; with the last two the images can differ from
+    the naive sampler's where a uniform falls near the edge between two levels).
     """
     precision = check_precision("sample_cached", precision, x.device)
     plan = plan if plan is not None else lower(model)
@@ -175,8 +175,9 @@ def incremental_logits(
     correctness contract: it equals ``model(x, labels)`` up to float rounding, and for a
     super-resolution model ``model(x, condition)``, ``condition`` being the low-resolution image
     (its ``A(condition)`` is computed once and added inside the engine). Runs in full fp32 (TF32
-    off, restored afterwards; see :mod:`pixelfast.sampling.precision`). ``precision="bf16"``: the
-    logits of the engine's bf16 products (:data:`PRECISIONS`), within bf16's rounding of those.
+    off, restored afterwards; see :mod:`pixelfast.sampling.precision`). ``precision="bf16"`` (or
+    ``"tf32"`` on CUDA): the logits of the engine's bf16 (tf32) products (:data:`PRECISIONS`),
+    within that rounding of those.
     """
     with full_fp32(), torch.no_grad():
         return _incremental_logits(model, x, labels, condition, precision)

@@ -1,19 +1,18 @@
 // The tensor-core subset of CUDA the engine's bf16 / tf32 products use
 // (csrc/sampler/engine_mma.cuh), emulated on the host: __nv_bfloat16 with round-to-nearest-even
 // conversion, and nvcuda::wmma's fragments, load_matrix_sync, store_matrix_sync, fill_fragment,
-// mma_sync and
-// __float_to_tf32. Included by cuda_emulation.h.
+// mma_sync and __float_to_tf32. Included by cuda_emulation.h.
 //
 // Fragments are shared out as on a GPU: each lane owns some of a tile's elements (element (r, c) is
 // lane (r % 8) x 4 + (c % 8) / 2's, a layout like the device's and unlike a staging loop's), and
-// a load or a store moves only the lane's own elements, when the lane arrives - before the warp
-// meets - as a lane of a GPU may. So a missing __syncwarp between lanes filling a shared tile and
-// the warp loading it (or between the store and lanes reading the result) gives a wrong result
-// under the forward schedule. After a load each lane holds the whole tile (the lanes' shares
-// gathered when they meet), so products and element-wise ops on every element compute the same
-// here as on a GPU. The rules a GPU enforces by faulting or by garbage are checked and reported
-// by the launch: a pointer not 256-bit aligned, a leading dimension that is not a multiple of 16
-// bytes, a warp whose lanes do not all take part.
+// a load or a store moves only the lane's own elements, when the lane arrives (before the warp
+// meets, if it does), as a lane of a GPU may. So a missing __syncwarp between lanes filling a
+// shared tile and the warp loading it, or between a store and lanes reading the result, gives a
+// wrong result under the forward schedule. After a load each lane holds the whole tile (the lanes'
+// shares gathered when they meet), so products and element-wise ops on every element compute the
+// same here as on a GPU. The rules a GPU enforces by faulting or by garbage are checked and
+// reported by the launch: a pointer not 256-bit aligned, a leading dimension that is not a multiple
+// of 16 bytes, a warp whose lanes do not all take part.
 //
 // mma_sync sums in float32, k in ascending order, from operands that are exact in float32 (bf16
 // and tf32 values): a GPU's tensor cores may add in another order, so results agree to float32
@@ -183,7 +182,7 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
         (layout == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
     }
   }
-  ::pf_emu::warp_meet();
+  // No meeting here: a lane reads what the others stored only after a __syncwarp of its own.
 }
 
 // d = a . b + c, in float32 (d may be c).
