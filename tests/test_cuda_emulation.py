@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from emulation import SCHEDULES, load
+from test_sampling_bf16 import to_bf16
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +99,14 @@ def round_tf32(t: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(rounded / 2.0**11, exponent).to(t.dtype)
 
 
-def round_bf16(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.bfloat16).to(t.dtype)
-
-
-ROUNDINGS = {"bf16": (round_bf16, 16), "tf32": (round_tf32, 8)}
+ROUNDINGS = {"bf16": to_bf16, "tf32": round_tf32}  # each precision's rounding, independent of the kernels
+CHUNKS = {"bf16": 16, "tf32": 8}  # wmma's K for each
 BEFORE_LOADS, AFTER_STORE = 1, 2  # wmma_product's __syncwarps (bits of its `sync`)
 BOTH = BEFORE_LOADS | AFTER_STORE
 
 
 def wmma_operands(precision, seed=0):
-    _, k = ROUNDINGS[precision]
+    k = CHUNKS[precision]
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(16, k, generator=generator), torch.randn(k, 16, generator=generator)
 
@@ -116,7 +114,7 @@ def wmma_operands(precision, seed=0):
 @pytest.mark.parametrize("precision", list(ROUNDINGS))
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_wmma_product_is_the_product_of_the_rounded_inputs(emulated, precision, schedule):
-    rounding, _ = ROUNDINGS[precision]
+    rounding = ROUNDINGS[precision]
     a, b = wmma_operands(precision)
     got = emulated.wmma_product(a, b, precision, BOTH, 0, 32, 32, SCHEDULES[schedule], 3)
     expected = rounding(a).double() @ rounding(b).double()
@@ -129,7 +127,7 @@ def test_wmma_product_is_the_product_of_the_rounded_inputs(emulated, precision, 
 def test_wmma_rounds_ties_as_the_device_does(emulated, precision):
     """bf16 ties go to the even value, tf32 ties away from zero (cvt.rna): 1 + half a step, and
     1 + 3 halves, times 1."""
-    rounding, k = ROUNDINGS[precision]
+    rounding, k = ROUNDINGS[precision], CHUNKS[precision]
     step = 2.0**-7 if precision == "bf16" else 2.0**-10
     a = torch.zeros(16, k)
     a[0, 0], a[1, 0], a[2, 0] = 1 + step / 2, 1 + 3 * step / 2, -(1 + step / 2)

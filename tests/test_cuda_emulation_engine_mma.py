@@ -22,16 +22,15 @@ from __future__ import annotations
 import pytest
 import torch
 from emulation import SCHEDULES, load
-from test_cuda_emulation import round_tf32
+from test_cuda_emulation import ROUNDINGS
 from test_cuda_emulation_engine import MODELS as KINDS, USER_MODELS, engine_arguments
-from test_sampling_bf16 import CONV_MODELS, RoundConvolutions, per_image_error, to_bf16
+from test_sampling_bf16 import CONV_MODELS, RoundConvolutions, per_image_error
 from test_sampling_cached import jitter, random_image, random_labels
 from test_sampling_kernels import MODELS
 
 from pixelfast.sampling.cached import check_precision
 from pixelfast.sampling.plan import lower
 
-ROUNDINGS = {"bf16": to_bf16, "tf32": round_tf32}
 OTHER = {"bf16": "tf32", "tf32": "bf16"}
 
 
