@@ -17,28 +17,34 @@ from pixelfast.models import GatedPixelCNN, PixelCNN, PixelCNNPlusPlus, PixelRNN
 from pixelfast.sampling.plan import lower
 
 MODELS = {
-    "pixelcnn": lambda c, levels, h, classes: PixelCNN(c, levels, hidden_channels=h, num_layers=2, num_classes=classes),
-    "gated": lambda c, levels, h, classes: GatedPixelCNN(
+    "pixelcnn": lambda c, levels, h, classes, size=None: PixelCNN(
+        c, levels, hidden_channels=h, num_layers=2, num_classes=classes
+    ),
+    "gated": lambda c, levels, h, classes, size=None: GatedPixelCNN(
         c, levels, hidden_channels=h, num_layers=2, kernel_size=3, first_kernel_size=5, num_classes=classes
     ),
-    "row": lambda c, levels, h, classes: PixelRNN(
+    # the position biases index their table by the position (size: the call's (height, width))
+    "gated-positions": lambda c, levels, h, classes, size=None: GatedPixelCNN(
+        c, levels, hidden_channels=h, num_layers=2, num_classes=classes, image_size=size, position_bias=True
+    ),
+    "row": lambda c, levels, h, classes, size=None: PixelRNN(
         "row", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),
-    "diagonal": lambda c, levels, h, classes: PixelRNN(
+    "diagonal": lambda c, levels, h, classes, size=None: PixelRNN(
         "diagonal", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),
     # ops of period 2 and 4 (the half and quarter maps), once per pixel, and the mixture
-    "pixelcnn++": lambda c, levels, h, classes: PixelCNNPlusPlus(
+    "pixelcnn++": lambda c, levels, h, classes, size=None: PixelCNNPlusPlus(
         c, levels, nr_resnet=1, nr_filters=h, nr_logistic_mix=2, dropout=0.0, num_classes=classes
     ),
 }
 # Models of a user's own (tests/user_models.py), lowered from a trace of their forward: the ops
 # only such models use (elu, mul, concat_elu, cat), grey and RGB (concat_elu on the vertical stack).
 USER_MODELS = {
-    "elu-head": lambda c, levels, h, classes: EluHeadPixelCNN(
+    "elu-head": lambda c, levels, h, classes, size=None: EluHeadPixelCNN(
         c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),
-    "concat-elu-gated": lambda c, levels, h, classes: ConcatEluGated(
+    "concat-elu-gated": lambda c, levels, h, classes, size=None: ConcatEluGated(
         c, levels, n=h, num_layers=2, num_classes=classes, vertical_concat_elu_only=c == 3
     ),
 }
@@ -52,7 +58,8 @@ def emulated():
 def engine_arguments(kind, channels, levels, classes, dtype, batch, height, width, seed, teacher_forced):
     with torch.random.fork_rng():  # the same model for the same arguments (hypothesis replays them)
         torch.manual_seed(seed)
-        model = jitter({**MODELS, **USER_MODELS}[kind](channels, levels, 3, classes), scale=0.3, seed=seed).to(dtype)
+        model = {**MODELS, **USER_MODELS}[kind](channels, levels, 3, classes, (height, width))
+        model = jitter(model, scale=0.3, seed=seed).to(dtype)
     plan = lower(model)
     image = random_image(model, batch, height, width, seed)
     generator = torch.Generator().manual_seed(seed)

@@ -226,6 +226,7 @@ SMALL_CONFIGS = {
         num_classes=2,
         image_size=(3, 4),
         class_dropout=0.25,
+        position_bias=True,
     ),
     "PixelRNN": dict(
         kind="row",

@@ -91,6 +91,7 @@ def test_pixelcnn_incremental_logits_equal_forward(
     kernel=st.sampled_from([3, 5]),
     first_kernel=st.sampled_from([3, 5, 7]),
     classes=st.sampled_from([None, 3]),
+    position_bias=st.booleans(),
     height=st.integers(1, 7),
     width=st.integers(1, 7),
     batch=st.integers(1, 3),
@@ -98,7 +99,7 @@ def test_pixelcnn_incremental_logits_equal_forward(
 )
 @pytest.mark.parametrize("device", DEVICES)
 def test_gated_incremental_logits_equal_forward(
-    channels, levels, hidden, layers, kernel, first_kernel, classes, height, width, batch, seed, device
+    channels, levels, hidden, layers, kernel, first_kernel, classes, position_bias, height, width, batch, seed, device
 ):
     model = GatedPixelCNN(
         channels,
@@ -108,6 +109,8 @@ def test_gated_incremental_logits_equal_forward(
         kernel_size=kernel,
         first_kernel_size=first_kernel,
         num_classes=classes,
+        image_size=(height, width) if position_bias else None,
+        position_bias=position_bias,
     )
     model = jitter(model, seed=seed)
     x = random_image(model, batch, height, width, seed)
@@ -611,3 +614,46 @@ def test_engine_refuses_out_of_range_op_fields(position):
     }[position]
     with pytest.raises(RuntimeError, match="out of range"):
         run_engine(plan, x, *args)
+
+
+def test_engine_refuses_position_biases_that_do_not_fit():
+    model = jitter(GatedPixelCNN(1, 4, hidden_channels=3, num_layers=2, image_size=(3, 4), position_bias=True))
+
+    def run(plan, size=(3, 4)):
+        x = torch.zeros(1, 1, *size, dtype=torch.long)
+        known, uniforms = torch.zeros_like(x, dtype=torch.bool), torch.zeros(x.shape, dtype=torch.float64)
+        return run_engine(plan, x, known, uniforms, None, 1.0, 4, False)
+
+    def first_position_bias(plan):
+        at = 0
+        while plan.program[at + 1] != OP_CODES["position_bias"]:
+            at += plan.program[at]
+        return at
+
+    images, _ = run(lower(model))
+    assert images.shape == (1, 1, 3, 4)
+    for size in [(4, 3), (3, 5)]:
+        with pytest.raises(RuntimeError, match=rf"biases are for 3 x 4 images, the image is {size[0]} x {size[1]}"):
+            run(lower(model), size)
+    table = 1 + list(OP_FIELDS).index("table")
+    plan = lower(model)
+    vector = next(k for k, w in enumerate(plan.weights) if w.dim() == 1)  # a conv's bias
+    for value, message in [(-1, "table index out of range"), (vector, r"position bias table has shape \[")]:
+        plan = lower(model)
+        plan.program[first_position_bias(plan) + table] = value
+        with pytest.raises(RuntimeError, match=message):
+            run(plan)
+    plan = lower(model)
+    plan.program[first_position_bias(plan) + 1 + list(OP_FIELDS).index("period")] = 2
+    with pytest.raises(RuntimeError, match="a position bias runs at every position"):
+        run(plan)
+
+
+def test_a_model_with_position_biases_refuses_other_sizes():
+    model = GatedPixelCNN(1, 4, hidden_channels=3, num_layers=2, image_size=(3, 4), position_bias=True)
+    with pytest.raises(ValueError, match="biases per row and column of 3x4 images; got an input of 4x3"):
+        model(torch.zeros(1, 1, 4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"position_bias\), so it draws only that size; got 4x4"):
+        pixelfast.sample(model, 1, size=(4, 4), progress=False)
+    with pytest.raises(ValueError, match="position_bias needs image_size"):
+        GatedPixelCNN(1, 4, position_bias=True)

@@ -72,6 +72,9 @@ PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T
       case kClassBias:
         value += v.weights[op.table][v.io.labels[b] * v.buffers[op.dst].channels + t];
         break;
+      case kPositionBias:
+        value += v.weights[op.table][(i * v.io.width + j) * v.buffers[op.dst].channels + t];
+        break;
       default:
         break;
     }

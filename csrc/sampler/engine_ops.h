@@ -133,8 +133,8 @@ struct PointwiseOperands {
   bool accumulate;  // add: dst += src, else dst = src
   int64_t n;        // channels per group
   const T* in;      // relu, elu, add (null: rows above the image, zero), mul, gate [a | b], LSTM
-                    // gates [i | f | o | g], class bias: the label's table row, condition: its
-                    // values, concat_elu and cat: the first source
+                    // gates [i | f | o | g], class and position bias: their table row,
+                    // condition: its values, concat_elu and cat: the first source
   const T* prev;    // LSTM cell: the previous cell state (null: zero); cat: the second source
   int64_t split;    // concat_elu, cat: the first source's channels (out[t] for t >= split reads
                     // the negated first source, or the second source, at t - split)
@@ -174,6 +174,9 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
       break;
     case kClassBias:
       p.in = v.weights[op.table] + v.io.labels[b] * v.buffers[op.dst].channels + g * p.n;
+      break;
+    case kPositionBias:
+      p.in = v.weights[op.table] + (i * v.io.width + j) * v.buffers[op.dst].channels + g * p.n;
       break;
     case kCondition:
       p.in = v.io.condition + ((b * v.io.height + i) * v.io.width + j) * v.io.condition_channels +
@@ -246,6 +249,7 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       gate_elements<false>(p.in, p.in + p.n, p.out, t0, t1, step);
       break;
     case kClassBias:
+    case kPositionBias:
     case kCondition:
       for (int64_t t = t0; t < t1; t += step) p.out[t] += p.in[t];
       break;

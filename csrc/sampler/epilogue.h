@@ -2,8 +2,9 @@
 // pixel-phase conv that only carry its output on, channel by channel, run in the conv's stage,
 // with no barrier of their own. The thread that finishes channel t of the conv's output for
 // colour group g applies them to it in order and writes each result where the op would: a chain
-// of ReLUs, ELUs, residual adds (of a map finished before the conv) and class biases, as in the
-// residual blocks of PixelCNN (conv, add, relu) and the Gated PixelCNN (conv, add, class bias).
+// of ReLUs, ELUs, residual adds (of a map finished before the conv) and class and position biases,
+// as in the residual blocks of PixelCNN (conv, add, relu) and the Gated PixelCNN (conv, add, class
+// bias).
 // The chain stops at an op that reads other channels (a gate) or another position, or that
 // writes the conv's source, which other threads of the stage may still be reading.
 //
@@ -42,6 +43,7 @@ inline bool carries_chain(const Buffer* buffers, const Op& conv, const Op& next,
                                                     : next.src == *current);
       break;
     case kClassBias:
+    case kPositionBias:
       carries = next.dst == *current;
       break;
     default:

@@ -173,8 +173,8 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
     TORCH_CHECK(op.phase == kRowPhase || op.phase == kPixelPhase, "sample_cached: bad phase ",
                 op.phase);
     TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
-    const bool reads_source =
-        op.code != kClassBias && op.code != kCondition;  // else a table or input
+    const bool reads_source = op.code != kClassBias && op.code != kPositionBias &&
+                              op.code != kCondition;  // else a table or input
     TORCH_CHECK(!reads_source || (op.src >= 0 && op.src < num_buffers),
                 "sample_cached: op source out of range");
     TORCH_CHECK(op.groups >= 1, "sample_cached: groups must be >= 1");
@@ -259,6 +259,17 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         TORCH_CHECK(t.dim() == 2 && t.size(1) == dst.channels && dst.channels % op.groups == 0,
                     "sample_cached: class table has shape ", t.sizes(), ", expected [classes, ",
                     dst.channels, "]");
+        break;
+      }
+      case kPositionBias: {  // its positions against the image's: check_arguments
+        TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
+                    "sample_cached: position bias table index out of range");
+        const at::Tensor& t = weights[op.table];
+        TORCH_CHECK(t.dim() == 3 && t.size(2) == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: position bias table has shape ", t.sizes(),
+                    ", expected [height, width, ", dst.channels, "]");
+        TORCH_CHECK(op.period == 1,
+                    "sample_cached: a position bias runs at every position (period 1)");
         break;
       }
       case kLstmCell: {
@@ -373,6 +384,15 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
   }
   Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value(),
                           condition.has_value() ? condition->size(3) : -1);
+  for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
+    for (const Op& op : *ops) {
+      if (op.code != kPositionBias) continue;
+      const at::Tensor& t = weights[op.table];
+      TORCH_CHECK(t.size(0) == image.size(2) && t.size(1) == image.size(3),
+                  "sample_cached: the plan's position biases are for ", t.size(0), " x ", t.size(1),
+                  " images, the image is ", image.size(2), " x ", image.size(3));
+    }
+  }
   if (labels.has_value() && labels->numel() > 0) {
     for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
       for (const Op& op : *ops) {

@@ -28,6 +28,7 @@ class GatedPixelCNNConfig(ModelConfig):
     num_classes: int | None = None  # None: unconditional
     image_size: tuple[int, int] | None = None  # the size sampled by default
     class_dropout: float = 0.0  # > 0: trains a "no class" label too, for classifier-free guidance
+    position_bias: bool = False  # learned per-row and per-column biases in every block (needs image_size)
 
     def __post_init__(self) -> None:
         self._check_data_options()
@@ -42,6 +43,10 @@ class GatedPixelCNNConfig(ModelConfig):
         if rate and self.num_classes is None:
             raise ValueError(f"{self.owner}: class_dropout > 0 needs a class-conditional model (num_classes)")
         self._set(class_dropout=float(rate))
+        if not isinstance(self.position_bias, bool):
+            raise ValueError(f"{self.owner}: position_bias must be True or False, got {self.position_bias!r}")
+        if self.position_bias and self.image_size is None:
+            raise ValueError(f"{self.owner}: position_bias needs image_size (a bias per row and column of that size)")
 
 
 class GatedPixelCNN(PixelModel):
@@ -58,7 +63,11 @@ class GatedPixelCNN(PixelModel):
     every block adds learned per-class biases to both stacks' gate inputs. With ``class_dropout > 0``
     too, there is one more label, ``no_class`` (``= num_classes``): training replaces each label by
     it with that probability, so the model also learns ``p(x)``, which classifier-free guidance
-    (``pixelfast.sample(..., guidance=w)``) contrasts with ``p(x | label)``.
+    (``pixelfast.sample(..., guidance=w)``) contrasts with ``p(x | label)``. With
+    ``position_bias``, every block also adds a learned bias per image row and one per column to both
+    stacks' gate inputs: beyond its receptive field's reach of the edges nothing else tells a layer
+    where in the image it is (how far down a stroke should go, where a digit is centred); such a
+    model takes only images of its ``image_size``.
 
     Receptive field of position ``(i, j)`` (``p1 = first_kernel_size // 2``, ``p = kernel_size // 2``,
     ``R = p1 + (num_layers - 1) * p``): rows ``i - R .. i - 1`` at columns ``j - R .. j + R``, and row
@@ -73,10 +82,14 @@ class GatedPixelCNN(PixelModel):
         super().__init__(*args, **kwargs)  # self.options: the checked GatedPixelCNNConfig
 
         n, g = self.hidden_channels, self.color_groups
-        rows = None if self.num_classes is None else self.num_classes + (self.no_class is not None)
+        classes = None if self.num_classes is None else self.num_classes + (self.no_class is not None)
+        size = self.image_size if self.position_bias else None
         self.blocks = nn.ModuleList(
-            [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=rows)]
-            + [GatedBlock(n, n, self.kernel_size, g, first=False, num_classes=rows) for _ in range(self.num_layers - 1)]
+            [GatedBlock(self.in_channels, n, self.first_kernel_size, g, first=True, num_classes=classes, size=size)]
+            + [
+                GatedBlock(n, n, self.kernel_size, g, first=False, num_classes=classes, size=size)
+                for _ in range(self.num_layers - 1)
+            ]
         )
         self.head = OutputHead(n, self.head_channels, self.in_channels, self.levels)
 

@@ -168,6 +168,8 @@ class GatedBlock(nn.Module):
         h_pre  = h_conv(h) + v_to_h(v_pre)          # HorizontalConv2d(in, 2n, k, "A" if first else "B")
                                                     # + MaskedConv2d(2n, 2n, 1, "B", color_groups=1), a full 1x1
         h_pre += h_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
+        v_pre += v_row[i] + v_col[j] at (i, j)      # learned [H, 2n] and [W, 2n], if size = (H, W)
+        h_pre += h_row[i] + h_col[j]                # likewise
         v_out  = v_gate(v_pre)                      # GatedActivation(color_groups)
         h_out  = h_res(h_gate(h_pre))               # MaskedConv2d(n, n, 1, "B", color_groups)
         h_out += h                                  # residual, except in the first block
@@ -176,7 +178,10 @@ class GatedBlock(nn.Module):
     even in the last block, whose vertical output nothing reads. ``v_to_h`` needs no colour mask
     because ``v_pre`` at row ``i`` depends only on rows above ``i``; every other conv on the
     horizontal path is colour masked. ``v_gate`` uses the same channel layout as ``h_gate``
-    (harmless: the vertical stack has no colour constraint).
+    (harmless: the vertical stack has no colour constraint). With ``size = (H, W)`` set, both stacks
+    add a learned bias per image row and one per column (zero at the start, so a block gaining them
+    computes what it did), after the class biases (the vertical one before the link); the input
+    must then be ``H x W``.
     """
 
     def __init__(
@@ -187,6 +192,7 @@ class GatedBlock(nn.Module):
         color_groups: int = 1,
         first: bool = False,
         num_classes: int | None = None,
+        size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if not first and in_channels != channels:
@@ -212,6 +218,11 @@ class GatedBlock(nn.Module):
             nn.init.zeros_(self.h_class.weight)
         else:
             self.v_class = self.h_class = None
+        if size is not None:
+            self.v_row, self.h_row = (nn.Parameter(torch.zeros(size[0], 2 * channels)) for _ in range(2))
+            self.v_col, self.h_col = (nn.Parameter(torch.zeros(size[1], 2 * channels)) for _ in range(2))
+        else:
+            self.v_row = self.h_row = self.v_col = self.h_col = None
 
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None = None
@@ -224,10 +235,29 @@ class GatedBlock(nn.Module):
             if labels is None:
                 raise ValueError("GatedBlock: this block is class-conditional; pass labels")
             v_pre = v_pre + self.v_class(labels)[:, :, None, None]
+        if self.v_row is not None:
+            v_pre = v_pre + self._position_bias(self.v_row, self.v_col, v_pre)
         h_pre = self.h_conv(h).contiguous(memory_format=torch.channels_last) + self.v_to_h(v_pre)
         if self.h_class is not None:
             h_pre = h_pre + self.h_class(labels)[:, :, None, None]
+        if self.h_row is not None:
+            h_pre = h_pre + self._position_bias(self.h_row, self.h_col, h_pre)
         h_out = self.h_res(self.h_gate(h_pre))
         if not self.first:
             h_out = h_out + h
         return self.v_gate(v_pre), h_out
+
+    @staticmethod
+    def _position_bias(rows: torch.Tensor, cols: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``rows[i] + cols[j]`` at ``(i, j)``, ``[1, C, H, W]``, checked against ``x``'s size."""
+        if tuple(x.shape[2:]) != (rows.shape[0], cols.shape[0]):
+            raise ValueError(
+                f"GatedBlock: this block has biases per row and column of {rows.shape[0]}x{cols.shape[0]} "
+                f"images; got an input of {x.shape[2]}x{x.shape[3]}"
+            )
+        return (rows[:, None, :] + cols[None, :, :]).permute(2, 0, 1)[None]
+
+    def position_table(self, stack: str) -> torch.Tensor:
+        """Stack ``stack``'s (``"v"`` or ``"h"``) biases per position, ``[H, W, 2n]``."""
+        rows, cols = getattr(self, f"{stack}_row"), getattr(self, f"{stack}_col")
+        return rows[:, None, :] + cols[None, :, :]

@@ -294,6 +294,11 @@ def _check_size(size, model: nn.Module, image) -> tuple[int, int]:
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise ValueError(f"sample: size must be positive, got ({height}, {width})")
+    if getattr(model, "position_bias", False) and (height, width) != tuple(model.image_size):
+        raise ValueError(
+            f"sample: the model has biases per row and column of {model.image_size[0]}x{model.image_size[1]} "
+            f"images (position_bias), so it draws only that size; got {height}x{width}"
+        )
     return height, width
 
 

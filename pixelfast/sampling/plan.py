@@ -297,6 +297,10 @@ class PlanBuilder:
             reverse=reverse,
         )
 
+    def position_bias(self, dst, table: torch.Tensor, groups, phase=PIXEL):
+        """``dst += table[r, j]`` at position ``(r, j)`` (``table``: ``[H, W, channels]``)."""
+        self._op("position_bias", phase, dst, -1, groups, table=self.weight(table))
+
     def condition(self, dst, groups):
         """``dst += condition`` at each position: the engine call's per-image input map."""
         self._op("condition", PIXEL, dst, -1, groups)
@@ -476,6 +480,8 @@ def _lower_gated_block(
     b.vertical_conv(v_pre, vertical, block.v_conv)
     if block.v_class is not None:
         b.class_bias(v_pre, block.v_class, 1, ROW)
+    if block.v_row is not None:
+        b.position_bias(v_pre, block.position_table("v"), 1, ROW)
     link = b.buffer(two_n)
     b.masked_conv(link, v_pre, block.v_to_h, ROW)
     if vertical_read:
@@ -488,6 +494,8 @@ def _lower_gated_block(
     b.add(h_pre, link, g)
     if block.h_class is not None:
         b.class_bias(h_pre, block.h_class, g)
+    if block.h_row is not None:
+        b.position_bias(h_pre, block.position_table("h"), g)
     gated = b.buffer(n)
     b.gate(gated, h_pre, g)
     h_out = b.buffer(n)
