@@ -427,6 +427,24 @@ def test_a_small_network_is_split_by_image_and_a_large_one_by_channel():
         torch.ops.pixelfast.sampler_split_images_below(-1)
 
 
+def test_position_bias_tables_count_one_row_towards_the_split():
+    # A position reads one row of each position-bias table, so the tables count [channels] each:
+    # counted whole, the shipped model's pushed its guided plan onto the slower channel split.
+    model = jitter(GatedPixelCNN(1, 4, hidden_channels=8, num_layers=2, image_size=(32, 32), position_bias=True))
+    whole = sum(w.numel() * w.element_size() for w in lower(model).weights)
+    limit = torch.ops.pixelfast.sampler_split_images_below(32 << 10)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert whole > 4 * (32 << 10)
+        runs = torch.ops.pixelfast.sampler_image_split_runs()
+        pixelfast.sample(model, 2, generator=0, method="cached", progress=False)
+        assert torch.ops.pixelfast.sampler_image_split_runs() == runs + 1
+    finally:
+        torch.set_num_threads(before)
+        torch.ops.pixelfast.sampler_split_images_below(limit)
+
+
 @pytest.mark.parametrize("split", ["channel"], indirect=True)
 def test_cached_images_are_the_same_when_the_team_goes_on_alone(split):
     # When other programs hold the cores the engine split by channel goes on with one thread

@@ -559,6 +559,24 @@ struct TeamShape {
   int64_t rows(int64_t batch) const { return by_image ? (batch + threads - 1) / threads : batch; }
 };
 
+// The bytes of weights one position reads: every weight whole, except a position-bias table, of
+// which a position reads its own row (the Gated PixelCNN's tables are 28 x 28 rows: counted whole,
+// they pushed the guided shipped model over split_images_below, onto the slower channel split).
+int64_t streamed_weight_bytes(const Plan& plan, const std::vector<at::Tensor>& weights) {
+  std::vector<bool> per_position(weights.size(), false);
+  for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
+    for (const Op& op : *ops) {
+      if (op.code == kPositionBias) per_position[op.table] = true;
+    }
+  }
+  int64_t bytes = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor& w = weights[i];
+    bytes += (per_position[i] ? w.size(-1) : w.numel()) * w.element_size();
+  }
+  return bytes;
+}
+
 TeamShape team_shape(int64_t batch, int64_t weight_bytes) {
 #ifdef _OPENMP
   const int wanted = static_cast<int>(std::max<int64_t>(1, at::get_num_threads()));
@@ -648,9 +666,7 @@ std::tuple<at::Tensor, at::Tensor> sample_cached_cpu(
     engine.scratch_doubles = p.plan.scratch_doubles(levels);
     std::atomic<bool> non_finite{false};
     engine.non_finite = &non_finite;
-    int64_t weight_bytes = 0;
-    for (const at::Tensor& w : weights) weight_bytes += w.numel() * w.element_size();
-    const TeamShape shape = team_shape(engine.batch, weight_bytes);
+    const TeamShape shape = team_shape(engine.batch, streamed_weight_bytes(p.plan, weights));
     const PackedWeights packed =
         use_packed_weights(engine, p.plan, weights, precision, shape.rows(engine.batch));
     run_team(engine, shape);
