@@ -146,10 +146,13 @@ def rows_above(model: nn.Module) -> int | None:
     An upper bound: the sum of every layer's reach upwards (masked and vertical convs ``k // 2``,
     the horizontal conv 0, any other conv ``k - 1``; LSTM layers see every row above), so along
     any path through the network no more. Only for pixelfast's PixelCNN, GatedPixelCNN and
-    PixelRNN, whose other layers read their own position only.
+    PixelRNN, whose other layers read their own position only. A Gated PixelCNN with position biases:
+    None (its biases belong to absolute rows, so it runs on whole images only; see ``row_step``).
     """
     if not isinstance(model, (PixelCNN, GatedPixelCNN, PixelRNN)):
         raise TypeError(f"rows_above: only PixelCNN, GatedPixelCNN and PixelRNN, got {type(model).__name__}")
+    if getattr(model, "position_bias", False):
+        return None
 
     def reach(module: nn.Module) -> int | None:
         if isinstance(module, _UNBOUNDED):
@@ -173,9 +176,11 @@ def rows_above(model: nn.Module) -> int | None:
 
 def row_step(model, x, labels, reach, i, j, c, temperature, uniforms) -> None:
     """Draw sub-pixel ``(c, i, j)`` of every image of ``x`` in place, running ``model`` on rows
-    ``i - reach .. i`` only (from row 0 when ``reach`` is None or reaches past the top)."""
+    ``i - reach .. i`` only (from row 0 when ``reach`` is None or reaches past the top; the whole
+    image for a model with position biases, which takes only whole images)."""
     top = 0 if reach is None else max(0, i - reach)
-    logits = model(x[:, :, top : i + 1], labels)
+    bottom = x.shape[2] if getattr(model, "position_bias", False) else i + 1
+    logits = model(x[:, :, top:bottom], labels)
     x[:, c, i, j] = categorical(logits[:, :, c, i - top, j], temperature, uniforms[:, c, i, j])
 
 

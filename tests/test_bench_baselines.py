@@ -71,6 +71,15 @@ def test_batched_scans_compute_the_twins(batched, ref, taps, size, groups):
         torch.testing.assert_close(a, b)
 
 
+def positioned(model):
+    """``model`` with random position biases (they start at zero)."""
+    with torch.no_grad():
+        for block in model.blocks:
+            for table in (block.v_row, block.v_col, block.h_row, block.h_col):
+                table.normal_()
+    return model
+
+
 def tiny_models():
     torch.manual_seed(0)
     small = {"levels": 8, "hidden_channels": 6}
@@ -79,6 +88,10 @@ def tiny_models():
         "Gated conditional": (
             GatedPixelCNN(in_channels=1, num_layers=2, first_kernel_size=3, num_classes=3, **small),
             2,  # first vertical conv 3x3 (1) + one more (1)
+        ),
+        "Gated positions": (
+            positioned(GatedPixelCNN(1, num_layers=2, image_size=(8, 4), position_bias=True, **small)),
+            None,
         ),
         "PixelRNN row": (PixelRNN(kind="row", in_channels=1, num_layers=1, **small), None),
         "PixelRNN diagonal": (PixelRNN(kind="diagonal", in_channels=1, num_layers=1, **small), None),
@@ -105,7 +118,9 @@ def test_crop_is_the_receptive_field(name):
         assert not torch.allclose(model(x[:, :, -reach:], labels)[..., -1, :], full)
 
 
-@pytest.mark.parametrize("name", ["PixelCNN RGB", "Gated conditional", "PixelRNN row", "PixelRNN diagonal"])
+@pytest.mark.parametrize(
+    "name", ["PixelCNN RGB", "Gated conditional", "Gated positions", "PixelRNN row", "PixelRNN diagonal"]
+)
 def test_row_cropped_sampler_draws_what_naive_draws(name):
     model, _ = tiny_models()[name]
     size = (8, 4)  # taller than every crop, so the crops are used

@@ -669,8 +669,10 @@ def test_engine_refuses_position_biases_that_do_not_fit():
 
 def test_a_model_with_position_biases_refuses_other_sizes():
     model = GatedPixelCNN(1, 4, hidden_channels=3, num_layers=2, image_size=(3, 4), position_bias=True)
-    with pytest.raises(ValueError, match="biases per row and column of 3x4 images; got an input of 4x3"):
-        model(torch.zeros(1, 1, 4, 3, dtype=torch.long))
+    wrong = torch.zeros(1, 1, 4, 3, dtype=torch.long)
+    for call in (lambda: model(wrong), lambda: pixelfast.incremental_logits(model, wrong)):
+        with pytest.raises(ValueError, match="biases per row and column of 3x4 images; got an input of 4x3"):
+            call()
     with pytest.raises(ValueError, match=r"position_bias\), so it draws only that size; got 4x4"):
         pixelfast.sample(model, 1, size=(4, 4), progress=False)
     with pytest.raises(ValueError, match="position_bias needs image_size"):

@@ -562,6 +562,7 @@ struct TeamShape {
 // The bytes of weights one position reads: every weight whole, except a position-bias table, of
 // which a position reads its own row (the Gated PixelCNN's tables are 28 x 28 rows: counted whole,
 // they pushed the guided shipped model over split_images_below, onto the slower channel split).
+// Class tables, a row per image, are a few rows and counted whole.
 int64_t streamed_weight_bytes(const Plan& plan, const std::vector<at::Tensor>& weights) {
   std::vector<bool> per_position(weights.size(), false);
   for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {

@@ -101,6 +101,17 @@ class GatedPixelCNN(PixelModel):
             v, h = block(v, h, labels)
         return self.head(h)
 
+    def check_input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """:meth:`PixelModel.check_input`; with ``position_bias``, also the image size."""
+        labels = super().check_input(x, labels)
+        if self.position_bias and tuple(x.shape[2:]) != tuple(self.image_size):
+            (h, w), (height, width) = self.image_size, x.shape[2:]
+            raise ValueError(
+                f"GatedPixelCNN: this model has biases per row and column of {h}x{w} images; got an "
+                f"input of {height}x{width} (position_bias: its image_size only)"
+            )
+        return labels
+
     @property
     def no_class(self) -> int | None:
         """The "no class" label (``num_classes``) of a model trained with ``class_dropout``, else None."""

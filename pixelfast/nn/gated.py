@@ -165,11 +165,11 @@ class GatedBlock(nn.Module):
 
         v_pre  = v_conv(v)                          # VerticalConv2d(in, 2n, k, include_current_row=not first)
         v_pre += v_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
+        v_pre += v_row[i] + v_col[j] at (i, j)      # learned [H, 2n] and [W, 2n], if size = (H, W)
         h_pre  = h_conv(h) + v_to_h(v_pre)          # HorizontalConv2d(in, 2n, k, "A" if first else "B")
                                                     # + MaskedConv2d(2n, 2n, 1, "B", color_groups=1), a full 1x1
         h_pre += h_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
-        v_pre += v_row[i] + v_col[j] at (i, j)      # learned [H, 2n] and [W, 2n], if size = (H, W)
-        h_pre += h_row[i] + h_col[j]                # likewise
+        h_pre += h_row[i] + h_col[j]                # learned [H, 2n] and [W, 2n], if size = (H, W)
         v_out  = v_gate(v_pre)                      # GatedActivation(color_groups)
         h_out  = h_res(h_gate(h_pre))               # MaskedConv2d(n, n, 1, "B", color_groups)
         h_out += h                                  # residual, except in the first block
