@@ -33,10 +33,11 @@ struct Plan {
   }
 };
 
-// Decodes and validates the flat lists (TORCH_CHECK on anything inconsistent).
+// Decodes and validates the flat lists (TORCH_CHECK on anything inconsistent) against a call on
+// images of `channels` x `height` x `width`.
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
-                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
-                 bool has_labels, int64_t condition_channels);
+                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t height,
+                 int64_t width, int64_t levels, bool has_labels, int64_t condition_channels);
 
 // The plan format this library decodes, as text: plan.h's field names, codes and limits, which
 // pixelfast/sampling/plan_format.py checks its own tables against.

@@ -128,8 +128,8 @@ void mark_local_buffers(Plan& plan) {
 }  // namespace
 
 Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
-                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t levels,
-                 bool has_labels, int64_t condition_channels) {
+                 const std::vector<at::Tensor>& weights, int64_t channels, int64_t height,
+                 int64_t width, int64_t levels, bool has_labels, int64_t condition_channels) {
   Plan plan;
   TORCH_CHECK(buffers.size() % 3 == 0 && !buffers.empty(),
               "sample_cached: buffers must be (channels, rows, pad) triples");
@@ -261,13 +261,16 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     dst.channels, "]");
         break;
       }
-      case kPositionBias: {  // its positions against the image's: check_arguments
+      case kPositionBias: {
         TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
                     "sample_cached: position bias table index out of range");
         const at::Tensor& t = weights[op.table];
         TORCH_CHECK(t.dim() == 3 && t.size(2) == dst.channels && dst.channels % op.groups == 0,
                     "sample_cached: position bias table has shape ", t.sizes(),
                     ", expected [height, width, ", dst.channels, "]");
+        TORCH_CHECK(t.size(0) == height && t.size(1) == width,
+                    "sample_cached: the plan's position biases are for ", t.size(0), " x ",
+                    t.size(1), " images, the image is ", height, " x ", width);
         TORCH_CHECK(op.period == 1,
                     "sample_cached: a position bias runs at every position (period 1)");
         break;
@@ -382,17 +385,9 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
                 "sample_cached: condition must be a ", dtype, " tensor on ", image.device(),
                 ", got ", c.scalar_type(), " on ", c.device());
   }
-  Plan plan = decode_plan(buffers, program, weights, image.size(1), levels, labels.has_value(),
-                          condition.has_value() ? condition->size(3) : -1);
-  for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
-    for (const Op& op : *ops) {
-      if (op.code != kPositionBias) continue;
-      const at::Tensor& t = weights[op.table];
-      TORCH_CHECK(t.size(0) == image.size(2) && t.size(1) == image.size(3),
-                  "sample_cached: the plan's position biases are for ", t.size(0), " x ", t.size(1),
-                  " images, the image is ", image.size(2), " x ", image.size(3));
-    }
-  }
+  Plan plan =
+      decode_plan(buffers, program, weights, image.size(1), image.size(2), image.size(3), levels,
+                  labels.has_value(), condition.has_value() ? condition->size(3) : -1);
   if (labels.has_value() && labels->numel() > 0) {
     for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
       for (const Op& op : *ops) {

@@ -236,26 +236,26 @@ class GatedBlock(nn.Module):
                 raise ValueError("GatedBlock: this block is class-conditional; pass labels")
             v_pre = v_pre + self.v_class(labels)[:, :, None, None]
         if self.v_row is not None:
-            v_pre = v_pre + self._position_bias(self.v_row, self.v_col, v_pre)
+            v_pre = v_pre + self._position_bias("v", v_pre)
         h_pre = self.h_conv(h).contiguous(memory_format=torch.channels_last) + self.v_to_h(v_pre)
         if self.h_class is not None:
             h_pre = h_pre + self.h_class(labels)[:, :, None, None]
         if self.h_row is not None:
-            h_pre = h_pre + self._position_bias(self.h_row, self.h_col, h_pre)
+            h_pre = h_pre + self._position_bias("h", h_pre)
         h_out = self.h_res(self.h_gate(h_pre))
         if not self.first:
             h_out = h_out + h
         return self.v_gate(v_pre), h_out
 
-    @staticmethod
-    def _position_bias(rows: torch.Tensor, cols: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``rows[i] + cols[j]`` at ``(i, j)``, ``[1, C, H, W]``, checked against ``x``'s size."""
-        if tuple(x.shape[2:]) != (rows.shape[0], cols.shape[0]):
+    def _position_bias(self, stack: str, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`position_table` as ``[1, 2n, H, W]`` (channels last), checked against ``x``'s size."""
+        table = self.position_table(stack)
+        if tuple(x.shape[2:]) != tuple(table.shape[:2]):
             raise ValueError(
-                f"GatedBlock: this block has biases per row and column of {rows.shape[0]}x{cols.shape[0]} "
+                f"GatedBlock: this block has biases per row and column of {table.shape[0]}x{table.shape[1]} "
                 f"images; got an input of {x.shape[2]}x{x.shape[3]}"
             )
-        return (rows[:, None, :] + cols[None, :, :]).permute(2, 0, 1)[None]
+        return table.permute(2, 0, 1)[None]
 
     def position_table(self, stack: str) -> torch.Tensor:
         """Stack ``stack``'s (``"v"`` or ``"h"``) biases per position, ``[H, W, 2n]``."""
