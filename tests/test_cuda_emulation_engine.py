@@ -27,6 +27,17 @@ MODELS = {
     "gated-positions": lambda c, levels, h, classes, size=None: GatedPixelCNN(
         c, levels, hidden_channels=h, num_layers=2, num_classes=classes, image_size=size, position_bias=True
     ),
+    # and per class too: the table indexed by the image's label as well
+    "gated-class-positions": lambda c, levels, h, classes, size=None: GatedPixelCNN(
+        c,
+        levels,
+        hidden_channels=h,
+        num_layers=2,
+        num_classes=classes,
+        image_size=size,
+        position_bias=True,
+        class_position_bias=classes is not None,
+    ),
     "row": lambda c, levels, h, classes, size=None: PixelRNN(
         "row", c, levels, hidden_channels=h, num_layers=1, num_classes=classes
     ),

@@ -18,8 +18,19 @@ from pixelfast.sampling.plan import lower
 from pixelfast.train import train
 
 
-def guided_model(channels=1, levels=6, hidden=6, layers=2, classes=3, seed=0, scale=0.5):
-    model = GatedPixelCNN(channels, levels, hidden, layers, num_classes=classes, class_dropout=0.1)
+def guided_model(channels=1, levels=6, hidden=6, layers=2, classes=3, seed=0, scale=0.5, positions=None, size=None):
+    """``positions``: None, "shared" (position biases) or "per class" (those per label too), for ``size``."""
+    model = GatedPixelCNN(
+        channels,
+        levels,
+        hidden,
+        layers,
+        num_classes=classes,
+        class_dropout=0.1,
+        image_size=size if positions else None,
+        position_bias=positions is not None,
+        class_position_bias=positions == "per class",
+    )
     return jitter(model, scale=scale, seed=seed)
 
 
@@ -44,21 +55,25 @@ def guided_logits(model, x, labels, weight):
     width=st.integers(1, 5),
     batch=st.integers(1, 3),
     seed=st.integers(0, 1000),
+    positions=st.sampled_from([None, "shared", "per class"]),
 )
 @pytest.mark.parametrize("device", DEVICES)
 def test_guided_engine_logits_equal_the_definition(
-    channels, levels, layers, weight, height, width, batch, seed, device
+    channels, levels, layers, weight, height, width, batch, seed, positions, device
 ):
-    model = guided_model(channels, levels, 6, layers, seed=seed, scale=0.3).to(device)
+    # per class: the "no class" copy of the network must read the no-class label's position biases
+    model = guided_model(channels, levels, 6, layers, seed=seed, scale=0.3, positions=positions, size=(height, width))
+    model = model.to(device)
     x = random_image(model, batch, height, width, seed).to(device)
     labels = torch.randint(0, 3, (batch,), generator=torch.Generator().manual_seed(seed)).to(device)
     got = pixelfast.incremental_logits(Guided(model, weight), x, labels)
     torch.testing.assert_close(got, guided_logits(model, x, labels, weight), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("positions", [None, "per class"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_guided_cached_draws_the_same_images_as_naive(channels, device):
-    model = guided_model(channels)
+def test_guided_cached_draws_the_same_images_as_naive(channels, positions, device):
+    model = guided_model(channels, positions=positions, size=(4, 5))
     kwargs = dict(size=(4, 5), labels=[0, 1, 2], generator=11, progress=False, device=device, guidance=1.5)
     cached = pixelfast.sample(model, 3, method="cached", **kwargs)
     assert torch.equal(cached, pixelfast.sample(model, 3, method="naive", **kwargs))

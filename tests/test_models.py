@@ -227,6 +227,7 @@ SMALL_CONFIGS = {
         image_size=(3, 4),
         class_dropout=0.25,
         position_bias=True,
+        class_position_bias=True,
     ),
     "PixelRNN": dict(
         kind="row",
@@ -336,6 +337,25 @@ def test_class_conditioning_changes_logits(cls, device):
     grads = [p.grad for n, p in fresh.named_parameters() if "class" in n]
     assert len(grads) == fresh.num_layers * (2 if cls is GatedPixelCNN else 1)  # v and h biases
     assert all(g is not None and torch.any(g != 0) for g in grads)
+
+
+def test_class_position_biases_start_at_zero_and_belong_to_their_label():
+    options = dict(in_channels=1, levels=LEVELS, hidden_channels=6, num_layers=2, num_classes=3, image_size=(4, 5))
+    shared = tiny(GatedPixelCNN, **options, position_bias=True)
+    per_class = GatedPixelCNN(**options, position_bias=True, class_position_bias=True).double()
+    missing, unexpected = per_class.load_state_dict(shared.state_dict(), strict=False)
+    assert not unexpected and missing and all("_class_row" in k or "_class_col" in k for k in missing)
+    x = levels_image(1, 1, 4, 5).repeat(3, 1, 1, 1)
+    labels = torch.tensor([0, 1, 2])
+    assert torch.equal(per_class(x, labels), shared(x, labels))  # zero at the start: the model it grew from
+    with torch.no_grad():  # label 1's bias at one row (2) and one column (3) of the last block's h stack
+        per_class.blocks[-1].h_class_row[1, 2] = 1.0
+        per_class.blocks[-1].h_class_col[1, 3] = 0.5
+    before, after = shared(x, labels), per_class(x, labels)
+    changed = (after - before).abs().amax(dim=(1, 2))  # [B, H, W]
+    assert torch.equal(after[[0, 2]], before[[0, 2]])  # the other labels' images are untouched
+    assert changed[1, 2].gt(0).all() and changed[1, :, 3].gt(0).all()  # label 1's row 2 and column 3 ...
+    assert changed[1, [0, 1, 3]][:, [0, 1, 2, 4]].eq(0).all()  # ... and nowhere else (a pointwise bias)
 
 
 # ------------------------------------------------------------------------------------------- errors

@@ -91,7 +91,7 @@ def test_pixelcnn_incremental_logits_equal_forward(
     kernel=st.sampled_from([3, 5]),
     first_kernel=st.sampled_from([3, 5, 7]),
     classes=st.sampled_from([None, 3]),
-    position_bias=st.booleans(),
+    position_bias=st.sampled_from([False, True, "per class"]),
     height=st.integers(1, 7),
     width=st.integers(1, 7),
     batch=st.integers(1, 3),
@@ -101,6 +101,7 @@ def test_pixelcnn_incremental_logits_equal_forward(
 def test_gated_incremental_logits_equal_forward(
     channels, levels, hidden, layers, kernel, first_kernel, classes, position_bias, height, width, batch, seed, device
 ):
+    per_class = position_bias == "per class" and classes is not None
     model = GatedPixelCNN(
         channels,
         levels,
@@ -110,7 +111,8 @@ def test_gated_incremental_logits_equal_forward(
         first_kernel_size=first_kernel,
         num_classes=classes,
         image_size=(height, width) if position_bias else None,
-        position_bias=position_bias,
+        position_bias=bool(position_bias),
+        class_position_bias=per_class,
     )
     model = jitter(model, seed=seed)
     x = random_image(model, batch, height, width, seed)
@@ -427,10 +429,22 @@ def test_a_small_network_is_split_by_image_and_a_large_one_by_channel():
         torch.ops.pixelfast.sampler_split_images_below(-1)
 
 
-def test_position_bias_tables_count_one_row_towards_the_split():
-    # A position reads one row of each position-bias table, so the tables count [channels] each:
-    # counted whole, the shipped model's pushed its guided plan onto the slower channel split.
-    model = jitter(GatedPixelCNN(1, 4, hidden_channels=8, num_layers=2, image_size=(32, 32), position_bias=True))
+@pytest.mark.parametrize("classes", [None, 3])
+def test_position_bias_tables_count_one_row_towards_the_split(classes):
+    # A position reads one row of each position-bias table (of a table per class, one per class at
+    # most), so the tables count [channels] each: counted whole, the shipped model's pushed its
+    # guided plan onto the slower channel split.
+    model = GatedPixelCNN(
+        1,
+        4,
+        hidden_channels=8,
+        num_layers=2,
+        num_classes=classes,
+        image_size=(32, 32),
+        position_bias=True,
+        class_position_bias=classes is not None,
+    )
+    model = jitter(model)
     whole = sum(w.numel() * w.element_size() for w in lower(model).weights)
     limit = torch.ops.pixelfast.sampler_split_images_below(32 << 10)
     before = torch.get_num_threads()
@@ -438,7 +452,8 @@ def test_position_bias_tables_count_one_row_towards_the_split():
         torch.set_num_threads(2)
         assert whole > 4 * (32 << 10)
         runs = torch.ops.pixelfast.sampler_image_split_runs()
-        pixelfast.sample(model, 2, generator=0, method="cached", progress=False)
+        labels = None if classes is None else [0, 2]
+        pixelfast.sample(model, 2, labels=labels, generator=0, method="cached", progress=False)
         assert torch.ops.pixelfast.sampler_image_split_runs() == runs + 1
     finally:
         torch.set_num_threads(before)
@@ -634,20 +649,39 @@ def test_engine_refuses_out_of_range_op_fields(position):
         run_engine(plan, x, *args)
 
 
-def test_engine_refuses_position_biases_that_do_not_fit():
-    model = jitter(GatedPixelCNN(1, 4, hidden_channels=3, num_layers=2, image_size=(3, 4), position_bias=True))
+@pytest.mark.parametrize("per_class", [False, True])
+def test_engine_refuses_position_biases_that_do_not_fit(per_class):
+    model = GatedPixelCNN(
+        1,
+        4,
+        hidden_channels=3,
+        num_layers=2,
+        num_classes=2 if per_class else None,
+        image_size=(3, 4),
+        position_bias=True,
+        class_position_bias=per_class,
+    )
+    model = jitter(model)
+    code = OP_CODES["class_position_bias" if per_class else "position_bias"]
+    kind = "class position bias" if per_class else "position bias"
 
-    def run(plan, size=(3, 4)):
+    def run(plan, size=(3, 4), labels="own"):
+        labels = (torch.tensor([1]) if per_class else None) if isinstance(labels, str) else labels
         x = torch.zeros(1, 1, *size, dtype=torch.long)
         known, uniforms = torch.zeros_like(x, dtype=torch.bool), torch.zeros(x.shape, dtype=torch.float64)
-        return run_engine(plan, x, known, uniforms, None, 1.0, 4, False)
+        return run_engine(plan, x, known, uniforms, labels, 1.0, 4, False)
 
     def first_position_bias(plan):
         at = 0
-        while plan.program[at + 1] != OP_CODES["position_bias"]:
+        while plan.program[at + 1] != code:
             at += plan.program[at]
         return at
 
+    if per_class:
+        with pytest.raises(RuntimeError, match="but no labels were given"):
+            run(lower(model), labels=None)
+        with pytest.raises(RuntimeError, match=r"label 2 out of range 0..1"):
+            run(lower(model), labels=torch.tensor([2]))
     images, _ = run(lower(model))
     assert images.shape == (1, 1, 3, 4)
     for size in [(4, 3), (3, 5)]:
@@ -656,7 +690,7 @@ def test_engine_refuses_position_biases_that_do_not_fit():
     table = 1 + list(OP_FIELDS).index("table")
     plan = lower(model)
     vector = next(k for k, w in enumerate(plan.weights) if w.dim() == 1)  # a conv's bias
-    for value, message in [(-1, "table index out of range"), (vector, r"position bias table has shape \[")]:
+    for value, message in [(-1, f"{kind} table index out of range"), (vector, rf"{kind} table has shape \[")]:
         plan = lower(model)
         plan.program[first_position_bias(plan) + table] = value
         with pytest.raises(RuntimeError, match=message):
@@ -677,3 +711,8 @@ def test_a_model_with_position_biases_refuses_other_sizes():
         pixelfast.sample(model, 1, size=(4, 4), progress=False)
     with pytest.raises(ValueError, match="position_bias needs image_size"):
         GatedPixelCNN(1, 4, position_bias=True)
+    for options in [dict(num_classes=2), dict(position_bias=True, image_size=(3, 4))]:
+        with pytest.raises(ValueError, match="class_position_bias needs position_bias=True and a class-conditional"):
+            GatedPixelCNN(1, 4, class_position_bias=True, **options)
+    with pytest.raises(ValueError, match="class_position_bias must be True or False"):
+        GatedPixelCNN(1, 4, num_classes=2, image_size=(3, 4), position_bias=True, class_position_bias=1)

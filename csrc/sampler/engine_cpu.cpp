@@ -562,18 +562,21 @@ struct TeamShape {
 // The bytes of weights one position reads: every weight whole, except a position-bias table, of
 // which a position reads its own row (the Gated PixelCNN's tables are 28 x 28 rows: counted whole,
 // they pushed the guided shipped model over split_images_below, onto the slower channel split).
-// Class tables, a row per image, are a few rows and counted whole.
+// Class tables, a row per image, are a few rows and counted whole; a position-bias table per class
+// counts one row per class.
 int64_t streamed_weight_bytes(const Plan& plan, const std::vector<at::Tensor>& weights) {
   std::vector<bool> per_position(weights.size(), false);
   for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
     for (const Op& op : *ops) {
-      if (op.code == kPositionBias) per_position[op.table] = true;
+      if (op.code == kPositionBias || op.code == kClassPositionBias) per_position[op.table] = true;
     }
   }
   int64_t bytes = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     const at::Tensor& w = weights[i];
-    bytes += (per_position[i] ? w.size(-1) : w.numel()) * w.element_size();
+    // a table per class: each image reads its own label's row, one per class at most
+    const int64_t rows = w.dim() == 4 ? w.size(0) : 1;
+    bytes += (per_position[i] ? rows * w.size(-1) : w.numel()) * w.element_size();
   }
   return bytes;
 }

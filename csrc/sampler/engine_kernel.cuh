@@ -75,6 +75,11 @@ PF_HD void run_epilogue(const EngineView<T>& v, const Op& conv, int64_t count, T
       case kPositionBias:
         value += v.weights[op.table][(i * v.io.width + j) * v.buffers[op.dst].channels + t];
         break;
+      case kClassPositionBias:
+        value += v.weights[op.table][((v.io.labels[b] * v.io.height + i) * v.io.width + j) *
+                                         v.buffers[op.dst].channels +
+                                     t];
+        break;
       default:
         break;
     }

@@ -178,6 +178,11 @@ PF_HD PointwiseOperands<T> pointwise_operands(const EngineView<T>& v, const Op& 
     case kPositionBias:
       p.in = v.weights[op.table] + (i * v.io.width + j) * v.buffers[op.dst].channels + g * p.n;
       break;
+    case kClassPositionBias:
+      p.in = v.weights[op.table] +
+             ((v.io.labels[b] * v.io.height + i) * v.io.width + j) * v.buffers[op.dst].channels +
+             g * p.n;
+      break;
     case kCondition:
       p.in = v.io.condition + ((b * v.io.height + i) * v.io.width + j) * v.io.condition_channels +
              g * p.n;
@@ -250,6 +255,7 @@ PF_HD_INLINE void pointwise_elements(const PointwiseOperands<T>& p, int64_t t0, 
       break;
     case kClassBias:
     case kPositionBias:
+    case kClassPositionBias:
     case kCondition:
       for (int64_t t = t0; t < t1; t += step) p.out[t] += p.in[t];
       break;

@@ -44,6 +44,7 @@ inline bool carries_chain(const Buffer* buffers, const Op& conv, const Op& next,
       break;
     case kClassBias:
     case kPositionBias:
+    case kClassPositionBias:
       carries = next.dst == *current;
       break;
     default:

@@ -46,7 +46,8 @@ constexpr int kMaxSegments = 8;
   X(kCat, cat, 12)              /* dst = [src, cell]: src's channels, then buffer cell's; one group */ \
   X(kSigmoidGate, sigmoid_gate, 13) /* dst[g] = a * sigmoid(b), src group g = [a, b] */              \
   X(kMixture, mixture, 14)      /* dst[g] = colour g's level log-probabilities (mixture.h) */        \
-  X(kPositionBias, position_bias, 15) /* dst[g] += table[r][j][g]: a bias per position */
+  X(kPositionBias, position_bias, 15) /* dst[g] += table[r][j][g]: a bias per position */       \
+  X(kClassPositionBias, class_position_bias, 16) /* dst[g] += table[label][r][j][g] */
 // clang-format on
 
 #define PIXELFAST_PHASES(X) X(kRowPhase, row, 0) X(kPixelPhase, pixel, 1)
@@ -89,7 +90,7 @@ struct Buffer {
   X(int32_t, centre)        /* kConv: CentreMask */                                              \
   X(int64_t, centre_weight) /* kConv: [in_channels, out_channels], or -1 */                      \
   X(int64_t, bias)          /* kConv: [out_channels], or -1 */                                   \
-  X(int64_t, table)         /* kClassBias: [classes, channels]; kPositionBias: [H, W, ch.] */  \
+  X(int64_t, table)         /* kClassBias: [classes, ch.]; k(Class)PositionBias: ([cl.,] H, W, ch.) */ \
   X(int32_t, accumulate)    /* kConv, kAdd: add into dst instead of overwriting it */            \
   X(int64_t, src_dy)        /* kAdd: src read at row r + src_dy (<= 0; none above the image) */  \
   X(int64_t, row_offset)    /* row-phase ops: run at row i + row_offset (<= 0) */                \

@@ -174,6 +174,7 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                 op.phase);
     TORCH_CHECK(op.dst >= 0 && op.dst < num_buffers, "sample_cached: op destination out of range");
     const bool reads_source = op.code != kClassBias && op.code != kPositionBias &&
+                              op.code != kClassPositionBias &&
                               op.code != kCondition;  // else a table or input
     TORCH_CHECK(!reads_source || (op.src >= 0 && op.src < num_buffers),
                 "sample_cached: op source out of range");
@@ -271,6 +272,23 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
         TORCH_CHECK(t.size(0) == height && t.size(1) == width,
                     "sample_cached: the plan's position biases are for ", t.size(0), " x ",
                     t.size(1), " images, the image is ", height, " x ", width);
+        TORCH_CHECK(op.period == 1,
+                    "sample_cached: a position bias runs at every position (period 1)");
+        break;
+      }
+      case kClassPositionBias: {
+        TORCH_CHECK(
+            has_labels,
+            "sample_cached: the plan has position biases per class but no labels were given");
+        TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
+                    "sample_cached: class position bias table index out of range");
+        const at::Tensor& t = weights[op.table];
+        TORCH_CHECK(t.dim() == 4 && t.size(3) == dst.channels && dst.channels % op.groups == 0,
+                    "sample_cached: class position bias table has shape ", t.sizes(),
+                    ", expected [classes, height, width, ", dst.channels, "]");
+        TORCH_CHECK(t.size(1) == height && t.size(2) == width,
+                    "sample_cached: the plan's position biases are for ", t.size(1), " x ",
+                    t.size(2), " images, the image is ", height, " x ", width);
         TORCH_CHECK(op.period == 1,
                     "sample_cached: a position bias runs at every position (period 1)");
         break;
@@ -391,7 +409,7 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
   if (labels.has_value() && labels->numel() > 0) {
     for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
       for (const Op& op : *ops) {
-        if (op.code != kClassBias) continue;
+        if (op.code != kClassBias && op.code != kClassPositionBias) continue;
         const int64_t classes = weights[op.table].size(0);
         const at::Tensor l = labels->cpu();
         const int64_t* p = l.const_data_ptr<int64_t>();

@@ -170,6 +170,7 @@ class GatedBlock(nn.Module):
                                                     # + MaskedConv2d(2n, 2n, 1, "B", color_groups=1), a full 1x1
         h_pre += h_class(labels)[:, :, None, None]  # nn.Embedding(num_classes, 2n), if num_classes
         h_pre += h_row[i] + h_col[j]                # learned [H, 2n] and [W, 2n], if size = (H, W)
+        (v_pre and h_pre, with class_position_bias: also + *_class_row[label, i] + *_class_col[label, j])
         v_out  = v_gate(v_pre)                      # GatedActivation(color_groups)
         h_out  = h_res(h_gate(h_pre))               # MaskedConv2d(n, n, 1, "B", color_groups)
         h_out += h                                  # residual, except in the first block
@@ -181,7 +182,8 @@ class GatedBlock(nn.Module):
     (harmless: the vertical stack has no colour constraint). With ``size = (H, W)`` set, both stacks
     add a learned bias per image row and one per column (zero at the start, so a block gaining them
     computes what it did), after the class biases (the vertical one before the link); the input
-    must then be ``H x W``.
+    must then be ``H x W``. ``class_position_bias`` (which needs both) adds a further such pair per
+    label (``[num_classes, H, 2n]`` and ``[num_classes, W, 2n]``, zero at the start).
     """
 
     def __init__(
@@ -193,8 +195,11 @@ class GatedBlock(nn.Module):
         first: bool = False,
         num_classes: int | None = None,
         size: tuple[int, int] | None = None,
+        class_position_bias: bool = False,
     ) -> None:
         super().__init__()
+        if class_position_bias and not (num_classes and size is not None):
+            raise ValueError("GatedBlock: class_position_bias needs num_classes and size")
         if not first and in_channels != channels:
             raise ValueError(
                 f"GatedBlock: a non-first block needs in_channels == channels for its residual, "
@@ -223,6 +228,15 @@ class GatedBlock(nn.Module):
             self.v_col, self.h_col = (nn.Parameter(torch.zeros(size[1], 2 * channels)) for _ in range(2))
         else:
             self.v_row = self.h_row = self.v_col = self.h_col = None
+        if class_position_bias:
+            self.v_class_row, self.h_class_row = (
+                nn.Parameter(torch.zeros(num_classes, size[0], 2 * channels)) for _ in range(2)
+            )
+            self.v_class_col, self.h_class_col = (
+                nn.Parameter(torch.zeros(num_classes, size[1], 2 * channels)) for _ in range(2)
+            )
+        else:
+            self.v_class_row = self.h_class_row = self.v_class_col = self.h_class_col = None
 
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None = None
@@ -236,28 +250,40 @@ class GatedBlock(nn.Module):
                 raise ValueError("GatedBlock: this block is class-conditional; pass labels")
             v_pre = v_pre + self.v_class(labels)[:, :, None, None]
         if self.v_row is not None:
-            v_pre = v_pre + self._position_bias("v", v_pre)
+            v_pre = v_pre + self._position_bias("v", v_pre, labels)
         h_pre = self.h_conv(h).contiguous(memory_format=torch.channels_last) + self.v_to_h(v_pre)
         if self.h_class is not None:
             h_pre = h_pre + self.h_class(labels)[:, :, None, None]
         if self.h_row is not None:
-            h_pre = h_pre + self._position_bias("h", h_pre)
+            h_pre = h_pre + self._position_bias("h", h_pre, labels)
         h_out = self.h_res(self.h_gate(h_pre))
         if not self.first:
             h_out = h_out + h
         return self.v_gate(v_pre), h_out
 
-    def _position_bias(self, stack: str, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`position_table` as ``[1, 2n, H, W]`` (channels last), checked against ``x``'s size."""
-        table = self.position_table(stack)
-        if tuple(x.shape[2:]) != tuple(table.shape[:2]):
+    def _position_bias(self, stack: str, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The position biases as ``[1 or B, 2n, H, W]`` (channels last), checked against ``x``'s size."""
+        rows, cols = getattr(self, f"{stack}_row"), getattr(self, f"{stack}_col")
+        if tuple(x.shape[2:]) != (rows.shape[0], cols.shape[0]):
             raise ValueError(
-                f"GatedBlock: this block has biases per row and column of {table.shape[0]}x{table.shape[1]} "
+                f"GatedBlock: this block has biases per row and column of {rows.shape[0]}x{cols.shape[0]} "
                 f"images; got an input of {x.shape[2]}x{x.shape[3]}"
             )
-        return table.permute(2, 0, 1)[None]
+        class_rows = getattr(self, f"{stack}_class_row")
+        if class_rows is not None:  # [B, H, 2n] and [B, W, 2n]: each image's label's own
+            rows = rows + class_rows[labels]
+            cols = cols + getattr(self, f"{stack}_class_col")[labels]
+        else:
+            rows, cols = rows[None], cols[None]
+        return (rows[:, :, None, :] + cols[:, None, :, :]).permute(0, 3, 1, 2)
 
     def position_table(self, stack: str) -> torch.Tensor:
-        """Stack ``stack``'s (``"v"`` or ``"h"``) biases per position, ``[H, W, 2n]``."""
+        """Stack ``stack``'s (``"v"`` or ``"h"``) biases per position: ``[H, W, 2n]``, or with
+        ``class_position_bias`` ``[labels, H, W, 2n]`` (label ``c``'s at ``[c]``)."""
         rows, cols = getattr(self, f"{stack}_row"), getattr(self, f"{stack}_col")
-        return rows[:, None, :] + cols[None, :, :]
+        class_rows = getattr(self, f"{stack}_class_row")
+        if class_rows is None:
+            return rows[:, None, :] + cols[None, :, :]
+        rows = rows + class_rows  # [labels, H, 2n]
+        cols = cols + getattr(self, f"{stack}_class_col")
+        return rows[:, :, None, :] + cols[:, None, :, :]

@@ -301,6 +301,14 @@ class PlanBuilder:
         """``dst += table[r, j]`` at position ``(r, j)`` (``table``: ``[H, W, channels]``)."""
         self._op("position_bias", phase, dst, -1, groups, table=self.weight(table))
 
+    def class_position_bias(self, dst, table: torch.Tensor, groups, phase=PIXEL):
+        """``dst += table[label, r, j]`` (``table``: ``[labels, H, W, channels]``); with
+        ``forced_label`` set, every image reads that label's part (a plain position bias)."""
+        if self.forced_label is not None:
+            self.position_bias(dst, table[self.forced_label], groups, phase)
+        else:
+            self._op("class_position_bias", phase, dst, -1, groups, table=self.weight(table))
+
     def condition(self, dst, groups):
         """``dst += condition`` at each position: the engine call's per-image input map."""
         self._op("condition", PIXEL, dst, -1, groups)
@@ -481,7 +489,7 @@ def _lower_gated_block(
     if block.v_class is not None:
         b.class_bias(v_pre, block.v_class, 1, ROW)
     if block.v_row is not None:
-        b.position_bias(v_pre, block.position_table("v"), 1, ROW)
+        _position_bias(block, "v", b, v_pre, 1, ROW)
     link = b.buffer(two_n)
     b.masked_conv(link, v_pre, block.v_to_h, ROW)
     if vertical_read:
@@ -495,7 +503,7 @@ def _lower_gated_block(
     if block.h_class is not None:
         b.class_bias(h_pre, block.h_class, g)
     if block.h_row is not None:
-        b.position_bias(h_pre, block.position_table("h"), g)
+        _position_bias(block, "h", b, h_pre, g)
     gated = b.buffer(n)
     b.gate(gated, h_pre, g)
     h_out = b.buffer(n)
@@ -503,6 +511,12 @@ def _lower_gated_block(
     if not block.first:
         b.add(h_out, horizontal, g)
     return vertical, h_out
+
+
+def _position_bias(block: GatedBlock, stack: str, b: PlanBuilder, dst: int, groups: int, phase=PIXEL) -> None:
+    """A block's position biases for ``stack``: one table, or one per label."""
+    table = block.position_table(stack)
+    (b.position_bias if table.dim() == 3 else b.class_position_bias)(dst, table, groups, phase)
 
 
 @lowers(GatedPixelCNN, reads=(GatedBlock, OutputHead, nn.ModuleList))

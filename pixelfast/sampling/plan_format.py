@@ -26,6 +26,7 @@ OP_CODES = {
     "sigmoid_gate": 13,
     "mixture": 14,
     "position_bias": 15,
+    "class_position_bias": 16,
 }
 PHASES = {"row": 0, "pixel": 1}  # PIXELFAST_PHASES
 CENTRES = {"none": 0, "a": 1, "b": 2}  # PIXELFAST_CENTRES: the centre tap's colour mask
