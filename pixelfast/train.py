@@ -550,13 +550,26 @@ def _plain(value):
     return value
 
 
+def _with_defaults(model, saved):
+    """``saved`` (a checkpoint's config) read through ``model``'s config class, so that an option
+    added since the checkpoint was written reads as its default, as when loading; as saved when it
+    does not fit (the comparison then reports it)."""
+    options = getattr(model, "options", None)
+    if options is None or not isinstance(saved, dict):
+        return saved
+    try:
+        return type(options)(**saved).to_dict()
+    except (TypeError, ValueError):
+        return saved
+
+
 def _resume(path: Path, model, optimizer, settings: dict, log) -> tuple[int, list[dict]]:
     ckpt = load_checkpoint(path, map_location="cpu")
     if ckpt["model_name"] != model_name(model):
         raise CheckpointError(
             f"cannot resume: {path} holds a {ckpt['model_name']}, but the model to train is a {model_name(model)}"
         )
-    saved, wanted = _plain(ckpt["model_config"]), _plain(config_of(model))
+    saved, wanted = _plain(_with_defaults(model, ckpt["model_config"])), _plain(config_of(model))
     if saved != wanted:
         diff = {k: (saved.get(k), wanted.get(k)) for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)}
         raise CheckpointError(f"cannot resume: {path} was trained with another configuration (saved, asked): {diff}")

@@ -188,12 +188,17 @@ def test_class_dropout_replaces_labels_in_training_mode_only():
     assert not torch.allclose(eval_loss, no_class_loss)
 
 
-def test_a_source_without_no_class_gains_one_as_the_mean_of_its_classes():
-    source = jitter(GatedPixelCNN(1, 6, 6, 2, num_classes=3), seed=4)
-    grown = GatedPixelCNN(1, 6, 6, 2, num_classes=3, class_dropout=0.2)
+@pytest.mark.parametrize("per_class_positions", [False, True])
+def test_a_source_without_no_class_gains_one_as_the_mean_of_its_classes(per_class_positions):
+    positions = dict(image_size=(4, 4), position_bias=True, class_position_bias=True) if per_class_positions else {}
+    source = jitter(GatedPixelCNN(1, 6, 6, 2, num_classes=3, **positions), seed=4)
+    grown = GatedPixelCNN(1, 6, 6, 2, num_classes=3, class_dropout=0.2, **positions)
     state = grown.fit_source_state(source.state_dict())
     grown.load_state_dict(state)
-    for name in ("blocks.1.v_class.weight", "blocks.0.h_class.weight"):
+    names = ["blocks.1.v_class.weight", "blocks.0.h_class.weight"]
+    if per_class_positions:
+        names += ["blocks.0.v_class_row", "blocks.1.h_class_col"]
+    for name in names:
         old, new = source.state_dict()[name], grown.state_dict()[name]
         assert torch.equal(new[:3], old)
         torch.testing.assert_close(new[3], old.mean(0))

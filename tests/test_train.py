@@ -127,6 +127,20 @@ def test_resume_edge_cases(tmp_path, digits):
         run(digits, tmp_path / "junk.pt", epochs=2, resume=True)
 
 
+def test_resume_reads_an_option_added_since_as_its_default(tmp_path, digits):
+    # A checkpoint written before an option existed (here position_bias and class_position_bias)
+    # resumes, as it loads: the missing options read as their defaults.
+    run(digits, tmp_path / "old.pt", epochs=1)
+    saved = torch.load(tmp_path / "old.pt", weights_only=True)
+    for key in ("position_bias", "class_position_bias"):
+        del saved["model_config"][key]
+    torch.save(saved, tmp_path / "old.pt")
+    resumed = run(digits, tmp_path / "old.pt", epochs=2, resume=True)
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2]
+    with pytest.raises(CheckpointError, match="another configuration"):  # a real difference still counts
+        run(digits, tmp_path / "old.pt", epochs=3, resume=True, model_config={"class_dropout": 0.1})
+
+
 def test_same_seed_same_weights_and_labels_make_it_conditional(tmp_path, digits):
     a = run(digits, None, epochs=1, seed=3).model
     b = run(digits, None, epochs=1, seed=3).model

@@ -407,16 +407,16 @@ Plan check_arguments(const std::vector<at::Tensor>& weights, c10::ArrayRef<int64
       decode_plan(buffers, program, weights, image.size(1), image.size(2), image.size(3), levels,
                   labels.has_value(), condition.has_value() ? condition->size(3) : -1);
   if (labels.has_value() && labels->numel() > 0) {
+    // The labels' range, read once (on CUDA each read is a copy to the host and a sync).
+    const at::Tensor l = labels->cpu();
+    const int64_t* p = l.const_data_ptr<int64_t>();
+    const auto [lowest, highest] = std::minmax_element(p, p + l.numel());
     for (const auto* ops : {&plan.row_ops, &plan.pixel_ops}) {
       for (const Op& op : *ops) {
         if (op.code != kClassBias && op.code != kClassPositionBias) continue;
         const int64_t classes = weights[op.table].size(0);
-        const at::Tensor l = labels->cpu();
-        const int64_t* p = l.const_data_ptr<int64_t>();
-        for (int64_t b = 0; b < l.numel(); ++b) {
-          TORCH_CHECK(p[b] >= 0 && p[b] < classes, "sample_cached: label ", p[b],
-                      " out of range 0..", classes - 1);
-        }
+        TORCH_CHECK(*lowest >= 0 && *highest < classes, "sample_cached: label ",
+                    *lowest < 0 ? *lowest : *highest, " out of range 0..", classes - 1);
       }
     }
   }

@@ -143,13 +143,15 @@ class GatedPixelCNN(PixelModel):
         return super().loss(x, labels)
 
     def fit_source_state(self, state: dict) -> dict:
-        """For ``train(init_from=...)``: a source without the ``no_class`` label gets one, its bias
-        the mean of the class biases (a start for the unconditional model)."""
+        """For ``train(init_from=...)``: a source without the ``no_class`` label gets one, its biases
+        (class biases, and class position biases) the mean of the classes' (a start for the
+        unconditional model)."""
         own = self.state_dict()
         fitted = dict(state)
+        per_class = ("v_class.weight", "h_class.weight", "_class_row", "_class_col")
         for key, value in state.items():
-            if key.endswith(("v_class.weight", "h_class.weight")) and key in own:
-                if value.dim() == 2 and value.shape[0] + 1 == own[key].shape[0]:
+            if key.endswith(per_class) and key in own:
+                if value.dim() == own[key].dim() and value.shape[0] + 1 == own[key].shape[0]:
                     fitted[key] = torch.cat([value, value.mean(0, keepdim=True)])
         return fitted
 
