@@ -262,33 +262,25 @@ Plan decode_plan(c10::ArrayRef<int64_t> buffers, c10::ArrayRef<int64_t> program,
                     dst.channels, "]");
         break;
       }
-      case kPositionBias: {
-        TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
-                    "sample_cached: position bias table index out of range");
-        const at::Tensor& t = weights[op.table];
-        TORCH_CHECK(t.dim() == 3 && t.size(2) == dst.channels && dst.channels % op.groups == 0,
-                    "sample_cached: position bias table has shape ", t.sizes(),
-                    ", expected [height, width, ", dst.channels, "]");
-        TORCH_CHECK(t.size(0) == height && t.size(1) == width,
-                    "sample_cached: the plan's position biases are for ", t.size(0), " x ",
-                    t.size(1), " images, the image is ", height, " x ", width);
-        TORCH_CHECK(op.period == 1,
-                    "sample_cached: a position bias runs at every position (period 1)");
-        break;
-      }
+      case kPositionBias:
       case kClassPositionBias: {
+        // [height, width, channels], or per class [classes, height, width, channels]
+        const bool per_class = op.code == kClassPositionBias;
+        const char* what = per_class ? "class position bias" : "position bias";
+        const int64_t lead = per_class ? 1 : 0;
         TORCH_CHECK(
-            has_labels,
+            !per_class || has_labels,
             "sample_cached: the plan has position biases per class but no labels were given");
         TORCH_CHECK(op.table >= 0 && op.table < static_cast<int64_t>(weights.size()),
-                    "sample_cached: class position bias table index out of range");
+                    "sample_cached: ", what, " table index out of range");
         const at::Tensor& t = weights[op.table];
-        TORCH_CHECK(t.dim() == 4 && t.size(3) == dst.channels && dst.channels % op.groups == 0,
-                    "sample_cached: class position bias table has shape ", t.sizes(),
-                    ", expected [classes, height, width, ", dst.channels, "]");
-        TORCH_CHECK(t.size(1) == height && t.size(2) == width,
-                    "sample_cached: the plan's position biases are for ", t.size(1), " x ",
-                    t.size(2), " images, the image is ", height, " x ", width);
+        TORCH_CHECK(t.dim() == 3 + lead && t.size(2 + lead) == dst.channels &&
+                        dst.channels % op.groups == 0,
+                    "sample_cached: ", what, " table has shape ", t.sizes(), ", expected [",
+                    per_class ? "classes, " : "", "height, width, ", dst.channels, "]");
+        TORCH_CHECK(t.size(lead) == height && t.size(lead + 1) == width,
+                    "sample_cached: the plan's position biases are for ", t.size(lead), " x ",
+                    t.size(lead + 1), " images, the image is ", height, " x ", width);
         TORCH_CHECK(op.period == 1,
                     "sample_cached: a position bias runs at every position (period 1)");
         break;
