@@ -263,27 +263,27 @@ class GatedBlock(nn.Module):
 
     def _position_bias(self, stack: str, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The position biases as ``[1 or B, 2n, H, W]`` (channels last), checked against ``x``'s size."""
-        rows, cols = getattr(self, f"{stack}_row"), getattr(self, f"{stack}_col")
-        if tuple(x.shape[2:]) != (rows.shape[0], cols.shape[0]):
+        rows, cols = self._rows_and_columns(stack, labels)  # each image's label's own
+        if tuple(x.shape[2:]) != (rows.shape[1], cols.shape[1]):
             raise ValueError(
-                f"GatedBlock: this block has biases per row and column of {rows.shape[0]}x{cols.shape[0]} "
+                f"GatedBlock: this block has biases per row and column of {rows.shape[1]}x{cols.shape[1]} "
                 f"images; got an input of {x.shape[2]}x{x.shape[3]}"
             )
-        class_rows = getattr(self, f"{stack}_class_row")
-        if class_rows is not None:  # [B, H, 2n] and [B, W, 2n]: each image's label's own
-            rows = rows + class_rows[labels]
-            cols = cols + getattr(self, f"{stack}_class_col")[labels]
-        else:
-            rows, cols = rows[None], cols[None]
         return (rows[:, :, None, :] + cols[:, None, :, :]).permute(0, 3, 1, 2)
 
     def position_table(self, stack: str) -> torch.Tensor:
         """Stack ``stack``'s (``"v"`` or ``"h"``) biases per position: ``[H, W, 2n]``, or with
         ``class_position_bias`` ``[labels, H, W, 2n]`` (label ``c``'s at ``[c]``)."""
+        rows, cols = self._rows_and_columns(stack, slice(None))  # every label's
+        table = rows[:, :, None, :] + cols[:, None, :, :]
+        return table if self.v_class_row is not None else table[0]
+
+    def _rows_and_columns(self, stack: str, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack ``stack``'s biases per row ``[L, H, 2n]`` and per column ``[L, W, 2n]``: with
+        ``class_position_bias``, the shared ones plus those of ``labels`` (an index into the
+        labels), else the shared ones alone (``L = 1``)."""
         rows, cols = getattr(self, f"{stack}_row"), getattr(self, f"{stack}_col")
-        class_rows = getattr(self, f"{stack}_class_row")
+        class_rows, class_cols = getattr(self, f"{stack}_class_row"), getattr(self, f"{stack}_class_col")
         if class_rows is None:
-            return rows[:, None, :] + cols[None, :, :]
-        rows = rows + class_rows  # [labels, H, 2n]
-        cols = cols + getattr(self, f"{stack}_class_col")
-        return rows[:, :, None, :] + cols[:, None, :, :]
+            return rows[None], cols[None]
+        return rows + class_rows[labels], cols + class_cols[labels]
